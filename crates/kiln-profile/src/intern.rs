@@ -1,0 +1,190 @@
+//! Interners for strings and for slices (stacks, label sets): each value is
+//! stored once, in insertion order, and found again by hash without allocating.
+
+use std::hash::{BuildHasher, Hash};
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+use crate::ids::StringId;
+
+fn hasher() -> FixedState {
+    FixedState::with_seed(0x6b69_6c6e)
+}
+
+/// The string table: every distinct string once; `StringId(0)` is `""`.
+#[derive(Clone, Debug)]
+pub struct StringTable {
+    strings: Vec<Box<str>>,
+    index: HashTable<StringId>,
+}
+
+impl Default for StringTable {
+    fn default() -> Self {
+        let mut table = Self {
+            strings: Vec::new(),
+            index: HashTable::new(),
+        };
+        table.intern("");
+        table
+    }
+}
+
+impl PartialEq for StringTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.strings == other.strings
+    }
+}
+
+impl StringTable {
+    /// The id of `s`, adding it if it is new.
+    pub fn intern(&mut self, s: &str) -> StringId {
+        let h = hasher().hash_one(s);
+        let strings = &self.strings;
+        if let Some(&id) = self.index.find(h, |&id| &*strings[id.index()] == s) {
+            return id;
+        }
+        let id = StringId::from_index(self.strings.len());
+        self.strings.push(s.into());
+        let strings = &self.strings;
+        self.index
+            .insert_unique(h, id, |&id| hasher().hash_one(&*strings[id.index()]));
+        id
+    }
+
+    /// The id of `s` if it is in the table.
+    pub fn find(&self, s: &str) -> Option<StringId> {
+        let h = hasher().hash_one(s);
+        self.index
+            .find(h, |&id| &*self.strings[id.index()] == s)
+            .copied()
+    }
+
+    /// The string behind `id`; `""` for an id out of range.
+    pub fn get(&self, id: StringId) -> &str {
+        self.strings.get(id.index()).map_or("", |s| s)
+    }
+
+    /// How many strings, `""` included.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Never true: the table always holds `""`.
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+
+    /// Every string, in id order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.strings.iter().map(|s| &**s)
+    }
+}
+
+/// Interns slices of `T` stored back to back in one buffer, so that a million
+/// stacks cost one allocation per growth, not one per stack.
+#[derive(Clone, Debug)]
+pub struct SliceTable<T> {
+    items: Vec<T>,
+    /// `offsets[i]..offsets[i + 1]` is slice `i`; starts with 0.
+    offsets: Vec<u32>,
+    index: HashTable<u32>,
+}
+
+impl<T> Default for SliceTable<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            offsets: vec![0],
+            index: HashTable::new(),
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for SliceTable<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items && self.offsets == other.offsets
+    }
+}
+
+impl<T: Copy + Hash + Eq> SliceTable<T> {
+    /// The index of `slice`, adding it if it is new.
+    pub fn intern(&mut self, slice: &[T]) -> u32 {
+        let h = hasher().hash_one(slice);
+        let (items, offsets) = (&self.items, &self.offsets);
+        let get = |i: u32| &items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+        if let Some(&i) = self.index.find(h, |&i| get(i) == slice) {
+            return i;
+        }
+        let i = (self.offsets.len() - 1) as u32;
+        self.items.extend_from_slice(slice);
+        self.offsets.push(self.items.len() as u32);
+        let (items, offsets) = (&self.items, &self.offsets);
+        self.index.insert_unique(h, i, |&i| {
+            hasher().hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
+        });
+        i
+    }
+
+    /// Slice `i`; empty for an index out of range.
+    #[inline]
+    pub fn get(&self, i: u32) -> &[T] {
+        let i = i as usize;
+        if i + 1 >= self.offsets.len() {
+            return &[];
+        }
+        &self.items[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// How many distinct slices.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// True when no slice was interned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every slice, in index order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[T]> {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.items[w[0] as usize..w[1] as usize])
+    }
+
+    /// How many elements all slices hold together.
+    pub fn total_items(&self) -> usize {
+        self.items.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_dedupe_and_keep_empty_first() {
+        let mut t = StringTable::default();
+        assert_eq!(t.get(StringId(0)), "");
+        let a = t.intern("a");
+        assert_eq!(t.intern("b").0, 2);
+        assert_eq!(t.intern("a"), a);
+        assert_eq!(t.find("b"), Some(StringId(2)));
+        assert_eq!(t.find("c"), None);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn slices_dedupe_and_empty_is_a_slice() {
+        let mut t = SliceTable::<u32>::default();
+        assert_eq!(t.intern(&[]), 0);
+        assert_eq!(t.intern(&[1, 2, 3]), 1);
+        assert_eq!(t.intern(&[1, 2]), 2);
+        assert_eq!(t.intern(&[1, 2, 3]), 1);
+        assert_eq!(t.get(1), &[1, 2, 3]);
+        assert_eq!(t.get(0), &[] as &[u32]);
+        assert_eq!(t.get(99), &[] as &[u32]);
+        assert_eq!(t.len(), 3);
+    }
+}

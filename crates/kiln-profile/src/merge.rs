@@ -1,0 +1,402 @@
+//! Merging profiles of one type, and [`compact`] (a merge of one profile).
+//!
+//! The [`Merger`] streams: add one profile at a time and drop it, so merging
+//! ten thousand files holds one input at a time plus the merged tables.
+//! Dictionaries are remapped lazily, entry by entry as samples reach them,
+//! so what no sample uses is dropped and the output's order depends only on
+//! the order of samples: that makes `compact` idempotent. Per sample the
+//! merge does hash look-ups in preallocated tables and allocates nothing.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+use hashbrown::{HashMap, HashTable};
+
+use crate::error::Error;
+use crate::ids::{FunctionId, LabelSetId, LocationId, MappingId, StackId, StringId};
+use crate::model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+
+const UNMAPPED: u32 = u32::MAX;
+
+/// Merges profiles into one; see the module docs.
+pub struct Merger {
+    out: Profile,
+    functions: HashMap<Function, FunctionId>,
+    mappings: HashMap<(u64, u64, StringId, StringId), MappingId>,
+    locations: HashTable<LocationId>,
+    samples: HashMap<(StackId, LabelSetId), u32>,
+    start: i64,
+    end: i64,
+    inputs: usize,
+    // Per-input scratch, kept to reuse its allocations.
+    str_map: Vec<u32>,
+    mapping_map: Vec<u32>,
+    function_map: Vec<u32>,
+    location_map: Vec<u32>,
+    stack_map: Vec<u32>,
+    label_map: Vec<u32>,
+    stack_buf: Vec<LocationId>,
+    label_buf: Vec<Label>,
+    line_buf: Vec<Line>,
+}
+
+fn hasher() -> FixedState {
+    FixedState::with_seed(0x6d65_7267)
+}
+
+fn location_hash(mapping: Option<MappingId>, address: u64, lines: &[Line], folded: bool) -> u64 {
+    hasher().hash_one((mapping, address, lines, folded))
+}
+
+impl Default for Merger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Merger {
+    /// An empty merger; the first profile added sets the sample types.
+    pub fn new() -> Self {
+        Self {
+            out: Profile::default(),
+            functions: HashMap::new(),
+            mappings: HashMap::new(),
+            locations: HashTable::new(),
+            samples: HashMap::new(),
+            start: i64::MAX,
+            end: i64::MIN,
+            inputs: 0,
+            str_map: Vec::new(),
+            mapping_map: Vec::new(),
+            function_map: Vec::new(),
+            location_map: Vec::new(),
+            stack_map: Vec::new(),
+            label_map: Vec::new(),
+            stack_buf: Vec::new(),
+            label_buf: Vec::new(),
+            line_buf: Vec::new(),
+        }
+    }
+
+    /// How many profiles were added.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// Adds `p`. Its sample types must equal the first profile's.
+    pub fn add(&mut self, p: &Profile) -> Result<(), Error> {
+        let n = p.sample_types.len();
+        if p.values.len() != p.samples.len() * n {
+            return Err(Error::Invalid("values do not match samples".into()));
+        }
+        self.str_map.clear();
+        self.str_map.resize(p.strings.len(), UNMAPPED);
+        if self.inputs == 0 {
+            self.adopt_header(p);
+        } else {
+            self.check_compatible(p)?;
+            self.out.period = self.out.period.max(p.period);
+            for &c in &p.comments {
+                let c = self.string(p, c);
+                if !self.out.comments.contains(&c) {
+                    self.out.comments.push(c);
+                }
+            }
+        }
+        self.inputs += 1;
+        if p.time_nanos != 0 {
+            self.start = self.start.min(p.time_nanos);
+            self.end = self.end.max(p.time_nanos.saturating_add(p.duration_nanos));
+        }
+        reset(&mut self.mapping_map, p.mappings.len());
+        reset(&mut self.function_map, p.functions.len());
+        reset(&mut self.location_map, p.locations.len());
+        reset(&mut self.stack_map, p.stacks.len());
+        reset(&mut self.label_map, p.label_sets.len());
+
+        for (i, s) in p.samples.iter().enumerate() {
+            let values = &p.values[i * n..(i + 1) * n];
+            if values.iter().all(|&v| v == 0) {
+                continue;
+            }
+            let stack = self.stack(p, s.stack)?;
+            let labels = self.label_set(p, s.labels)?;
+            let out_n = self.out.sample_types.len();
+            match self.samples.entry((stack, labels)) {
+                hashbrown::hash_map::Entry::Occupied(e) => {
+                    let at = *e.get() as usize * out_n;
+                    for (o, &v) in self.out.values[at..at + out_n].iter_mut().zip(values) {
+                        *o = o.saturating_add(v);
+                    }
+                }
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.out.samples.len() as u32);
+                    self.out.samples.push(Sample { stack, labels });
+                    self.out.values.extend_from_slice(values);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The merged profile.
+    pub fn finish(mut self) -> Profile {
+        if self.start <= self.end && self.start != i64::MAX {
+            self.out.time_nanos = self.start;
+            self.out.duration_nanos = self.end - self.start;
+        }
+        self.out
+    }
+
+    fn adopt_header(&mut self, p: &Profile) {
+        for vt in &p.sample_types {
+            let vt = self.value_type(p, *vt);
+            self.out.sample_types.push(vt);
+        }
+        self.out.period_type = p.period_type.map(|vt| self.value_type(p, vt));
+        self.out.period = p.period;
+        self.out.default_sample_type = self.string(p, p.default_sample_type);
+        self.out.drop_frames = self.string(p, p.drop_frames);
+        self.out.keep_frames = self.string(p, p.keep_frames);
+        self.out.doc_url = self.string(p, p.doc_url);
+        for &c in &p.comments {
+            let c = self.string(p, c);
+            self.out.comments.push(c);
+        }
+    }
+
+    fn check_compatible(&self, p: &Profile) -> Result<(), Error> {
+        let same = p.sample_types.len() == self.out.sample_types.len()
+            && p.sample_types.iter().zip(&self.out.sample_types).all(|(a, b)| {
+                p.str(a.ty) == self.out.str(b.ty) && p.str(a.unit) == self.out.str(b.unit)
+            });
+        if same {
+            return Ok(());
+        }
+        let names = |q: &Profile| {
+            q.sample_types
+                .iter()
+                .map(|vt| format!("{}/{}", q.str(vt.ty), q.str(vt.unit)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        Err(Error::Mismatch(format!(
+            "sample types [{}] differ from [{}]",
+            names(p),
+            names(&self.out)
+        )))
+    }
+
+    fn value_type(&mut self, p: &Profile, vt: ValueType) -> ValueType {
+        ValueType { ty: self.string(p, vt.ty), unit: self.string(p, vt.unit) }
+    }
+
+    #[inline]
+    fn string(&mut self, p: &Profile, s: StringId) -> StringId {
+        let slot = &mut self.str_map[s.index()];
+        if *slot == UNMAPPED {
+            *slot = self.out.strings.intern(p.str(s)).0;
+        }
+        StringId(*slot)
+    }
+
+    fn mapping(&mut self, p: &Profile, m: MappingId) -> MappingId {
+        if self.mapping_map[m.index()] != UNMAPPED {
+            return MappingId(self.mapping_map[m.index()]);
+        }
+        let src = &p.mappings[m.index()];
+        let filename = self.string(p, src.filename);
+        let build_id = self.string(p, src.build_id);
+        let size = src.memory_limit.wrapping_sub(src.memory_start);
+        let key = (size, src.file_offset, filename, build_id);
+        let out = &mut self.out;
+        let id = *self.mappings.entry(key).or_insert_with(|| {
+            out.add_mapping(Mapping { filename, build_id, ..src.clone() })
+        });
+        self.mapping_map[m.index()] = id.0;
+        id
+    }
+
+    fn function(&mut self, p: &Profile, f: FunctionId) -> FunctionId {
+        if self.function_map[f.index()] != UNMAPPED {
+            return FunctionId(self.function_map[f.index()]);
+        }
+        let src = p.functions[f.index()];
+        let key = Function {
+            name: self.string(p, src.name),
+            system_name: self.string(p, src.system_name),
+            filename: self.string(p, src.filename),
+            start_line: src.start_line,
+        };
+        let out = &mut self.out;
+        let id = *self.functions.entry(key).or_insert_with(|| out.add_function(key));
+        self.function_map[f.index()] = id.0;
+        id
+    }
+
+    fn location(&mut self, p: &Profile, l: LocationId) -> LocationId {
+        if self.location_map[l.index()] != UNMAPPED {
+            return LocationId(self.location_map[l.index()]);
+        }
+        let src = &p.locations[l.index()];
+        let mapping = src.mapping.map(|m| self.mapping(p, m));
+        let mut lines = std::mem::take(&mut self.line_buf);
+        lines.clear();
+        for line in &src.lines {
+            lines.push(Line { function: self.function(p, line.function), ..*line });
+        }
+        let h = location_hash(mapping, src.address, &lines, src.is_folded);
+        let locations = &self.out.locations;
+        let found = self.locations.find(h, |&id| {
+            let o = &locations[id.index()];
+            o.mapping == mapping && o.address == src.address && o.is_folded == src.is_folded && o.lines == lines
+        });
+        let id = match found {
+            Some(&id) => id,
+            None => {
+                let id = self.out.add_location(Location {
+                    mapping,
+                    address: src.address,
+                    lines: lines.clone(),
+                    is_folded: src.is_folded,
+                });
+                let locations = &self.out.locations;
+                self.locations.insert_unique(h, id, |&id| {
+                    let o = &locations[id.index()];
+                    location_hash(o.mapping, o.address, &o.lines, o.is_folded)
+                });
+                id
+            }
+        };
+        self.line_buf = lines;
+        self.location_map[l.index()] = id.0;
+        id
+    }
+
+    fn stack(&mut self, p: &Profile, s: StackId) -> Result<StackId, Error> {
+        let slot = *self.stack_map.get(s.index()).ok_or_else(|| Error::Invalid("stack out of range".into()))?;
+        if slot != UNMAPPED {
+            return Ok(StackId(slot));
+        }
+        let mut buf = std::mem::take(&mut self.stack_buf);
+        buf.clear();
+        for &l in p.stack(s) {
+            if l.index() >= p.locations.len() {
+                return Err(Error::Invalid("stack names a location out of range".into()));
+            }
+            buf.push(self.location(p, l));
+        }
+        let id = self.out.stacks.intern(&buf);
+        self.stack_buf = buf;
+        self.stack_map[s.index()] = id;
+        Ok(StackId(id))
+    }
+
+    fn label_set(&mut self, p: &Profile, set: LabelSetId) -> Result<LabelSetId, Error> {
+        let slot = *self.label_map.get(set.index()).ok_or_else(|| Error::Invalid("label set out of range".into()))?;
+        if slot != UNMAPPED {
+            return Ok(LabelSetId(slot));
+        }
+        let mut buf = std::mem::take(&mut self.label_buf);
+        buf.clear();
+        for l in p.labels(set) {
+            buf.push(Label {
+                key: self.string(p, l.key),
+                str: self.string(p, l.str),
+                num: l.num,
+                num_unit: self.string(p, l.num_unit),
+            });
+        }
+        // Labels are a set: one order, so {a,b} and {b,a} merge.
+        buf.sort_unstable();
+        buf.dedup();
+        let id = self.out.label_sets.intern(&buf);
+        self.label_buf = buf;
+        self.label_map[set.index()] = id;
+        Ok(LabelSetId(id))
+    }
+}
+
+fn reset(map: &mut Vec<u32>, len: usize) {
+    map.clear();
+    map.resize(len, UNMAPPED);
+}
+
+/// Merges `profiles`, which must share sample types.
+pub fn merge<'a>(profiles: impl IntoIterator<Item = &'a Profile>) -> Result<Profile, Error> {
+    let mut m = Merger::new();
+    for p in profiles {
+        m.add(p)?;
+    }
+    Ok(m.finish())
+}
+
+/// Rewrites `p` without duplicates or unused entries: identical functions,
+/// locations, mappings and samples become one; samples whose values are all
+/// zero are dropped. Idempotent.
+pub fn compact(p: &Profile) -> Profile {
+    let mut m = Merger::new();
+    match m.add(p) {
+        Ok(()) => m.finish(),
+        // Only an inconsistent profile fails; hand it back unchanged.
+        Err(_) => p.clone(),
+    }
+}
+
+/// A one-type view of `p`: only sample type `index`, compacted. Used to
+/// combine files whose type lists differ (a JFR and a Go pprof).
+pub fn select_type(p: &Profile, index: usize) -> Profile {
+    let mut one = Profile { sample_types: vec![p.sample_types[index]], ..p.clone() };
+    let n = p.sample_types.len();
+    one.values = p.values.iter().skip(index).step_by(n.max(1)).copied().collect();
+    one.default_sample_type = p.sample_types[index].ty;
+    compact(&one)
+}
+
+/// Multiplies every value of `p` by `factor` (rounding), as pprof's
+/// `-normalize` and diff normalisation do.
+pub fn scale(p: &mut Profile, factor: f64) {
+    for v in &mut p.values {
+        *v = (*v as f64 * factor).round() as i64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folded::{FoldedOptions, decode};
+
+    fn folded(text: &str) -> Profile {
+        decode(text.as_bytes(), &FoldedOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn merge_sums_equal_stacks() {
+        let a = folded("main;a 1\nmain;b 2\n");
+        let b = folded("main;b 3\nmain;c 4\n");
+        let m = merge([&a, &b]).unwrap();
+        m.validate().unwrap();
+        assert_eq!(crate::folded::encode(&m, 0, false), "main;a 1\nmain;b 5\nmain;c 4\n");
+        assert_eq!(m.functions.len(), 4);
+    }
+
+    #[test]
+    fn mismatched_types_are_refused() {
+        let a = folded("main 1\n");
+        let b = Profile::with_sample_types(&[("cpu", "nanoseconds")]);
+        assert!(matches!(merge([&a, &b]), Err(Error::Mismatch(_))));
+    }
+
+    #[test]
+    fn select_type_keeps_one_column() {
+        let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
+        let f = p.add_function(Function::default());
+        let l = p.add_location(Location { lines: vec![Line { function: f, line: 0, column: 0 }], ..Location::default() });
+        p.push_sample(&[l], &[], &[2, 20]);
+        p.push_sample(&[l], &[], &[0, 0]);
+        let one = select_type(&p, 1);
+        assert_eq!(one.sample_types.len(), 1);
+        assert_eq!(one.values, vec![20]);
+        assert_eq!(one.str(one.sample_types[0].ty), "cpu");
+    }
+}
