@@ -299,17 +299,27 @@ impl Merger {
         }
         let mut buf = std::mem::take(&mut self.label_buf);
         buf.clear();
-        for l in p.labels(set) {
-            buf.push(Label {
+        buf.extend_from_slice(p.labels(set));
+        // Labels are a set: one order, by content rather than by id, so that
+        // {a,b} and {b,a} merge and a second compaction interns in the
+        // same order as the first.
+        buf.sort_unstable_by(|a, b| {
+            (p.str(a.key), p.str(a.str), a.num, p.str(a.num_unit)).cmp(&(
+                p.str(b.key),
+                p.str(b.str),
+                b.num,
+                p.str(b.num_unit),
+            ))
+        });
+        buf.dedup();
+        for l in buf.iter_mut() {
+            *l = Label {
                 key: self.string(p, l.key),
                 str: self.string(p, l.str),
                 num: l.num,
                 num_unit: self.string(p, l.num_unit),
-            });
+            };
         }
-        // Labels are a set: one order, so {a,b} and {b,a} merge.
-        buf.sort_unstable();
-        buf.dedup();
         let id = self.out.label_sets.intern(&buf);
         self.label_buf = buf;
         self.label_map[set.index()] = id;

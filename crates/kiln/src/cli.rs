@@ -1,0 +1,256 @@
+//! Arguments of every subcommand and the glue that runs them: read files,
+//! call `kiln-profile`, hand the result to `render`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kiln_profile::{DecodeOptions, Filter, Merger, Profile};
+
+use crate::render;
+
+/// Kiln: continuous profiling. These commands read profile files — pprof
+/// (raw or gzipped), JFR and folded stacks, recognised by content.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Functions by self value, with the Pareto-80% set marked.
+    Top(TopArgs),
+    /// Draw an SVG flame graph.
+    Flamegraph(FlamegraphArgs),
+    /// Compare two profiles: what grew and what shrank.
+    Diff(DiffArgs),
+    /// Convert a profile to pprof, folded stacks or JSON.
+    Convert(ConvertArgs),
+}
+
+/// How input files are read and filtered; shared by every command.
+#[derive(Debug, Args)]
+struct Input {
+    /// Sample type: a name (`cpu`, `alloc_space`), `type:unit`, or a
+    /// Pyroscope profile type ID. Default: the CPU type, else the file's
+    /// default sample type, else its last.
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    ty: Option<String>,
+    /// Keep only samples with a frame matching this regex.
+    #[arg(long, value_name = "REGEX")]
+    focus: Option<String>,
+    /// Drop samples with a frame matching this regex.
+    #[arg(long, value_name = "REGEX")]
+    ignore: Option<String>,
+    /// Keep only samples with this label (repeatable), e.g. `thread_name=main`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Folded input: the first frame of each line is the thread name.
+    #[arg(long)]
+    thread_prefix: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TableFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// Profile files; several are merged.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    input: Input,
+    /// Rows to show (0: all).
+    #[arg(short = 'n', default_value_t = 20)]
+    n: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+    format: TableFormat,
+    /// Also show totals grouped by this label (e.g. `thread_pool`).
+    #[arg(long, value_name = "LABEL")]
+    group_by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct FlamegraphArgs {
+    /// Profile files; several are merged.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    input: Input,
+    /// Where to write the SVG.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Title of the graph. Default: the sample type.
+    #[arg(long)]
+    title: Option<String>,
+    /// Most nodes to draw; the smallest fold into `other` (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_nodes: usize,
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The baseline profile.
+    base: PathBuf,
+    /// The profile to compare with it.
+    new: PathBuf,
+    #[command(flatten)]
+    input: Input,
+    /// Also write a differential flame graph (red grew, blue shrank).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Output format of the table.
+    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+    format: TableFormat,
+    /// Rows to show (0: all).
+    #[arg(short = 'n', default_value_t = 20)]
+    n: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum To {
+    Pprof,
+    Folded,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ConvertArgs {
+    /// Input profile.
+    input_file: PathBuf,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Output format (pprof is written gzipped).
+    #[arg(long, value_enum, default_value_t = To::Pprof)]
+    to: To,
+    #[command(flatten)]
+    input: Input,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Top(a) => {
+            let (p, ty) = load(&a.files, &a.input)?;
+            let top = kiln_profile::top(&p, ty)?;
+            let groups = match &a.group_by {
+                Some(label) => Some((label.as_str(), kiln_profile::group_by_label(&p, ty, label)?)),
+                None => None,
+            };
+            let out = match a.format {
+                TableFormat::Text => render::top_text(&top, a.n, groups.as_ref().map(|(l, g)| (*l, g.as_slice()))),
+                TableFormat::Json => render::top_json(&top, a.n, groups.as_ref().map(|(l, g)| (*l, g.as_slice())))?,
+            };
+            print!("{out}");
+        }
+        Command::Flamegraph(a) => {
+            let (p, ty) = load(&a.files, &a.input)?;
+            let tree = kiln_profile::flame_tree(&p, ty, a.max_nodes)?;
+            let title = a.title.unwrap_or_else(|| format!("{} ({})", tree.ty, tree.unit));
+            let svg = render::flamegraph_svg(&tree.folded(), &title, &tree.unit, false)?;
+            write(&a.output, &svg)?;
+        }
+        Command::Diff(a) => {
+            let (base, bt) = load(std::slice::from_ref(&a.base), &a.input)?;
+            let (new, nt) = load(std::slice::from_ref(&a.new), &a.input)?;
+            let d = kiln_profile::diff(&base, bt, &new, nt)?;
+            if let Some(out) = &a.output {
+                let title = format!("{} ({}): {} → {}", d.ty, d.unit, a.base.display(), a.new.display());
+                let svg = render::flamegraph_svg(&d.differential_folded(), &title, &d.unit, true)?;
+                write(out, &svg)?;
+            }
+            let out = match a.format {
+                TableFormat::Text => render::diff_text(&d, a.n),
+                TableFormat::Json => render::diff_json(&d, a.n)?,
+            };
+            print!("{out}");
+        }
+        Command::Convert(a) => {
+            let p = read(&a.input_file, &a.input)?;
+            let p = apply_filter(p, &a.input)?;
+            let bytes = match a.to {
+                To::Pprof => kiln_profile::pprof::encode_gzip(&p),
+                To::Folded => {
+                    let ty = choose_type(&p, &a.input_file, a.input.ty.as_deref())?;
+                    kiln_profile::folded::encode(&p, ty, a.input.thread_prefix).into_bytes()
+                }
+                To::Json => render::profile_json(&p)?,
+            };
+            write(&a.output, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read(path: &Path, input: &Input) -> Result<Profile> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut opts = DecodeOptions::default();
+    opts.folded.thread_prefix = input.thread_prefix;
+    kiln_profile::decode(&bytes, &opts).with_context(|| format!("{}", path.display()))
+}
+
+fn choose_type(p: &Profile, path: &Path, wanted: Option<&str>) -> Result<usize> {
+    let found = match wanted {
+        Some(t) => p.sample_type_index(t),
+        None => p.default_type_index(),
+    };
+    match found {
+        Some(i) => Ok(i),
+        None if p.sample_types.is_empty() => bail!("{}: the profile has no sample types", path.display()),
+        None => bail!(
+            "{}: no sample type {:?}; it has {}",
+            path.display(),
+            wanted.unwrap_or(""),
+            kiln_profile::type_list(p)
+        ),
+    }
+}
+
+fn apply_filter(p: Profile, input: &Input) -> Result<Profile> {
+    if input.focus.is_none() && input.ignore.is_none() && input.labels.is_empty() {
+        return Ok(p);
+    }
+    let mut f = Filter::default();
+    f.focus = input.focus.as_deref().map(Filter::regex).transpose()?;
+    f.ignore = input.ignore.as_deref().map(Filter::regex).transpose()?;
+    for l in &input.labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: expected KEY=VALUE");
+        };
+        f.keep_labels.push((k.to_string(), v.to_string()));
+    }
+    Ok(kiln_profile::filter(&p, &f))
+}
+
+/// Reads every file, keeps the chosen sample type of each, and merges them.
+/// Without `--type`, the first file's choice names the type the others must
+/// have too.
+fn load(files: &[PathBuf], input: &Input) -> Result<(Profile, usize)> {
+    let mut merger = Merger::new();
+    let mut wanted = input.ty.clone();
+    for path in files {
+        let p = read(path, input)?;
+        let ty = choose_type(&p, path, wanted.as_deref())?;
+        if wanted.is_none() {
+            let (t, u) = p.sample_type_names(ty);
+            wanted = Some(format!("{t}:{u}"));
+        }
+        let one = kiln_profile::select_type(&p, ty);
+        drop(p);
+        merger.add(&one).with_context(|| format!("{}", path.display()))?;
+    }
+    let merged = merger.finish();
+    let merged = apply_filter(merged, input)?;
+    Ok((merged, 0))
+}
