@@ -66,7 +66,10 @@ fn check_type(p: &Profile, ty: usize) -> Result<(), Error> {
     if ty < p.sample_types.len() {
         Ok(())
     } else {
-        Err(Error::NoSuchType { wanted: format!("#{ty}"), available: type_list(p) })
+        Err(Error::NoSuchType {
+            wanted: format!("#{ty}"),
+            available: type_list(p),
+        })
     }
 }
 
@@ -147,10 +150,20 @@ pub fn top(p: &Profile, ty: usize) -> Result<Top, Error> {
             pareto: false,
         })
         .collect();
-    rows.sort_by(|a, b| b.self_value.cmp(&a.self_value).then(b.total.cmp(&a.total)).then(a.name.cmp(&b.name)));
+    rows.sort_by(|a, b| {
+        b.self_value
+            .cmp(&a.self_value)
+            .then(b.total.cmp(&a.total))
+            .then(a.name.cmp(&b.name))
+    });
     mark_pareto(&mut rows, total);
     let (t, u) = p.sample_type_names(ty);
-    Ok(Top { ty: t.into(), unit: u.into(), total, rows })
+    Ok(Top {
+        ty: t.into(),
+        unit: u.into(),
+        total,
+        rows,
+    })
 }
 
 fn mark_pareto(rows: &mut [TopRow], total: i64) {
@@ -233,7 +246,11 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
         let mut order: Vec<u32> = (0..n as u32).collect();
         // A parent's total is at least its child's and its index smaller, so
         // every prefix of this order is closed under "parent of".
-        order.sort_by(|&a, &b| total_v[b as usize].cmp(&total_v[a as usize]).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            total_v[b as usize]
+                .cmp(&total_v[a as usize])
+                .then(a.cmp(&b))
+        });
         keep.iter_mut().for_each(|k| *k = false);
         for &i in order.iter().take(max_nodes.max(1)) {
             keep[i as usize] = true;
@@ -244,10 +261,22 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
     let mut nodes: Vec<FlameNode> = Vec::new();
     let mut other_of: HashMap<u32, u32> = HashMap::new();
     for i in 0..n {
-        let name = if i == 0 { "total".to_string() } else { frames.names.get(crate::ids::StringId(name_of[i])).to_string() };
+        let name = if i == 0 {
+            "total".to_string()
+        } else {
+            frames
+                .names
+                .get(crate::ids::StringId(name_of[i]))
+                .to_string()
+        };
         if keep[i] {
             out_index[i] = nodes.len() as u32;
-            nodes.push(FlameNode { name, self_value: self_v[i], total: total_v[i], children: Vec::new() });
+            nodes.push(FlameNode {
+                name,
+                self_value: self_v[i],
+                total: total_v[i],
+                children: Vec::new(),
+            });
             if i != 0 {
                 let parent = out_index[parent_of[i] as usize];
                 nodes[parent as usize].children.push(out_index[i]);
@@ -255,7 +284,12 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
         } else if keep[parent_of[i] as usize] {
             let parent = out_index[parent_of[i] as usize];
             let o = *other_of.entry(parent).or_insert_with(|| {
-                nodes.push(FlameNode { name: OTHER.into(), self_value: 0, total: 0, children: Vec::new() });
+                nodes.push(FlameNode {
+                    name: OTHER.into(),
+                    self_value: 0,
+                    total: 0,
+                    children: Vec::new(),
+                });
                 let o = (nodes.len() - 1) as u32;
                 nodes[parent as usize].children.push(o);
                 o
@@ -266,10 +300,15 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
     }
     let totals: Vec<i64> = nodes.iter().map(|n| n.total).collect();
     for node in &mut nodes {
-        node.children.sort_by(|&a, &b| totals[b as usize].cmp(&totals[a as usize]).then(a.cmp(&b)));
+        node.children
+            .sort_by(|&a, &b| totals[b as usize].cmp(&totals[a as usize]).then(a.cmp(&b)));
     }
     let (t, u) = p.sample_type_names(ty);
-    Ok(FlameTree { ty: t.into(), unit: u.into(), nodes })
+    Ok(FlameTree {
+        ty: t.into(),
+        unit: u.into(),
+        nodes,
+    })
 }
 
 impl FlameTree {
@@ -350,7 +389,11 @@ pub struct Diff {
 }
 
 fn share(v: i64, total: i64) -> f64 {
-    if total == 0 { 0.0 } else { 100.0 * v as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * v as f64 / total as f64
+    }
 }
 
 /// Compares sample type `base_ty` of `base` with `new_ty` of `new`.
@@ -387,7 +430,10 @@ pub fn diff(base: &Profile, base_ty: usize, new: &Profile, new_ty: usize) -> Res
         })
         .collect();
     functions.sort_by(|a, b| {
-        b.self_delta_pct.abs().total_cmp(&a.self_delta_pct.abs()).then_with(|| a.name.cmp(&b.name))
+        b.self_delta_pct
+            .abs()
+            .total_cmp(&a.self_delta_pct.abs())
+            .then_with(|| a.name.cmp(&b.name))
     });
     let mut stacks: HashMap<String, (i64, i64)> = HashMap::new();
     for line in crate::folded::encode(base, base_ty, false).lines() {
@@ -402,21 +448,49 @@ pub fn diff(base: &Profile, base_ty: usize, new: &Profile, new_ty: usize) -> Res
     }
     let mut stacks: Vec<StackDiff> = stacks
         .into_iter()
-        .map(|(stack, (bv, nv))| StackDiff { stack, base: bv, new: nv, delta_pct: share(nv, n.total) - share(bv, b.total) })
+        .map(|(stack, (bv, nv))| StackDiff {
+            stack,
+            base: bv,
+            new: nv,
+            delta_pct: share(nv, n.total) - share(bv, b.total),
+        })
         .collect();
-    stacks.sort_by(|a, b| b.delta_pct.abs().total_cmp(&a.delta_pct.abs()).then_with(|| a.stack.cmp(&b.stack)));
-    Ok(Diff { ty: b.ty, unit: b.unit, base_total: b.total, new_total: n.total, functions, stacks })
+    stacks.sort_by(|a, b| {
+        b.delta_pct
+            .abs()
+            .total_cmp(&a.delta_pct.abs())
+            .then_with(|| a.stack.cmp(&b.stack))
+    });
+    Ok(Diff {
+        ty: b.ty,
+        unit: b.unit,
+        base_total: b.total,
+        new_total: n.total,
+        functions,
+        stacks,
+    })
 }
 
 impl Diff {
     /// `stack base new` lines with the new side scaled to the base total,
     /// the input of `inferno`'s differential flame graph.
     pub fn differential_folded(&self) -> Vec<String> {
-        let scale = if self.new_total == 0 { 1.0 } else { self.base_total as f64 / self.new_total as f64 };
+        let scale = if self.new_total == 0 {
+            1.0
+        } else {
+            self.base_total as f64 / self.new_total as f64
+        };
         let mut lines: Vec<String> = self
             .stacks
             .iter()
-            .map(|s| format!("{} {} {}", s.stack, s.base, (s.new as f64 * scale).round() as i64))
+            .map(|s| {
+                format!(
+                    "{} {} {}",
+                    s.stack,
+                    s.base,
+                    (s.new as f64 * scale).round() as i64
+                )
+            })
             .collect();
         lines.sort();
         lines
@@ -439,7 +513,10 @@ pub fn group_by_label(p: &Profile, ty: usize, key: &str) -> Result<Vec<(String, 
     for (set, v) in per_set {
         let value = match direct.and_then(|k| p.label_str(set, k)) {
             Some(v) => v.to_string(),
-            None if key == "thread_pool" => thread.and_then(|k| p.label_str(set, k)).map(thread_pool).unwrap_or_default(),
+            None if key == "thread_pool" => thread
+                .and_then(|k| p.label_str(set, k))
+                .map(thread_pool)
+                .unwrap_or_default(),
             None => String::new(),
         };
         *groups.entry(value).or_default() += v;
@@ -469,7 +546,10 @@ pub struct Filter {
 impl Filter {
     /// Compiles a pattern, naming it in the error.
     pub fn regex(pattern: &str) -> Result<Regex, Error> {
-        Regex::new(pattern).map_err(|e| Error::Regex { pattern: pattern.into(), message: e.to_string() })
+        Regex::new(pattern).map_err(|e| Error::Regex {
+            pattern: pattern.into(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -482,7 +562,10 @@ pub fn filter(p: &Profile, f: &Filter) -> Profile {
             frames
                 .of_location
                 .iter()
-                .map(|ids| ids.iter().any(|&id| re.is_match(frames.names.get(crate::ids::StringId(id)))))
+                .map(|ids| {
+                    ids.iter()
+                        .any(|&id| re.is_match(frames.names.get(crate::ids::StringId(id))))
+                })
                 .collect()
         })
     };
@@ -492,10 +575,20 @@ pub fn filter(p: &Profile, f: &Filter) -> Profile {
     let wanted: Vec<(crate::ids::StringId, crate::ids::StringId)> = f
         .keep_labels
         .iter()
-        .map(|(k, v)| (p.strings.find(k).unwrap_or(crate::ids::StringId(u32::MAX)), p.strings.find(v).unwrap_or(crate::ids::StringId(u32::MAX))))
+        .map(|(k, v)| {
+            (
+                p.strings.find(k).unwrap_or(crate::ids::StringId(u32::MAX)),
+                p.strings.find(v).unwrap_or(crate::ids::StringId(u32::MAX)),
+            )
+        })
         .collect();
     let n = p.sample_types.len();
-    let mut out = Profile { samples: Vec::new(), values: Vec::new(), stacks: Default::default(), ..p.clone() };
+    let mut out = Profile {
+        samples: Vec::new(),
+        values: Vec::new(),
+        stacks: Default::default(),
+        ..p.clone()
+    };
     for (i, s) in p.samples.iter().enumerate() {
         let stack = p.stack(s.stack);
         let any = |m: &Vec<bool>| stack.iter().any(|l| m[l.index()]);
@@ -503,7 +596,10 @@ pub fn filter(p: &Profile, f: &Filter) -> Profile {
             continue;
         }
         let labels = p.labels(s.labels);
-        if !wanted.iter().all(|&(k, v)| labels.iter().any(|l| l.key == k && l.str == v)) {
+        if !wanted
+            .iter()
+            .all(|&(k, v)| labels.iter().any(|l| l.key == k && l.str == v))
+        {
             continue;
         }
         let stack = match &prune {
@@ -514,7 +610,10 @@ pub fn filter(p: &Profile, f: &Filter) -> Profile {
             None => stack,
         };
         let stack = StackId(out.stacks.intern(stack));
-        out.samples.push(Sample { stack, labels: s.labels });
+        out.samples.push(Sample {
+            stack,
+            labels: s.labels,
+        });
         out.values.extend_from_slice(&p.values[i * n..(i + 1) * n]);
     }
     compact(&out)
@@ -578,25 +677,55 @@ mod tests {
 
     #[test]
     fn groups_by_thread_pool_from_thread_names() {
-        let opts = FoldedOptions { thread_prefix: true, ..FoldedOptions::default() };
+        let opts = FoldedOptions {
+            thread_prefix: true,
+            ..FoldedOptions::default()
+        };
         let p = decode(b"worker-1;x 3\nworker-2;x 4\nmain;y 1\n", &opts).unwrap();
         let g = group_by_label(&p, 0, "thread_pool").unwrap();
-        assert_eq!(g, vec![("worker-*".to_string(), 7), ("main".to_string(), 1)]);
+        assert_eq!(
+            g,
+            vec![("worker-*".to_string(), 7), ("main".to_string(), 1)]
+        );
     }
 
     #[test]
     fn filter_focus_ignore_labels_prune() {
-        let opts = FoldedOptions { thread_prefix: true, ..FoldedOptions::default() };
+        let opts = FoldedOptions {
+            thread_prefix: true,
+            ..FoldedOptions::default()
+        };
         let p = decode(b"t1;main;a;x 1\nt1;main;b;y 2\nt2;main;a;z 4\n", &opts).unwrap();
         let only = |f: Filter| crate::folded::encode(&filter(&p, &f), 0, false);
         let re = |s: &str| Some(Filter::regex(s).unwrap());
-        assert_eq!(only(Filter { focus: re("^a$"), ..Filter::default() }), "main;a;x 1\nmain;a;z 4\n");
-        assert_eq!(only(Filter { ignore: re("^a$"), ..Filter::default() }), "main;b;y 2\n");
         assert_eq!(
-            only(Filter { keep_labels: vec![("thread_name".into(), "t2".into())], ..Filter::default() }),
+            only(Filter {
+                focus: re("^a$"),
+                ..Filter::default()
+            }),
+            "main;a;x 1\nmain;a;z 4\n"
+        );
+        assert_eq!(
+            only(Filter {
+                ignore: re("^a$"),
+                ..Filter::default()
+            }),
+            "main;b;y 2\n"
+        );
+        assert_eq!(
+            only(Filter {
+                keep_labels: vec![("thread_name".into(), "t2".into())],
+                ..Filter::default()
+            }),
             "main;a;z 4\n"
         );
-        assert_eq!(only(Filter { prune_from: re("^a$"), ..Filter::default() }), "main;a 5\nmain;b;y 2\n");
+        assert_eq!(
+            only(Filter {
+                prune_from: re("^a$"),
+                ..Filter::default()
+            }),
+            "main;a 5\nmain;b;y 2\n"
+        );
         assert!(Filter::regex("(").is_err());
     }
 }

@@ -48,7 +48,13 @@ mod tests {
         let z = gzip(&data);
         assert!(is_gzip(&z));
         assert_eq!(gunzip(&z, 10_000).unwrap(), data);
-        assert!(matches!(gunzip(&z, 9_999), Err(Error::TooLarge { limit: 9_999 })));
-        assert!(matches!(gunzip(&z[..z.len() / 2], 1 << 20), Err(Error::Gzip(_))));
+        assert!(matches!(
+            gunzip(&z, 9_999),
+            Err(Error::TooLarge { limit: 9_999 })
+        ));
+        assert!(matches!(
+            gunzip(&z[..z.len() / 2], 1 << 20),
+            Err(Error::Gzip(_))
+        ));
     }
 }

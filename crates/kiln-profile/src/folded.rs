@@ -39,10 +39,15 @@ pub fn looks_folded(bytes: &[u8]) -> bool {
     let text = match std::str::from_utf8(head) {
         Ok(t) => t,
         // The cut may split a character: accept a valid prefix.
-        Err(e) if e.valid_up_to() > 0 => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""),
+        Err(e) if e.valid_up_to() > 0 => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or("")
+        }
         Err(_) => return false,
     };
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
     match lines.next() {
         Some(line) => split_count(line).is_some(),
         None => false,
@@ -77,7 +82,10 @@ fn thread_name(frame: &str) -> &str {
 /// every frame becomes a function with one location.
 pub fn decode(text: &[u8], opts: &FoldedOptions) -> Result<Profile, Error> {
     let text = std::str::from_utf8(text).map_err(|e| Error::Folded {
-        line: 1 + text[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
+        line: 1 + text[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count(),
         message: "not UTF-8".into(),
     })?;
     let mut p = Profile::with_sample_types(&[(&opts.sample_type, &opts.unit)]);
@@ -95,14 +103,21 @@ pub fn decode(text: &[u8], opts: &FoldedOptions) -> Result<Profile, Error> {
             message: "expected `frame;frame;… COUNT`".into(),
         })?;
         if count < 0 {
-            return Err(Error::Folded { line: n + 1, message: "negative count".into() });
+            return Err(Error::Folded {
+                line: n + 1,
+                message: "negative count".into(),
+            });
         }
         let mut frames = frames.split(';');
         let mut labels = Vec::new();
         if opts.thread_prefix
             && let Some(thread) = frames.next()
         {
-            labels.push(Label { key: thread_key, str: p.strings.intern(thread_name(thread)), ..Label::default() });
+            labels.push(Label {
+                key: thread_key,
+                str: p.strings.intern(thread_name(thread)),
+                ..Label::default()
+            });
         }
         stack.clear();
         for frame in frames {
@@ -112,9 +127,17 @@ pub fn decode(text: &[u8], opts: &FoldedOptions) -> Result<Profile, Error> {
             let name = p.strings.intern(frame);
             let loc = *frame_locations.entry(name).or_insert_with(|| {
                 let f = p.functions.len();
-                p.functions.push(Function { name, system_name: name, ..Function::default() });
+                p.functions.push(Function {
+                    name,
+                    system_name: name,
+                    ..Function::default()
+                });
                 p.add_location(Location {
-                    lines: vec![Line { function: FunctionId::from_index(f), line: 0, column: 0 }],
+                    lines: vec![Line {
+                        function: FunctionId::from_index(f),
+                        line: 0,
+                        column: 0,
+                    }],
                     ..Location::default()
                 })
             });
@@ -158,13 +181,15 @@ pub fn encode(p: &Profile, type_index: usize, thread_prefix: bool) -> String {
         for &loc in p.stack(s.stack) {
             p.frame_names(loc, |f| frames.push(f.to_string().replace(';', ":")));
         }
-        if thread_prefix
-            && let Some(t) = thread_key.and_then(|k| p.label_str(s.labels, k))
-        {
+        if thread_prefix && let Some(t) = thread_key.and_then(|k| p.label_str(s.labels, k)) {
             frames.push(t.replace(';', ":"));
         }
         frames.reverse();
-        let key = if frames.is_empty() { "[unknown]".to_string() } else { frames.join(";") };
+        let key = if frames.is_empty() {
+            "[unknown]".to_string()
+        } else {
+            frames.join(";")
+        };
         *sums.entry(key).or_default() += v;
     }
     let mut lines: Vec<(String, i64)> = sums.into_iter().collect();
@@ -195,7 +220,10 @@ mod tests {
 
     #[test]
     fn thread_prefix_becomes_a_label() {
-        let opts = FoldedOptions { thread_prefix: true, ..FoldedOptions::default() };
+        let opts = FoldedOptions {
+            thread_prefix: true,
+            ..FoldedOptions::default()
+        };
         let p = decode(b"worker-1234/1240;main;spin 5\n", &opts).unwrap();
         let key = p.strings.find("thread_name").unwrap();
         assert_eq!(p.label_str(p.samples[0].labels, key), Some("worker"));

@@ -121,7 +121,8 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         self.offsets.push(self.items.len() as u32);
         let (items, offsets) = (&self.items, &self.offsets);
         self.index.insert_unique(h, i, |&i| {
-            hasher().hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
+            hasher()
+                .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
         });
         i
     }

@@ -93,7 +93,11 @@ type R<T> = Result<T, Error>;
 
 impl<'a> Cursor<'a> {
     fn err<T>(&self, message: impl Into<String>) -> R<T> {
-        Err(Error::Jfr { chunk: self.chunk, offset: self.base + self.pos, message: message.into() })
+        Err(Error::Jfr {
+            chunk: self.chunk,
+            offset: self.base + self.pos,
+            message: message.into(),
+        })
     }
 
     fn remaining(&self) -> usize {
@@ -132,15 +136,27 @@ impl<'a> Cursor<'a> {
     }
 
     fn int(&mut self) -> R<i64> {
-        if self.compressed { self.varint() } else { Ok(i64::from(i32::from_be_bytes(self.fixed()?))) }
+        if self.compressed {
+            self.varint()
+        } else {
+            Ok(i64::from(i32::from_be_bytes(self.fixed()?)))
+        }
     }
 
     fn long(&mut self) -> R<i64> {
-        if self.compressed { self.varint() } else { Ok(i64::from_be_bytes(self.fixed()?)) }
+        if self.compressed {
+            self.varint()
+        } else {
+            Ok(i64::from_be_bytes(self.fixed()?))
+        }
     }
 
     fn short(&mut self) -> R<i64> {
-        if self.compressed { self.varint() } else { Ok(i64::from(i16::from_be_bytes(self.fixed()?))) }
+        if self.compressed {
+            self.varint()
+        } else {
+            Ok(i64::from(i16::from_be_bytes(self.fixed()?)))
+        }
     }
 
     /// A count, bounded by what the remaining bytes could hold at
@@ -162,14 +178,23 @@ impl<'a> Cursor<'a> {
                 let latin1 = self.buf.get(self.pos.wrapping_sub(1)) == Some(&5);
                 let n = self.count(1, "string byte")?;
                 let b = self.bytes(n)?;
-                Ok(Value::Str(if latin1 { b.iter().map(|&c| c as char).collect() } else { String::from_utf8_lossy(b).into_owned() }))
+                Ok(Value::Str(if latin1 {
+                    b.iter().map(|&c| c as char).collect()
+                } else {
+                    String::from_utf8_lossy(b).into_owned()
+                }))
             }
             4 => {
                 let n = self.count(1, "string char")?;
                 let mut s = String::new();
                 for _ in 0..n {
                     let c = self.varint()?;
-                    s.push(u32::try_from(c).ok().and_then(char::from_u32).unwrap_or('\u{fffd}'));
+                    s.push(
+                        u32::try_from(c)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .unwrap_or('\u{fffd}'),
+                    );
                 }
                 Ok(Value::Str(s))
             }
@@ -191,7 +216,10 @@ impl Chunk {
 
     fn read_value(&self, c: &mut Cursor<'_>, class: i64, depth: usize) -> R<Value> {
         if depth > MAX_DEPTH {
-            return c.err(format!("values nested deeper than {MAX_DEPTH} in {}", self.class_name(class)));
+            return c.err(format!(
+                "values nested deeper than {MAX_DEPTH} in {}",
+                self.class_name(class)
+            ));
         }
         let Some(cls) = self.classes.get(&class) else {
             return c.err(format!("value of unknown class id {class}"));
@@ -299,7 +327,10 @@ struct Element {
 
 impl Element {
     fn attr(&self, key: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -327,7 +358,11 @@ fn read_element(c: &mut Cursor<'_>, strings: &[String], depth: usize) -> R<Eleme
     for _ in 0..n {
         children.push(read_element(c, strings, depth + 1)?);
     }
-    Ok(Element { name, attrs, children })
+    Ok(Element {
+        name,
+        attrs,
+        children,
+    })
 }
 
 fn read_metadata(c: &mut Cursor<'_>) -> R<HashMap<i64, Class>> {
@@ -366,11 +401,30 @@ fn read_metadata(c: &mut Cursor<'_>) -> R<HashMap<i64, Class>> {
                     array: f.attr("dimension").is_some_and(|d| d != "0"),
                 })
                 .collect();
-            classes.insert(id, Class { prim: prim(&name), name, fields });
+            classes.insert(
+                id,
+                Class {
+                    prim: prim(&name),
+                    name,
+                    fields,
+                },
+            );
         }
     }
     Ok(classes)
 }
+
+/// The events this reader looks inside; any other is skipped by its size.
+const WANTED_EVENTS: [&str; 8] = [
+    "jdk.ExecutionSample",
+    "jdk.NativeMethodSample",
+    "jdk.ObjectAllocationSample",
+    "jdk.ObjectAllocationInNewTLAB",
+    "jdk.ObjectAllocationOutsideTLAB",
+    "jdk.JavaMonitorEnter",
+    "jdk.ThreadPark",
+    "jdk.ActiveSetting",
+];
 
 /// The sample types a JFR recording can produce, in column order; a raw
 /// sample's `values` use the same order.
@@ -445,7 +499,13 @@ pub fn decode(bytes: &[u8]) -> Result<Profile, Error> {
 
 /// Reads one chunk; returns its size.
 fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usize> {
-    let mut c = Cursor { buf: bytes, pos: 0, compressed: false, chunk, base };
+    let mut c = Cursor {
+        buf: bytes,
+        pos: 0,
+        compressed: false,
+        chunk,
+        base,
+    };
     if bytes.len() < HEADER_LEN || !bytes.starts_with(MAGIC) {
         return c.err("not a JFR chunk header (expected `FLR\\0` and 68 header bytes)");
     }
@@ -467,7 +527,10 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
     let size = if size == 0 { bytes.len() as i64 } else { size };
     if size < HEADER_LEN as i64 || size as u64 > bytes.len() as u64 {
         c.pos = 8;
-        return c.err(format!("chunk size {size} does not fit the {} bytes left", bytes.len()));
+        return c.err(format!(
+            "chunk size {size} does not fit the {} bytes left",
+            bytes.len()
+        ));
     }
     let size = size as usize;
     let in_chunk = |o: i64| o >= HEADER_LEN as i64 && (o as u64) < size as u64;
@@ -475,12 +538,29 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
         c.pos = 24;
         return c.err(format!("metadata offset {meta_offset} outside the chunk"));
     }
-    let mut c = Cursor { buf: &bytes[..size], pos: meta_offset as usize, compressed: features & 1 != 0, chunk, base };
+    let mut c = Cursor {
+        buf: &bytes[..size],
+        pos: meta_offset as usize,
+        compressed: features & 1 != 0,
+        chunk,
+        base,
+    };
     let classes = read_metadata(&mut c)?;
-    let string_class = classes.iter().find(|(_, cl)| cl.name == "java.lang.String").map(|(&id, _)| id);
-    let mut ch = Chunk { classes, pools: HashMap::new(), string_class };
+    let string_class = classes
+        .iter()
+        .find(|(_, cl)| cl.name == "java.lang.String")
+        .map(|(&id, _)| id);
+    let mut ch = Chunk {
+        classes,
+        pools: HashMap::new(),
+        string_class,
+    };
 
-    let tps = if ticks_per_second > 0 { ticks_per_second } else { 1_000_000_000 };
+    let tps = if ticks_per_second > 0 {
+        ticks_per_second
+    } else {
+        1_000_000_000
+    };
     let to_ns = |ticks: i64| -> i64 { ((ticks as i128) * 1_000_000_000 / tps as i128) as i64 };
     b.start_ns = b.start_ns.min(start_nanos);
     b.end_ns = b.end_ns.max(start_nanos.saturating_add(duration_nanos));
@@ -489,7 +569,11 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
     // events we want; pass 2 reads those events with every pool known.
     let mut wanted = Vec::new();
     c.pos = HEADER_LEN;
-    let names: HashMap<i64, String> = ch.classes.iter().map(|(&id, cl)| (id, cl.name.clone())).collect();
+    let names: HashMap<i64, String> = ch
+        .classes
+        .iter()
+        .map(|(&id, cl)| (id, cl.name.clone()))
+        .collect();
     while c.pos < size {
         let at = c.pos;
         let ev_size = c.int()?;
@@ -502,22 +586,24 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
         match ty {
             0 => {}
             1 => {
-                let mut ec = Cursor { buf: &bytes[..end], pos: c.pos, compressed: c.compressed, chunk, base };
+                let mut ec = Cursor {
+                    buf: &bytes[..end],
+                    pos: c.pos,
+                    compressed: c.compressed,
+                    chunk,
+                    base,
+                };
                 read_pools(&mut ec, &mut ch)?;
             }
-            _ => match names.get(&ty).map(String::as_str) {
-                Some(
-                    name @ ("jdk.ExecutionSample"
-                    | "jdk.NativeMethodSample"
-                    | "jdk.ObjectAllocationSample"
-                    | "jdk.ObjectAllocationInNewTLAB"
-                    | "jdk.ObjectAllocationOutsideTLAB"
-                    | "jdk.JavaMonitorEnter"
-                    | "jdk.ThreadPark"
-                    | "jdk.ActiveSetting"),
-                ) => wanted.push((ty, name, c.pos, end)),
-                _ => {}
-            },
+            _ => {
+                if let Some(name) = names
+                    .get(&ty)
+                    .map(String::as_str)
+                    .filter(|n| WANTED_EVENTS.contains(n))
+                {
+                    wanted.push((ty, name, c.pos, end));
+                }
+            }
         }
         c.pos = end;
     }
@@ -525,11 +611,23 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
     let has_alloc_sample = wanted.iter().any(|w| w.1 == "jdk.ObjectAllocationSample");
     let mut stack_cache: HashMap<i64, Vec<LocationId>> = HashMap::new();
     for &(ty, name, pos, end) in &wanted {
-        let mut ec = Cursor { buf: &bytes[..end], pos, compressed: c.compressed, chunk, base };
+        let mut ec = Cursor {
+            buf: &bytes[..end],
+            pos,
+            compressed: c.compressed,
+            chunk,
+            base,
+        };
         let ev = match ch.read_value(&mut ec, ty, 0) {
             Ok(v) => v,
-            Err(Error::Jfr { offset, message, .. }) => {
-                return Err(Error::Jfr { chunk, offset, message: format!("event {name}: {message}") });
+            Err(Error::Jfr {
+                offset, message, ..
+            }) => {
+                return Err(Error::Jfr {
+                    chunk,
+                    offset,
+                    message: format!("event {name}: {message}"),
+                });
             }
             Err(e) => return Err(e),
         };
@@ -603,7 +701,11 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
                 b.used[i] = true;
             }
         }
-        b.samples.push(RawSample { stack, thread, values });
+        b.samples.push(RawSample {
+            stack,
+            thread,
+            values,
+        });
     }
     Ok(size)
 }
@@ -637,10 +739,21 @@ fn stack_of(ch: &Chunk, trace: &Value, b: &mut Builder) -> Vec<LocationId> {
         let name_id = b.p.strings.intern(&name);
         let p = &mut b.p;
         let f = *b.functions.entry(name_id).or_insert_with(|| {
-            p.add_function(Function { name: name_id, system_name: name_id, ..Function::default() })
+            p.add_function(Function {
+                name: name_id,
+                system_name: name_id,
+                ..Function::default()
+            })
         });
         let loc = *b.locations.entry((f, line)).or_insert_with(|| {
-            p.add_location(Location { lines: vec![Line { function: f, line, column: 0 }], ..Location::default() })
+            p.add_location(Location {
+                lines: vec![Line {
+                    function: f,
+                    line,
+                    column: 0,
+                }],
+                ..Location::default()
+            })
         });
         stack.push(loc);
     }
@@ -660,7 +773,11 @@ fn read_pools(c: &mut Cursor<'_>, ch: &mut Chunk) -> R<()> {
             let key = c.long()?;
             let v = match ch.read_value(c, class, 0) {
                 Ok(v) => v,
-                Err(Error::Jfr { chunk, offset, message }) => {
+                Err(Error::Jfr {
+                    chunk,
+                    offset,
+                    message,
+                }) => {
                     return Err(Error::Jfr {
                         chunk,
                         offset,
@@ -713,8 +830,16 @@ fn finish(mut b: Builder) -> R<Profile> {
             }
             None => {
                 sample_of.insert((stack, s.thread), b.p.samples.len());
-                let labels = [Label { key: b.thread_key, str: s.thread, ..Label::default() }];
-                let labels = if s.thread == StringId(0) { &labels[..0] } else { &labels[..] };
+                let labels = [Label {
+                    key: b.thread_key,
+                    str: s.thread,
+                    ..Label::default()
+                }];
+                let labels = if s.thread == StringId(0) {
+                    &labels[..0]
+                } else {
+                    &labels[..]
+                };
                 b.p.push_sample(&s.stack, labels, &row);
             }
         }

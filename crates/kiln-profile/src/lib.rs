@@ -39,7 +39,9 @@ pub use analysis::{
 pub use error::Error;
 pub use ids::{FunctionId, LabelSetId, LocationId, MappingId, StackId, StringId};
 pub use merge::{Merger, compact, merge, scale, select_type};
-pub use model::{FrameName, Function, Label, Line, Location, Mapping, Profile, Sample, ValueType, thread_pool};
+pub use model::{
+    FrameName, Function, Label, Line, Location, Mapping, Profile, Sample, ValueType, thread_pool,
+};
 
 /// A format Kiln reads, as recognised from content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +68,10 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_decompressed: compress::DEFAULT_MAX_DECOMPRESSED, folded: folded::FoldedOptions::default() }
+        Self {
+            max_decompressed: compress::DEFAULT_MAX_DECOMPRESSED,
+            folded: folded::FoldedOptions::default(),
+        }
     }
 }
 
@@ -86,7 +91,9 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
 /// A pprof profile starts with a field of `Profile`: tag 1..=15, a valid
 /// wire type for it. An empty input is an empty profile.
 fn looks_like_pprof(bytes: &[u8]) -> bool {
-    let Some(&first) = bytes.first() else { return true };
+    let Some(&first) = bytes.first() else {
+        return true;
+    };
     let (field, wire) = (first >> 3, first & 7);
     (1..=15).contains(&field) && matches!(wire, 0 | 2)
 }

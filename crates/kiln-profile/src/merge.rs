@@ -167,9 +167,12 @@ impl Merger {
 
     fn check_compatible(&self, p: &Profile) -> Result<(), Error> {
         let same = p.sample_types.len() == self.out.sample_types.len()
-            && p.sample_types.iter().zip(&self.out.sample_types).all(|(a, b)| {
-                p.str(a.ty) == self.out.str(b.ty) && p.str(a.unit) == self.out.str(b.unit)
-            });
+            && p.sample_types
+                .iter()
+                .zip(&self.out.sample_types)
+                .all(|(a, b)| {
+                    p.str(a.ty) == self.out.str(b.ty) && p.str(a.unit) == self.out.str(b.unit)
+                });
         if same {
             return Ok(());
         }
@@ -188,7 +191,10 @@ impl Merger {
     }
 
     fn value_type(&mut self, p: &Profile, vt: ValueType) -> ValueType {
-        ValueType { ty: self.string(p, vt.ty), unit: self.string(p, vt.unit) }
+        ValueType {
+            ty: self.string(p, vt.ty),
+            unit: self.string(p, vt.unit),
+        }
     }
 
     #[inline]
@@ -211,7 +217,11 @@ impl Merger {
         let key = (size, src.file_offset, filename, build_id);
         let out = &mut self.out;
         let id = *self.mappings.entry(key).or_insert_with(|| {
-            out.add_mapping(Mapping { filename, build_id, ..src.clone() })
+            out.add_mapping(Mapping {
+                filename,
+                build_id,
+                ..src.clone()
+            })
         });
         self.mapping_map[m.index()] = id.0;
         id
@@ -229,7 +239,10 @@ impl Merger {
             start_line: src.start_line,
         };
         let out = &mut self.out;
-        let id = *self.functions.entry(key).or_insert_with(|| out.add_function(key));
+        let id = *self
+            .functions
+            .entry(key)
+            .or_insert_with(|| out.add_function(key));
         self.function_map[f.index()] = id.0;
         id
     }
@@ -243,13 +256,19 @@ impl Merger {
         let mut lines = std::mem::take(&mut self.line_buf);
         lines.clear();
         for line in &src.lines {
-            lines.push(Line { function: self.function(p, line.function), ..*line });
+            lines.push(Line {
+                function: self.function(p, line.function),
+                ..*line
+            });
         }
         let h = location_hash(mapping, src.address, &lines, src.is_folded);
         let locations = &self.out.locations;
         let found = self.locations.find(h, |&id| {
             let o = &locations[id.index()];
-            o.mapping == mapping && o.address == src.address && o.is_folded == src.is_folded && o.lines == lines
+            o.mapping == mapping
+                && o.address == src.address
+                && o.is_folded == src.is_folded
+                && o.lines == lines
         });
         let id = match found {
             Some(&id) => id,
@@ -274,7 +293,10 @@ impl Merger {
     }
 
     fn stack(&mut self, p: &Profile, s: StackId) -> Result<StackId, Error> {
-        let slot = *self.stack_map.get(s.index()).ok_or_else(|| Error::Invalid("stack out of range".into()))?;
+        let slot = *self
+            .stack_map
+            .get(s.index())
+            .ok_or_else(|| Error::Invalid("stack out of range".into()))?;
         if slot != UNMAPPED {
             return Ok(StackId(slot));
         }
@@ -293,7 +315,10 @@ impl Merger {
     }
 
     fn label_set(&mut self, p: &Profile, set: LabelSetId) -> Result<LabelSetId, Error> {
-        let slot = *self.label_map.get(set.index()).ok_or_else(|| Error::Invalid("label set out of range".into()))?;
+        let slot = *self
+            .label_map
+            .get(set.index())
+            .ok_or_else(|| Error::Invalid("label set out of range".into()))?;
         if slot != UNMAPPED {
             return Ok(LabelSetId(slot));
         }
@@ -356,9 +381,18 @@ pub fn compact(p: &Profile) -> Profile {
 /// A one-type view of `p`: only sample type `index`, compacted. Used to
 /// combine files whose type lists differ (a JFR and a Go pprof).
 pub fn select_type(p: &Profile, index: usize) -> Profile {
-    let mut one = Profile { sample_types: vec![p.sample_types[index]], ..p.clone() };
+    let mut one = Profile {
+        sample_types: vec![p.sample_types[index]],
+        ..p.clone()
+    };
     let n = p.sample_types.len();
-    one.values = p.values.iter().skip(index).step_by(n.max(1)).copied().collect();
+    one.values = p
+        .values
+        .iter()
+        .skip(index)
+        .step_by(n.max(1))
+        .copied()
+        .collect();
     one.default_sample_type = p.sample_types[index].ty;
     compact(&one)
 }
@@ -386,7 +420,10 @@ mod tests {
         let b = folded("main;b 3\nmain;c 4\n");
         let m = merge([&a, &b]).unwrap();
         m.validate().unwrap();
-        assert_eq!(crate::folded::encode(&m, 0, false), "main;a 1\nmain;b 5\nmain;c 4\n");
+        assert_eq!(
+            crate::folded::encode(&m, 0, false),
+            "main;a 1\nmain;b 5\nmain;c 4\n"
+        );
         assert_eq!(m.functions.len(), 4);
     }
 
@@ -401,7 +438,14 @@ mod tests {
     fn select_type_keeps_one_column() {
         let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
         let f = p.add_function(Function::default());
-        let l = p.add_location(Location { lines: vec![Line { function: f, line: 0, column: 0 }], ..Location::default() });
+        let l = p.add_location(Location {
+            lines: vec![Line {
+                function: f,
+                line: 0,
+                column: 0,
+            }],
+            ..Location::default()
+        });
         p.push_sample(&[l], &[], &[2, 20]);
         p.push_sample(&[l], &[], &[0, 0]);
         let one = select_type(&p, 1);

@@ -223,7 +223,11 @@ impl Profile {
     /// If `values.len()` differs from the number of sample types: that is a
     /// programming error in the caller, not bad input.
     pub fn push_sample(&mut self, stack: &[LocationId], labels: &[Label], values: &[i64]) {
-        assert_eq!(values.len(), self.sample_types.len(), "one value per sample type");
+        assert_eq!(
+            values.len(),
+            self.sample_types.len(),
+            "one value per sample type"
+        );
         let stack = StackId(self.stacks.intern(stack));
         let labels = LabelSetId(self.label_sets.intern(labels));
         self.samples.push(Sample { stack, labels });
@@ -268,9 +272,9 @@ impl Profile {
             [_, ty, unit, ..] => (*ty, Some(*unit)),
             [] => return None,
         };
-        self.sample_types.iter().position(|vt| {
-            self.str(vt.ty) == ty && unit.is_none_or(|u| self.str(vt.unit) == u)
-        })
+        self.sample_types
+            .iter()
+            .position(|vt| self.str(vt.ty) == ty && unit.is_none_or(|u| self.str(vt.unit) == u))
     }
 
     /// The sample type a command uses when none is asked for: the CPU type if
@@ -300,7 +304,11 @@ impl Profile {
     /// Sum of sample type `i` over all samples.
     pub fn total(&self, i: usize) -> i64 {
         let n = self.sample_types.len();
-        self.values.iter().skip(i).step_by(n.max(1)).fold(0i64, |a, &v| a.saturating_add(v))
+        self.values
+            .iter()
+            .skip(i)
+            .step_by(n.max(1))
+            .fold(0i64, |a, &v| a.saturating_add(v))
     }
 
     /// The display name of each frame of `location`, innermost (leaf) first:
@@ -326,7 +334,7 @@ impl Profile {
     /// value per sample type per sample, `""` first in the string table.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |what: String| Err(Error::Invalid(what));
-        if self.strings.get(StringId(0)) != "" || self.strings.is_empty() {
+        if self.strings.is_empty() || !self.strings.get(StringId(0)).is_empty() {
             return bad("string 0 is not the empty string".into());
         }
         let ns = self.strings.len();
@@ -358,7 +366,10 @@ impl Profile {
             if l.mapping.is_some_and(|m| m.index() >= self.mappings.len()) {
                 return bad(format!("location {i} names a mapping out of range"));
             }
-            if l.lines.iter().any(|line| line.function.index() >= self.functions.len()) {
+            if l.lines
+                .iter()
+                .any(|line| line.function.index() >= self.functions.len())
+            {
                 return bad(format!("location {i} names a function out of range"));
             }
         }
@@ -368,13 +379,18 @@ impl Profile {
             }
         }
         for set in self.label_sets.iter() {
-            if set.iter().any(|l| !s_ok(l.key) || !s_ok(l.str) || !s_ok(l.num_unit)) {
+            if set
+                .iter()
+                .any(|l| !s_ok(l.key) || !s_ok(l.str) || !s_ok(l.num_unit))
+            {
                 return bad("a label names a string out of range".into());
             }
         }
         for (i, s) in self.samples.iter().enumerate() {
             if s.stack.index() >= self.stacks.len() || s.labels.index() >= self.label_sets.len() {
-                return bad(format!("sample {i} names a stack or label set out of range"));
+                return bad(format!(
+                    "sample {i} names a stack or label set out of range"
+                ));
             }
         }
         if self.label_sets.get(0) != [] as [Label; 0] {
@@ -444,7 +460,11 @@ mod tests {
         let mut p = Profile::with_sample_types(&[("cpu", "nanoseconds")]);
         let f = p.add_function(Function::default());
         let l = p.add_location(Location {
-            lines: vec![Line { function: f, line: 1, column: 0 }],
+            lines: vec![Line {
+                function: f,
+                line: 1,
+                column: 0,
+            }],
             ..Location::default()
         });
         p.push_sample(&[l], &[], &[1]);

@@ -149,7 +149,10 @@ struct IdMap {
 impl IdMap {
     fn build(ids: impl ExactSizeIterator<Item = u64>, what: &str) -> Result<Self, Error> {
         let n = ids.len();
-        let mut map = IdMap { dense: Vec::new(), sparse: hashbrown::HashMap::new() };
+        let mut map = IdMap {
+            dense: Vec::new(),
+            sparse: hashbrown::HashMap::new(),
+        };
         for (index, id) in ids.enumerate() {
             if id == 0 {
                 return Err(Error::Pprof(format!("{what} {index} has id 0")));
@@ -195,9 +198,15 @@ pub fn from_proto(raw: proto::Profile) -> Result<Profile, Error> {
     // The file's string table may repeat strings; map every file index to
     // the interned id.
     if raw.string_table.first().is_some_and(|s| !s.is_empty()) {
-        return Err(Error::Pprof("string_table[0] must be the empty string".into()));
+        return Err(Error::Pprof(
+            "string_table[0] must be the empty string".into(),
+        ));
     }
-    let str_map: Vec<StringId> = raw.string_table.iter().map(|s| p.strings.intern(s)).collect();
+    let str_map: Vec<StringId> = raw
+        .string_table
+        .iter()
+        .map(|s| p.strings.intern(s))
+        .collect();
     let s = |i: i64, field: &str| -> Result<StringId, Error> {
         if raw.string_table.is_empty() && i == 0 {
             return Ok(StringId(0));
@@ -208,12 +217,19 @@ pub fn from_proto(raw: proto::Profile) -> Result<Profile, Error> {
             .ok_or_else(|| Error::Pprof(format!("{field} names string {i}, out of range")))
     };
     let vt = |v: &proto::ValueType, field: &str| -> Result<ValueType, Error> {
-        Ok(ValueType { ty: s(v.r#type, field)?, unit: s(v.unit, field)? })
+        Ok(ValueType {
+            ty: s(v.r#type, field)?,
+            unit: s(v.unit, field)?,
+        })
     };
     for v in &raw.sample_type {
         p.sample_types.push(vt(v, "sample_type")?);
     }
-    p.period_type = raw.period_type.as_ref().map(|v| vt(v, "period_type")).transpose()?;
+    p.period_type = raw
+        .period_type
+        .as_ref()
+        .map(|v| vt(v, "period_type"))
+        .transpose()?;
     p.period = raw.period;
     p.time_nanos = raw.time_nanos;
     p.duration_nanos = raw.duration_nanos;
@@ -264,9 +280,18 @@ pub fn from_proto(raw: proto::Profile) -> Result<Profile, Error> {
                     l.id, line.function_id
                 ))
             })?;
-            lines.push(Line { function: FunctionId(f), line: line.line, column: line.column });
+            lines.push(Line {
+                function: FunctionId(f),
+                line: line.line,
+                column: line.column,
+            });
         }
-        p.locations.push(Location { mapping, address: l.address, lines, is_folded: l.is_folded });
+        p.locations.push(Location {
+            mapping,
+            address: l.address,
+            lines,
+            is_folded: l.is_folded,
+        });
     }
 
     let n = p.sample_types.len();
@@ -283,9 +308,9 @@ pub fn from_proto(raw: proto::Profile) -> Result<Profile, Error> {
         }
         stack.clear();
         for &id in &sample.location_id {
-            let l = location_ids.get(id).ok_or_else(|| {
-                Error::Pprof(format!("sample {i} names unknown location {id}"))
-            })?;
+            let l = location_ids
+                .get(id)
+                .ok_or_else(|| Error::Pprof(format!("sample {i} names unknown location {id}")))?;
             stack.push(LocationId(l));
         }
         labels.clear();
@@ -307,7 +332,10 @@ pub fn from_proto(raw: proto::Profile) -> Result<Profile, Error> {
 
 /// Converts the model into the wire message; ids are `index + 1`.
 pub fn to_proto(p: &Profile) -> proto::Profile {
-    let vt = |v: &ValueType| proto::ValueType { r#type: v.ty.0 as i64, unit: v.unit.0 as i64 };
+    let vt = |v: &ValueType| proto::ValueType {
+        r#type: v.ty.0 as i64,
+        unit: v.unit.0 as i64,
+    };
     let n = p.sample_types.len();
     proto::Profile {
         sample_type: p.sample_types.iter().map(vt).collect(),

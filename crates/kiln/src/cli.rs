@@ -12,7 +12,7 @@ use crate::render;
 /// Kiln: continuous profiling. These commands read profile files — pprof
 /// (raw or gzipped), JFR and folded stacks, recognised by content.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, max_term_width = 100)]
+#[command(name = "kiln", version, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -145,15 +145,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 None => None,
             };
             let out = match a.format {
-                TableFormat::Text => render::top_text(&top, a.n, groups.as_ref().map(|(l, g)| (*l, g.as_slice()))),
-                TableFormat::Json => render::top_json(&top, a.n, groups.as_ref().map(|(l, g)| (*l, g.as_slice())))?,
+                TableFormat::Text => {
+                    render::top_text(&top, a.n, groups.as_ref().map(|(l, g)| (*l, g.as_slice())))
+                }
+                TableFormat::Json => {
+                    render::top_json(&top, a.n, groups.as_ref().map(|(l, g)| (*l, g.as_slice())))?
+                }
             };
             print!("{out}");
         }
         Command::Flamegraph(a) => {
             let (p, ty) = load(&a.files, &a.input)?;
             let tree = kiln_profile::flame_tree(&p, ty, a.max_nodes)?;
-            let title = a.title.unwrap_or_else(|| format!("{} ({})", tree.ty, tree.unit));
+            let title = a
+                .title
+                .unwrap_or_else(|| format!("{} ({})", tree.ty, tree.unit));
             let svg = render::flamegraph_svg(&tree.folded(), &title, &tree.unit, false)?;
             write(&a.output, &svg)?;
         }
@@ -162,7 +168,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let (new, nt) = load(std::slice::from_ref(&a.new), &a.input)?;
             let d = kiln_profile::diff(&base, bt, &new, nt)?;
             if let Some(out) = &a.output {
-                let title = format!("{} ({}): {} → {}", d.ty, d.unit, a.base.display(), a.new.display());
+                let title = format!(
+                    "{} ({}): {} → {}",
+                    d.ty,
+                    d.unit,
+                    a.base.display(),
+                    a.new.display()
+                );
                 let svg = render::flamegraph_svg(&d.differential_folded(), &title, &d.unit, true)?;
                 write(out, &svg)?;
             }
@@ -207,7 +219,9 @@ fn choose_type(p: &Profile, path: &Path, wanted: Option<&str>) -> Result<usize> 
     };
     match found {
         Some(i) => Ok(i),
-        None if p.sample_types.is_empty() => bail!("{}: the profile has no sample types", path.display()),
+        None if p.sample_types.is_empty() => {
+            bail!("{}: the profile has no sample types", path.display())
+        }
         None => bail!(
             "{}: no sample type {:?}; it has {}",
             path.display(),
@@ -248,7 +262,9 @@ fn load(files: &[PathBuf], input: &Input) -> Result<(Profile, usize)> {
         }
         let one = kiln_profile::select_type(&p, ty);
         drop(p);
-        merger.add(&one).with_context(|| format!("{}", path.display()))?;
+        merger
+            .add(&one)
+            .with_context(|| format!("{}", path.display()))?;
     }
     let merged = merger.finish();
     let merged = apply_filter(merged, input)?;

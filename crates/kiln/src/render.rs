@@ -37,11 +37,19 @@ pub fn human(v: i64, unit: &str) -> String {
 }
 
 fn pct(v: i64, total: i64) -> f64 {
-    if total == 0 { 0.0 } else { 100.0 * v as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * v as f64 / total as f64
+    }
 }
 
 fn limit<T>(rows: &[T], n: usize) -> &[T] {
-    if n == 0 { rows } else { &rows[..rows.len().min(n)] }
+    if n == 0 {
+        rows
+    } else {
+        &rows[..rows.len().min(n)]
+    }
 }
 
 /// `kiln top` as text, pprof's columns plus a Pareto mark.
@@ -58,7 +66,11 @@ pub fn top_text(t: &Top, n: usize, groups: Option<(&str, &[(String, i64)])>) -> 
         t.rows.len(),
         pareto
     );
-    let _ = writeln!(out, "{:>12} {:>7} {:>7} {:>12} {:>7}   name", "self", "self%", "sum%", "total", "total%");
+    let _ = writeln!(
+        out,
+        "{:>12} {:>7} {:>7} {:>12} {:>7}   name",
+        "self", "self%", "sum%", "total", "total%"
+    );
     let mut sum = 0;
     for r in limit(&t.rows, n) {
         sum += r.self_value;
@@ -78,7 +90,12 @@ pub fn top_text(t: &Top, n: usize, groups: Option<(&str, &[(String, i64)])>) -> 
         let _ = writeln!(out, "\nBy {label}:");
         for (value, v) in groups {
             let name = if value.is_empty() { "(none)" } else { value };
-            let _ = writeln!(out, "{:>12} {:>6.2}%  {name}", human(*v, &t.unit), pct(*v, t.total));
+            let _ = writeln!(
+                out,
+                "{:>12} {:>6.2}%  {name}",
+                human(*v, &t.unit),
+                pct(*v, t.total)
+            );
         }
     }
     out
@@ -105,9 +122,21 @@ struct Group<'a> {
 /// `kiln top --format json`, as DESIGN.md writes it.
 pub fn top_json(t: &Top, n: usize, groups: Option<(&str, &[(String, i64)])>) -> Result<String> {
     let groups = groups.map(|(label, g)| {
-        g.iter().map(|(value, total)| Group { label, value, total: *total }).collect()
+        g.iter()
+            .map(|(value, total)| Group {
+                label,
+                value,
+                total: *total,
+            })
+            .collect()
     });
-    let j = TopJson { ty: &t.ty, unit: &t.unit, total: t.total, rows: limit(&t.rows, n), groups };
+    let j = TopJson {
+        ty: &t.ty,
+        unit: &t.unit,
+        total: t.total,
+        rows: limit(&t.rows, n),
+        groups,
+    };
     Ok(serde_json::to_string_pretty(&j)? + "\n")
 }
 
@@ -123,7 +152,11 @@ pub fn diff_text(d: &Diff, n: usize) -> String {
         human(d.base_total, &d.unit),
         human(d.new_total, &d.unit)
     );
-    let _ = writeln!(out, "{:>9} {:>9} {:>9} {:>10}   function", "Δself", "base", "new", "Δtotal");
+    let _ = writeln!(
+        out,
+        "{:>9} {:>9} {:>9} {:>10}   function",
+        "Δself", "base", "new", "Δtotal"
+    );
     for r in limit(&d.functions, n) {
         let _ = writeln!(
             out,
@@ -164,12 +197,18 @@ pub fn diff_json(d: &Diff, n: usize) -> Result<String> {
 
 /// An SVG flame graph from folded lines (`stack v` or, differential,
 /// `stack base new`).
-pub fn flamegraph_svg(lines: &[String], title: &str, unit: &str, differential: bool) -> Result<Vec<u8>> {
+pub fn flamegraph_svg(
+    lines: &[String],
+    title: &str,
+    unit: &str,
+    differential: bool,
+) -> Result<Vec<u8>> {
     let mut opts = inferno::flamegraph::Options::default();
     opts.title = title.to_string();
     opts.count_name = unit.to_string();
     if differential {
-        opts.subtitle = Some("red: grew, blue: shrank (new side normalised to the base total)".into());
+        opts.subtitle =
+            Some("red: grew, blue: shrank (new side normalised to the base total)".into());
     }
     let mut svg = Vec::new();
     if lines.is_empty() {

@@ -11,7 +11,10 @@ fn assert_60_30_10(t: &kiln_profile::Top, a: &str, b: &str, c: &str) {
     let sum = sa + sb + sc;
     let shares = [sa / sum, sb / sum, sc / sum];
     for (got, want) in shares.iter().zip([0.6, 0.3, 0.1]) {
-        assert!((got - want).abs() < 0.05, "shares {shares:?}, want 60/30/10");
+        assert!(
+            (got - want).abs() < 0.05,
+            "shares {shares:?}, want 60/30/10"
+        );
     }
 }
 
@@ -29,14 +32,23 @@ fn go_cpu_pprof_has_known_hot_functions() {
     assert_60_30_10(&t, "main.burnA", "main.burnB", "main.burnC");
     // Go profiles carry mappings with build ids and line numbers.
     assert!(!p.mappings.is_empty());
-    assert!(p.locations.iter().any(|l| l.lines.iter().any(|line| line.line > 0)));
-    check_expected("expected/go-cpu.top.json", &(serde_json::to_string_pretty(&t).unwrap() + "\n"));
+    assert!(
+        p.locations
+            .iter()
+            .any(|l| l.lines.iter().any(|line| line.line > 0))
+    );
+    check_expected(
+        "expected/go-cpu.top.json",
+        &(serde_json::to_string_pretty(&t).unwrap() + "\n"),
+    );
 }
 
 #[test]
 fn jdk_jfr_has_known_hot_methods_threads_allocations_and_locks() {
     let p = load("jfr/hot-jdk17.jfr");
-    let types: Vec<_> = (0..p.sample_types.len()).map(|i| p.sample_type_names(i)).collect();
+    let types: Vec<_> = (0..p.sample_types.len())
+        .map(|i| p.sample_type_names(i))
+        .collect();
     assert_eq!(
         types,
         [
@@ -52,12 +64,22 @@ fn jdk_jfr_has_known_hot_methods_threads_allocations_and_locks() {
     assert!(self_share(&cpu, "Hot.spin") > 0.9);
     assert_60_30_10(&cpu, "Hot.burnA", "Hot.burnB", "Hot.burnC");
 
-    let threads: Vec<String> = group_by_label(&p, 0, "thread_name").unwrap().into_iter().map(|(t, _)| t).collect();
+    let threads: Vec<String> = group_by_label(&p, 0, "thread_name")
+        .unwrap()
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     for t in ["main", "worker-1", "locker-1", "locker-2"] {
-        assert!(threads.iter().any(|x| x == t), "thread {t} missing from {threads:?}");
+        assert!(
+            threads.iter().any(|x| x == t),
+            "thread {t} missing from {threads:?}"
+        );
     }
     let pools = group_by_label(&p, 0, "thread_pool").unwrap();
-    assert!(pools.iter().any(|(pool, _)| pool == "locker-*"), "{pools:?}");
+    assert!(
+        pools.iter().any(|(pool, _)| pool == "locker-*"),
+        "{pools:?}"
+    );
 
     let alloc = top(&p, 2).unwrap();
     assert_eq!(alloc.rows[0].name, "Hot.allocate");
@@ -66,7 +88,10 @@ fn jdk_jfr_has_known_hot_methods_threads_allocations_and_locks() {
     let delay = top(&p, 4).unwrap();
     assert_eq!(delay.rows[0].name, "Hot.contend");
     assert!(delay.total > 0);
-    check_expected("expected/hot-jdk17.top.json", &(serde_json::to_string_pretty(&cpu).unwrap() + "\n"));
+    check_expected(
+        "expected/hot-jdk17.top.json",
+        &(serde_json::to_string_pretty(&cpu).unwrap() + "\n"),
+    );
 }
 
 #[test]
@@ -77,7 +102,10 @@ fn perf_folded_has_known_hot_functions() {
     assert_60_30_10(&t, "burn_a", "burn_b", "burn_c");
     let threads = group_by_label(&p, 0, "thread_name").unwrap();
     assert_eq!(threads[0].0, "hotc");
-    check_expected("expected/perf-hotc.top.json", &(serde_json::to_string_pretty(&t).unwrap() + "\n"));
+    check_expected(
+        "expected/perf-hotc.top.json",
+        &(serde_json::to_string_pretty(&t).unwrap() + "\n"),
+    );
 }
 
 #[test]

@@ -72,11 +72,18 @@ fn pprof_with_dangling_ids_is_refused() {
     let raw = proto::Profile {
         sample_type: vec![proto::ValueType { r#type: 1, unit: 2 }],
         string_table: vec!["".into(), "cpu".into(), "nanoseconds".into()],
-        sample: vec![proto::Sample { location_id: vec![7], value: vec![1], label: vec![] }],
+        sample: vec![proto::Sample {
+            location_id: vec![7],
+            value: vec![1],
+            label: vec![],
+        }],
         ..Default::default()
     };
     let err = kiln_profile::pprof::decode(&raw.encode_to_vec()).unwrap_err();
     assert!(err.to_string().contains("unknown location 7"), "{err}");
-    let raw = proto::Profile { string_table: vec!["x".into()], ..Default::default() };
+    let raw = proto::Profile {
+        string_table: vec!["x".into()],
+        ..Default::default()
+    };
     assert!(kiln_profile::pprof::decode(&raw.encode_to_vec()).is_err());
 }

@@ -11,13 +11,16 @@ use kiln_profile::{DecodeOptions, Profile, Top};
 
 /// Path of a file under `tests/data`.
 pub fn data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// Reads a golden input; a missing one fails the test.
 pub fn read(rel: &str) -> Vec<u8> {
     let path = data(rel);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("golden file {} is missing: {e}", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("golden file {} is missing: {e}", path.display()))
 }
 
 /// Decodes a golden input.
@@ -31,13 +34,21 @@ pub fn load(rel: &str) -> Profile {
 
 /// The total of function `name` in a top table, as a share of the table's total.
 pub fn total_share(t: &Top, name: &str) -> f64 {
-    let row = t.rows.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name}"));
+    let row = t
+        .rows
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no row {name}"));
     row.total as f64 / t.total as f64
 }
 
 /// The self of `name` as a share of the table's total.
 pub fn self_share(t: &Top, name: &str) -> f64 {
-    let row = t.rows.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name}"));
+    let row = t
+        .rows
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no row {name}"));
     row.self_value as f64 / t.total as f64
 }
 
@@ -50,7 +61,16 @@ pub fn check_expected(rel: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("expected file {} is missing ({e}); run with KILN_BLESS=1 to create it", path.display()));
-    assert_eq!(expected, actual, "{} differs; run with KILN_BLESS=1 if the change is intended", path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "expected file {} is missing ({e}); run with KILN_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "{} differs; run with KILN_BLESS=1 if the change is intended",
+        path.display()
+    );
 }

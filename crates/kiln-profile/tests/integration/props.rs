@@ -3,15 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use kiln_profile::{Function, Label, Line, Location, LocationId, Mapping, Profile, compact, merge, pprof};
+use kiln_profile::{
+    Function, Label, Line, Location, LocationId, Mapping, Profile, compact, merge, pprof,
+};
 use proptest::prelude::*;
 
 const NAMES: [&str; 6] = ["main", "serve", "parse", "lex", "alloc", "park"];
 const KEYS: [&str; 3] = ["thread_name", "span", "bytes"];
 
+/// A sample to build: location indexes, (label key, value) indexes, values.
+type SampleSpec = (Vec<usize>, Vec<(usize, usize)>, Vec<i64>);
+
 #[derive(Clone, Debug)]
 struct Spec {
-    samples: Vec<(Vec<usize>, Vec<(usize, usize)>, Vec<i64>)>,
+    samples: Vec<SampleSpec>,
     time: i64,
     duration: i64,
     period: i64,
@@ -23,8 +28,18 @@ fn spec(types: usize) -> impl Strategy<Value = Spec> {
         prop::collection::vec((0usize..3, 0usize..3), 0..3),
         prop::collection::vec(0i64..1000, types),
     );
-    (prop::collection::vec(sample, 0..25), 0i64..1 << 40, 0i64..1 << 34, 0i64..1 << 24)
-        .prop_map(|(samples, time, duration, period)| Spec { samples, time, duration, period })
+    (
+        prop::collection::vec(sample, 0..25),
+        0i64..1 << 40,
+        0i64..1 << 34,
+        0i64..1 << 24,
+    )
+        .prop_map(|(samples, time, duration, period)| Spec {
+            samples,
+            time,
+            duration,
+            period,
+        })
 }
 
 fn build(s: &Spec, types: usize) -> Profile {
@@ -54,14 +69,27 @@ fn build(s: &Spec, types: usize) -> Profile {
         .map(|n| {
             let name = p.strings.intern(n);
             let src = p.strings.intern(&format!("src/{n}.rs"));
-            p.add_function(Function { name, system_name: name, filename: src, start_line: 10 })
+            p.add_function(Function {
+                name,
+                system_name: name,
+                filename: src,
+                start_line: 10,
+            })
         })
         .collect();
     let locs: Vec<LocationId> = (0..8)
         .map(|k| {
-            let mut lines = vec![Line { function: funcs[k % 6], line: k as i64 + 1, column: 0 }];
+            let mut lines = vec![Line {
+                function: funcs[k % 6],
+                line: k as i64 + 1,
+                column: 0,
+            }];
             if k % 3 == 0 {
-                lines.push(Line { function: funcs[(k + 1) % 6], line: 40, column: 7 });
+                lines.push(Line {
+                    function: funcs[(k + 1) % 6],
+                    line: 40,
+                    column: 7,
+                });
             }
             p.add_location(Location {
                 mapping: (k % 2 == 1).then_some(m),
@@ -79,10 +107,19 @@ fn build(s: &Spec, types: usize) -> Profile {
                 let key = p.strings.intern(KEYS[k]);
                 if KEYS[k] == "bytes" {
                     let unit = p.strings.intern("bytes");
-                    Label { key, num: v as i64 * 512, num_unit: unit, ..Label::default() }
+                    Label {
+                        key,
+                        num: v as i64 * 512,
+                        num_unit: unit,
+                        ..Label::default()
+                    }
                 } else {
                     let str = p.strings.intern(&format!("{}-{v}", KEYS[k]));
-                    Label { key, str, ..Label::default() }
+                    Label {
+                        key,
+                        str,
+                        ..Label::default()
+                    }
                 }
             })
             .collect();
@@ -91,7 +128,12 @@ fn build(s: &Spec, types: usize) -> Profile {
     p
 }
 
-type Frame = (Option<(u64, u64, String, String)>, u64, Vec<(String, String, i64, i64, i64)>, bool);
+type Frame = (
+    Option<(u64, u64, String, String)>,
+    u64,
+    Vec<(String, String, i64, i64, i64)>,
+    bool,
+);
 type Key = (Vec<Frame>, Vec<(String, String, i64, String)>);
 
 /// What a profile means, independent of ids and sample order.
@@ -109,14 +151,25 @@ fn canonical(p: &Profile) -> BTreeMap<Key, Vec<i64>> {
                 let loc = &p.locations[l.index()];
                 let mapping = loc.mapping.map(|m| {
                     let m = &p.mappings[m.index()];
-                    (m.memory_limit - m.memory_start, m.file_offset, p.str(m.filename).to_string(), p.str(m.build_id).to_string())
+                    (
+                        m.memory_limit - m.memory_start,
+                        m.file_offset,
+                        p.str(m.filename).to_string(),
+                        p.str(m.build_id).to_string(),
+                    )
                 });
                 let lines = loc
                     .lines
                     .iter()
                     .map(|line| {
                         let f = &p.functions[line.function.index()];
-                        (p.str(f.name).to_string(), p.str(f.filename).to_string(), f.start_line, line.line, line.column)
+                        (
+                            p.str(f.name).to_string(),
+                            p.str(f.filename).to_string(),
+                            f.start_line,
+                            line.line,
+                            line.column,
+                        )
                     })
                     .collect();
                 (mapping, loc.address, lines, loc.is_folded)
@@ -125,11 +178,20 @@ fn canonical(p: &Profile) -> BTreeMap<Key, Vec<i64>> {
         let mut labels: Vec<_> = p
             .labels(s.labels)
             .iter()
-            .map(|l| (p.str(l.key).to_string(), p.str(l.str).to_string(), l.num, p.str(l.num_unit).to_string()))
+            .map(|l| {
+                (
+                    p.str(l.key).to_string(),
+                    p.str(l.str).to_string(),
+                    l.num,
+                    p.str(l.num_unit).to_string(),
+                )
+            })
             .collect();
         labels.sort();
         labels.dedup();
-        let sum = out.entry((stack, labels)).or_insert_with(|| vec![0; values.len()]);
+        let sum = out
+            .entry((stack, labels))
+            .or_insert_with(|| vec![0; values.len()]);
         for (a, b) in sum.iter_mut().zip(values) {
             *a += b;
         }
