@@ -127,6 +127,16 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         i
     }
 
+    /// Makes room for `slices` more slices holding `items` elements together.
+    pub fn reserve(&mut self, slices: usize, items: usize) {
+        self.items.reserve(items);
+        self.offsets.reserve(slices);
+        let (items, offsets) = (&self.items, &self.offsets);
+        self.index.reserve(slices, |&i| {
+            hasher().hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
+        });
+    }
+
     /// Slice `i`; empty for an index out of range.
     #[inline]
     pub fn get(&self, i: u32) -> &[T] {

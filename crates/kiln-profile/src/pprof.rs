@@ -297,6 +297,8 @@ pub fn from_proto(raw: proto::Profile) -> Result<Profile, Error> {
     let n = p.sample_types.len();
     p.samples.reserve(raw.sample.len());
     p.values.reserve(raw.sample.len() * n);
+    let frames: usize = raw.sample.iter().map(|s| s.location_id.len()).sum();
+    p.stacks.reserve(raw.sample.len(), frames);
     let mut stack = Vec::new();
     let mut labels = Vec::new();
     for (i, sample) in raw.sample.iter().enumerate() {

@@ -28,6 +28,8 @@ enum Command {
     Diff(DiffArgs),
     /// Convert a profile to pprof, folded stacks or JSON.
     Convert(ConvertArgs),
+    /// Merge profiles into one gzipped pprof (as `go tool pprof -proto`).
+    Merge(MergeArgs),
 }
 
 /// How input files are read and filtered; shared by every command.
@@ -134,6 +136,22 @@ struct ConvertArgs {
     input: Input,
 }
 
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// Profile files; all must share sample types unless `--type` picks one.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Output file (gzipped pprof).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Keep only this sample type of every file (see `kiln top --help`).
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    ty: Option<String>,
+    /// Threads decoding input files (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -197,6 +215,11 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             write(&a.output, &bytes)?;
         }
+        Command::Merge(a) => {
+            let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let merged = crate::merge::merge_files(&a.files, a.ty.as_deref(), jobs)?;
+            write(&a.output, &kiln_profile::pprof::encode_gzip(&merged))?;
+        }
     }
     Ok(())
 }
@@ -205,14 +228,20 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn read(path: &Path, input: &Input) -> Result<Profile> {
+/// Reads and decodes one file; errors name it.
+pub fn read_file(path: &Path, thread_prefix: bool) -> Result<Profile> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut opts = DecodeOptions::default();
-    opts.folded.thread_prefix = input.thread_prefix;
+    opts.folded.thread_prefix = thread_prefix;
     kiln_profile::decode(&bytes, &opts).with_context(|| format!("{}", path.display()))
 }
 
-fn choose_type(p: &Profile, path: &Path, wanted: Option<&str>) -> Result<usize> {
+fn read(path: &Path, input: &Input) -> Result<Profile> {
+    read_file(path, input.thread_prefix)
+}
+
+/// The sample type `wanted` names, or the default one; errors name the file.
+pub fn choose_type(p: &Profile, path: &Path, wanted: Option<&str>) -> Result<usize> {
     let found = match wanted {
         Some(t) => p.sample_type_index(t),
         None => p.default_type_index(),

@@ -3,6 +3,7 @@
 //! arguments, calls library functions and prints; see `cli.rs`.
 
 mod cli;
+mod merge;
 mod render;
 
 use std::process::ExitCode;
