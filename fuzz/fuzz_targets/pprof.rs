@@ -9,4 +9,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, p);
         let _ = kiln_profile::compact(&p);
     }
+    // The fast reader and prost agree wherever both accept the input.
+    if let (Ok(fast), Ok(reference)) = (
+        kiln_profile::pprof::decode(data),
+        kiln_profile::pprof::decode_with_prost(data),
+    ) {
+        assert_eq!(fast, reference);
+    }
 });

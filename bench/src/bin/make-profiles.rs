@@ -37,8 +37,14 @@ fn main() -> Result<()> {
     let base = kiln_profile::decode(&bytes, &kiln_profile::DecodeOptions::default())?;
     let out = std::path::Path::new(&args[2]);
     let n: usize = args[3].parse().context("N")?;
-    let per: usize = args.get(4).map_or(Ok(3000), |s| s.parse()).context("STACKS_PER_PROFILE")?;
-    let mut rng = Rng(args.get(5).map_or(Ok(0x9e37_79b9_7f4a_7c15), |s| s.parse()).context("SEED")?);
+    let per: usize = args
+        .get(4)
+        .map_or(Ok(3000), |s| s.parse())
+        .context("STACKS_PER_PROFILE")?;
+    let mut rng = Rng(args
+        .get(5)
+        .map_or(Ok(0x9e37_79b9_7f4a_7c15), |s| s.parse())
+        .context("SEED")?);
     std::fs::create_dir_all(out)?;
 
     // Stack i of the base, as frame names leaf first, and its weight.
@@ -57,7 +63,17 @@ fn main() -> Result<()> {
         acc += w;
         cumulative.push(acc);
     }
-    let threads = ["main", "worker-1", "worker-2", "worker-3", "worker-4", "io-1", "io-2", "gc"];
+    // One binary: a function has the same address in every profile.
+    let mut addresses: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (frames, _) in &stacks {
+        for f in frames {
+            let n = addresses.len();
+            addresses.entry(f.clone()).or_insert(n);
+        }
+    }
+    let threads = [
+        "main", "worker-1", "worker-2", "worker-3", "worker-4", "io-1", "io-2", "gc",
+    ];
     let period = 10_000_000i64;
     let t0 = 1_790_000_000_000_000_000i64;
     for i in 0..n {
@@ -69,7 +85,9 @@ fn main() -> Result<()> {
         p.time_nanos = t0 + window as i64 * 10_000_000_000;
         p.duration_nanos = 10_000_000_000;
         let file = p.strings.intern("/usr/bin/service");
-        let build_id = p.strings.intern(&format!("{:040x}", 0xab_cdefu64 + (instance % 3) as u64));
+        let build_id = p
+            .strings
+            .intern(&format!("{:040x}", 0xab_cdefu64 + (instance % 3) as u64));
         let mapping = p.add_mapping(Mapping {
             memory_start: 0x40_0000,
             memory_limit: 0x4000_0000,
@@ -79,23 +97,34 @@ fn main() -> Result<()> {
             ..Mapping::default()
         });
         let thread_key = p.strings.intern("thread_name");
-        let mut locations: std::collections::HashMap<String, LocationId> = std::collections::HashMap::new();
+        let mut locations: std::collections::HashMap<String, LocationId> =
+            std::collections::HashMap::new();
         // Each instance sees a drifting window of the capture: 80% shared.
         let lo = acc / 10 * (instance as i64 % 3) / 2;
         for _ in 0..per {
             let pick = lo + (rng.next() % (acc - lo) as u64) as i64;
-            let si = cumulative.partition_point(|&c| c <= pick).min(stacks.len() - 1);
+            let si = cumulative
+                .partition_point(|&c| c <= pick)
+                .min(stacks.len() - 1);
             let (frames, _) = &stacks[si];
             let mut stack = Vec::with_capacity(frames.len());
             for f in frames {
-                let next = locations.len();
+                let next = addresses[f];
                 let loc = *locations.entry(f.clone()).or_insert_with(|| {
                     let name = p.strings.intern(f);
-                    let func = p.add_function(Function { name, system_name: name, ..Function::default() });
+                    let func = p.add_function(Function {
+                        name,
+                        system_name: name,
+                        ..Function::default()
+                    });
                     p.add_location(Location {
                         mapping: Some(mapping),
                         address: 0x40_1000 + 64 * next as u64,
-                        lines: vec![Line { function: func, line: 1 + (next % 300) as i64, column: 0 }],
+                        lines: vec![Line {
+                            function: func,
+                            line: 1 + (next % 300) as i64,
+                            column: 0,
+                        }],
                         is_folded: false,
                     })
                 });
@@ -103,7 +132,15 @@ fn main() -> Result<()> {
             }
             let thread = p.strings.intern(threads[rng.below(threads.len())]);
             let count = 1 + rng.below(4) as i64;
-            p.push_sample(&stack, &[Label { key: thread_key, str: thread, ..Label::default() }], &[count, count * period]);
+            p.push_sample(
+                &stack,
+                &[Label {
+                    key: thread_key,
+                    str: thread,
+                    ..Label::default()
+                }],
+                &[count, count * period],
+            );
         }
         let p = kiln_profile::compact(&p);
         let path = out.join(format!("instance-{instance:03}-window-{window:04}.pb.gz"));

@@ -30,9 +30,10 @@ pub fn gunzip(bytes: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Gzips `bytes` at the default level.
+/// Gzips `bytes` at the fastest level, as Go's `runtime/pprof` writes
+/// profiles: they are written far more often than they are stored for long.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(bytes);
     enc.finish().unwrap_or_default()

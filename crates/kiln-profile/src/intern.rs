@@ -133,7 +133,8 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         self.offsets.reserve(slices);
         let (items, offsets) = (&self.items, &self.offsets);
         self.index.reserve(slices, |&i| {
-            hasher().hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
+            hasher()
+                .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
         });
     }
 

@@ -11,7 +11,7 @@
 //! | event | sample types |
 //! |---|---|
 //! | `jdk.ExecutionSample` | `cpu`/`nanoseconds` (one sampling period each) |
-//! | `jdk.NativeMethodSample` | `wall`/`nanoseconds` (one period each) |
+//! | `jdk.NativeMethodSample`, async-profiler's `profiler.WallClockSample` | `wall`/`nanoseconds` (one period each) |
 //! | `jdk.ObjectAllocationSample`, else `jdk.ObjectAllocationInNewTLAB` and `…OutsideTLAB` | `alloc_objects`/`count`, `alloc_space`/`bytes` |
 //! | `jdk.JavaMonitorEnter`, `jdk.ThreadPark` | `contentions`/`count`, `delay`/`nanoseconds` |
 //!
@@ -415,9 +415,10 @@ fn read_metadata(c: &mut Cursor<'_>) -> R<HashMap<i64, Class>> {
 }
 
 /// The events this reader looks inside; any other is skipped by its size.
-const WANTED_EVENTS: [&str; 8] = [
+const WANTED_EVENTS: [&str; 9] = [
     "jdk.ExecutionSample",
     "jdk.NativeMethodSample",
+    "profiler.WallClockSample",
     "jdk.ObjectAllocationSample",
     "jdk.ObjectAllocationInNewTLAB",
     "jdk.ObjectAllocationOutsideTLAB",
@@ -646,12 +647,22 @@ fn read_chunk(bytes: &[u8], base: usize, chunk: usize, b: &mut Builder) -> R<usi
         let mut values = [0i64; 6];
         // Periods are filled in by `finish`, once the settings are known.
         let thread_field = match name {
-            "jdk.ExecutionSample" | "jdk.NativeMethodSample" => "sampledThread",
+            "jdk.ExecutionSample" | "jdk.NativeMethodSample" | "profiler.WallClockSample" => {
+                "sampledThread"
+            }
             _ => "eventThread",
         };
         match name {
             "jdk.ExecutionSample" => values[0] = 1,
             "jdk.NativeMethodSample" => values[1] = 1,
+            // async-profiler's wall-clock mode; one event may stand for
+            // several samples of an idle thread.
+            "profiler.WallClockSample" => {
+                values[1] = match ch.field(&ev, "samples") {
+                    Value::Null => 1,
+                    v => ch.int(v).max(1),
+                };
+            }
             "jdk.ObjectAllocationSample" => {
                 values[2] = 1;
                 values[3] = ch.int(ch.field(&ev, "weight"));

@@ -31,6 +31,7 @@ pub mod jfr;
 mod merge;
 mod model;
 pub mod pprof;
+mod pprof_wire;
 
 pub use analysis::{
     Diff, DiffRow, Filter, FlameNode, FlameTree, OTHER, PARETO_SHARE, StackDiff, Top, TopRow, diff,

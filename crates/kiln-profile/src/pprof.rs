@@ -141,13 +141,16 @@ pub mod proto {
 
 /// Maps the file's arbitrary ids to dense indexes: a vector when the ids are
 /// small (the usual 1..=n), a hash map otherwise.
-struct IdMap {
+pub(crate) struct IdMap {
     dense: Vec<u32>,
     sparse: hashbrown::HashMap<u64, u32>,
 }
 
 impl IdMap {
-    fn build(ids: impl ExactSizeIterator<Item = u64>, what: &str) -> Result<Self, Error> {
+    pub(crate) fn build(
+        ids: impl ExactSizeIterator<Item = u64>,
+        what: &str,
+    ) -> Result<Self, Error> {
         let n = ids.len();
         let mut map = IdMap {
             dense: Vec::new(),
@@ -174,7 +177,7 @@ impl IdMap {
     }
 
     #[inline]
-    fn get(&self, id: u64) -> Option<u32> {
+    pub(crate) fn get(&self, id: u64) -> Option<u32> {
         match self.dense.get(id as usize) {
             Some(&i) if i != u32::MAX => Some(i),
             _ => self.sparse.get(&id).copied(),
@@ -182,8 +185,15 @@ impl IdMap {
     }
 }
 
-/// Decodes an uncompressed pprof protobuf into a [`Profile`].
+/// Decodes an uncompressed pprof protobuf into a [`Profile`], with the
+/// allocation-lean reader of `pprof_wire`.
 pub fn decode(bytes: &[u8]) -> Result<Profile, Error> {
+    crate::pprof_wire::decode(bytes)
+}
+
+/// Decodes through prost's generated structs: slower, kept as the
+/// reference the fast reader is tested against.
+pub fn decode_with_prost(bytes: &[u8]) -> Result<Profile, Error> {
     let raw = proto::Profile::decode(bytes).map_err(|e| Error::Protobuf(e.to_string()))?;
     from_proto(raw)
 }

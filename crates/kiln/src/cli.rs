@@ -216,7 +216,9 @@ pub fn run(cli: Cli) -> Result<()> {
             write(&a.output, &bytes)?;
         }
         Command::Merge(a) => {
-            let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let jobs = a
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let merged = crate::merge::merge_files(&a.files, a.ty.as_deref(), jobs)?;
             write(&a.output, &kiln_profile::pprof::encode_gzip(&merged))?;
         }

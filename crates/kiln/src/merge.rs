@@ -25,7 +25,10 @@ pub fn merge_files(files: &[PathBuf], ty: Option<&str>, jobs: usize) -> Result<P
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(i) else { break };
                     let p = read_file(path, false).and_then(|p| match ty {
-                        Some(t) => Ok(kiln_profile::select_type(&p, choose_type(&p, path, Some(t))?)),
+                        Some(t) => Ok(kiln_profile::select_type(
+                            &p,
+                            choose_type(&p, path, Some(t))?,
+                        )),
                         None => Ok(p),
                     });
                     let failed = p.is_err();
@@ -39,7 +42,9 @@ pub fn merge_files(files: &[PathBuf], ty: Option<&str>, jobs: usize) -> Result<P
         let mut merger = Merger::new();
         for p in rx {
             let p = p?;
-            merger.add(&p).context("merging (use --type to merge files whose sample types differ)")?;
+            merger
+                .add(&p)
+                .context("merging (use --type to merge files whose sample types differ)")?;
         }
         Ok(merger.finish())
     })

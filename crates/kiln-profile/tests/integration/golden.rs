@@ -114,3 +114,13 @@ fn golden_pprof_round_trips_losslessly() {
     let again = kiln_profile::pprof::decode(&kiln_profile::pprof::encode(&p)).unwrap();
     assert_eq!(p, again);
 }
+
+#[test]
+fn fast_pprof_reader_matches_prost() {
+    let bytes =
+        kiln_profile::compress::gunzip(&crate::read("pprof/go-cpu.pb.gz"), 1 << 30).unwrap();
+    assert_eq!(
+        kiln_profile::pprof::decode(&bytes).unwrap(),
+        kiln_profile::pprof::decode_with_prost(&bytes).unwrap()
+    );
+}

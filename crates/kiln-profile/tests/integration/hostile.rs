@@ -87,3 +87,25 @@ fn pprof_with_dangling_ids_is_refused() {
     };
     assert!(kiln_profile::pprof::decode(&raw.encode_to_vec()).is_err());
 }
+
+#[test]
+fn fuzz_regressions_decode_without_panic() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    let mut seen = 0;
+    for target in ["pprof", "folded", "jfr", "decode"] {
+        let dir = root.join(target);
+        assert!(dir.is_dir(), "{} is missing", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == ".keep") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            if let Ok(p) = decode(&bytes, &DecodeOptions::default()) {
+                p.validate().unwrap();
+            }
+            seen += 1;
+        }
+    }
+    eprintln!("{seen} fuzz regression files decoded");
+}

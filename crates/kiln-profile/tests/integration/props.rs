@@ -209,6 +209,7 @@ proptest! {
         p.validate().unwrap();
         let back = pprof::decode(&pprof::encode(&p)).unwrap();
         prop_assert_eq!(&back, &p);
+        prop_assert_eq!(&pprof::decode_with_prost(&pprof::encode(&p)).unwrap(), &p);
         let back = kiln_profile::decode(&pprof::encode_gzip(&p), &Default::default()).unwrap();
         prop_assert_eq!(&back, &p);
     }
