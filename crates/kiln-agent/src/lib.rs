@@ -1,13 +1,665 @@
-//! `kiln-agent` is the profiler a service embeds to profile itself: CPU
-//! sampling through perf events, per-thread CPU timers or `setitimer`,
-//! frame-pointer unwinding in an async-signal-safe handler, symbolization,
-//! HTTP control endpoints, and sinks that ship pprof windows to a Kiln
-//! server, a Pyroscope-compatible server, S3-compatible storage or a
-//! directory.
+//! `kiln-agent` is the profiler a service embeds to profile itself. It
+//! samples CPU with one of three engines — a perf `cpu-clock` event per
+//! thread, a per-thread CPU-time timer (`timer_create` on the thread's CPU
+//! clock, what works in containers whose seccomp profile blocks
+//! `perf_event_open`), or `setitimer(ITIMER_PROF)` — picking the best that
+//! works by itself and saying why; walks frame pointers in an
+//! async-signal-safe handler; folds samples per window; symbolizes each
+//! address once with `blazesym`; and writes a pprof profile per window.
 //!
-//! Not built yet: the samplers land with issue #3, control and sinks with
-//! issue #4. This crate exports nothing until then, so nothing can depend on
-//! behaviour that does not exist. It will never depend on `kiln-store` or
-//! `kiln-server`: the agent stays light.
+//! Not here yet: the HTTP control endpoints and the push and S3 sinks
+//! (issue #4); `start()` refuses them with a clear error rather than
+//! pretending. The agent never depends on `kiln-store` or `kiln-server`.
 //!
-//! All `unsafe` of the workspace will live in this crate's `sys` module.
+//! ```no_run
+//! let agent = kiln_agent::Agent::builder()
+//!     .service("checkout")
+//!     .label("region", "eu-west-1")
+//!     .cpu_hz(100)
+//!     .window(std::time::Duration::from_secs(10))
+//!     .write_to_dir("profiles/")
+//!     .start()?;
+//! println!("{:?}", agent.status());
+//! agent.stop()?;
+//! # Ok::<(), kiln_agent::Error>(())
+//! ```
+//!
+//! All `unsafe` lives in the `sys` module.
+
+mod config;
+mod sampler;
+mod sink;
+mod symbolize;
+pub mod sys;
+mod window;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use config::{DEFAULT_CPU_HZ, DEFAULT_MAX_DEPTH, DEFAULT_WINDOW, ENV_VARS};
+
+/// How CPU samples are triggered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Engine {
+    /// Perf if it opens, else Ctimer, else Itimer. The default.
+    #[default]
+    Auto,
+    /// One perf `cpu-clock` event per thread, signalling that thread.
+    Perf,
+    /// One timer on each thread's CPU clock (`SIGEV_THREAD_ID`).
+    Ctimer,
+    /// `setitimer(ITIMER_PROF)`, process-wide: the last resort.
+    Itimer,
+}
+
+/// What can go wrong configuring or running the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `KILN_*` variable has a value the agent cannot use.
+    #[error("{var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A builder setting the agent cannot use.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A feature of the contract not built yet.
+    #[error("{0} is not available yet in this version of kiln-agent")]
+    Unsupported(&'static str),
+    /// Another agent is running in this process.
+    #[error("a Kiln agent is already running in this process")]
+    AlreadyRunning,
+    /// No engine could be started; says why each was refused.
+    #[error("no CPU sampling engine works here: {0}")]
+    NoEngine(String),
+    /// An operating-system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The last window could not be flushed before the deadline.
+    #[error("stop: the last window was not written within {0:?}")]
+    FlushTimeout(Duration),
+}
+
+/// Counters shared by the agent's threads, read by [`Agent::status`].
+#[derive(Default, Debug)]
+pub struct Counters {
+    threads: AtomicU64,
+    arm_failures: AtomicU64,
+    windows_written: AtomicU64,
+    windows_dropped: AtomicU64,
+    unknown_frames: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    last_file: Mutex<Option<PathBuf>>,
+}
+
+impl Counters {
+    fn set_error(&self, e: String) {
+        tracing::warn!(target: "kiln_agent", "{e}");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+}
+
+/// A snapshot of what the agent is doing.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The engine in use (`None` when CPU sampling is off).
+    pub engine: Option<Engine>,
+    /// Why this engine: which better ones were refused, and how.
+    pub engine_reason: String,
+    /// Sampling rate in Hz.
+    pub cpu_hz: u32,
+    /// Sampling and shipping run.
+    pub active: bool,
+    /// This is a forked child of the process that started the agent: it
+    /// does not sample.
+    pub forked_child: bool,
+    /// Threads being sampled.
+    pub threads: u64,
+    /// Samples taken.
+    pub samples: u64,
+    /// Samples dropped because the buffer was full.
+    pub dropped: u64,
+    /// Samples kept with the leaf frame only (stack not yet mapped).
+    pub leaf_only: u64,
+    /// Signals ignored (agent stopping, or forked child).
+    pub ignored_signals: u64,
+    /// Threads whose timer could not be armed.
+    pub arm_failures: u64,
+    /// Windows written by the sinks.
+    pub windows_written: u64,
+    /// Windows dropped because the writer fell behind.
+    pub windows_dropped: u64,
+    /// Addresses that could not be symbolized.
+    pub unknown_frames: u64,
+    /// The newest error, if any.
+    pub last_error: Option<String>,
+    /// The newest file written.
+    pub last_file: Option<PathBuf>,
+}
+
+/// Builds an [`Agent`]; see the crate example.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AgentBuilder {
+    service: String,
+    labels: Vec<(String, String)>,
+    cpu_hz: u32,
+    engine: Engine,
+    window: Duration,
+    max_depth: usize,
+    instance: Option<String>,
+    push: Vec<String>,
+    dirs: Vec<PathBuf>,
+    s3: Vec<String>,
+    control: Vec<String>,
+    control_token: Option<String>,
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        AgentBuilder {
+            service: String::new(),
+            labels: Vec::new(),
+            cpu_hz: DEFAULT_CPU_HZ,
+            engine: Engine::Auto,
+            window: DEFAULT_WINDOW,
+            max_depth: DEFAULT_MAX_DEPTH,
+            instance: None,
+            push: Vec::new(),
+            dirs: Vec::new(),
+            s3: Vec::new(),
+            control: Vec::new(),
+            control_token: None,
+        }
+    }
+}
+
+impl AgentBuilder {
+    /// The `service_name` label. Default: the executable's name.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = name.into();
+        self
+    }
+
+    /// Adds a label to every profile.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// CPU sampling rate. Default 100 Hz; 0 turns CPU sampling off.
+    pub fn cpu_hz(mut self, hz: u32) -> Self {
+        self.cpu_hz = hz;
+        self
+    }
+
+    /// The engine. Default [`Engine::Auto`].
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// The profile window. Default 10 s.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Deepest stack walked, 1 to 128. Default 128.
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// The `instance` label. Default: `KILN_INSTANCE`, else the host name.
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// Push every window to a Kiln or Pyroscope server (issue #4).
+    pub fn push_to(mut self, url: impl Into<String>) -> Self {
+        self.push.push(url.into());
+        self
+    }
+
+    /// Write every window under this directory.
+    pub fn write_to_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dirs.push(dir.into());
+        self
+    }
+
+    /// Upload every window to S3-compatible storage (issue #4).
+    pub fn s3(mut self, url: impl Into<String>) -> Self {
+        self.s3.push(url.into());
+        self
+    }
+
+    /// Serve the HTTP control endpoints on this address (issue #4).
+    pub fn control(mut self, addr: impl Into<String>) -> Self {
+        self.control.push(addr.into());
+        self
+    }
+
+    /// Starts sampling and the background threads.
+    pub fn start(self) -> Result<Agent, Error> {
+        if !self.push.is_empty() {
+            return Err(Error::Unsupported("push_to (KILN_SERVER)"));
+        }
+        if !self.s3.is_empty() {
+            return Err(Error::Unsupported("the S3 sink (KILN_S3)"));
+        }
+        if !self.control.is_empty() || self.control_token.is_some() {
+            return Err(Error::Unsupported(
+                "the HTTP control endpoints (KILN_CONTROL)",
+            ));
+        }
+        if !(1..=sys::ring::MAX_DEPTH).contains(&self.max_depth) {
+            return Err(Error::Config(format!(
+                "max_depth {} is not within 1..=128",
+                self.max_depth
+            )));
+        }
+        if self.cpu_hz > 10_000 {
+            return Err(Error::Config(format!(
+                "cpu_hz {} is above 10000",
+                self.cpu_hz
+            )));
+        }
+        Agent::start(self)
+    }
+}
+
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// A running agent. Dropping it stops sampling without waiting for the
+/// last window; [`Agent::stop`] flushes it.
+pub struct Agent {
+    engine: Option<Engine>,
+    engine_reason: String,
+    cpu_hz: u32,
+    pid: u32,
+    counters: Arc<Counters>,
+    stop: Option<Sender<()>>,
+    sampler: Option<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+/// How long [`Agent::stop`] waits for the last window to be written.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Agent {
+    /// A builder with the defaults.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// A builder filled from the `KILN_*` variables ([`ENV_VARS`]); a
+    /// malformed value is an error naming the variable.
+    pub fn from_env() -> Result<AgentBuilder, Error> {
+        let mut b = AgentBuilder::default();
+        if let Some(s) = config::env("KILN_SERVICE", |s| Ok(s.to_string()))? {
+            b.service = s;
+        }
+        if let Some(l) = config::env("KILN_LABELS", |s| {
+            config::parse_labels(s).ok_or_else(|| "expected k=v,k=v".into())
+        })? {
+            b.labels = l;
+        }
+        if let Some(hz) = config::env("KILN_CPU_HZ", |s| {
+            s.trim().parse::<u32>().map_err(|e| e.to_string())
+        })? {
+            b.cpu_hz = hz;
+        }
+        if let Some(e) = config::env("KILN_ENGINE", |s| {
+            config::parse_engine(s).ok_or_else(|| "expected auto, perf, ctimer or itimer".into())
+        })? {
+            b.engine = e;
+        }
+        if let Some(w) = config::env("KILN_WINDOW", |s| {
+            config::parse_duration(s)
+                .ok_or_else(|| "expected a duration such as 10s or 500ms".into())
+        })? {
+            b.window = w;
+        }
+        let url = |s: &str| {
+            if s.trim().is_empty() {
+                Err("empty".to_string())
+            } else {
+                Ok(s.trim().to_string())
+            }
+        };
+        if let Some(u) = config::env("KILN_SERVER", url)? {
+            b.push.push(u);
+        }
+        if let Some(d) = config::env("KILN_DIR", |s| url(s).map(PathBuf::from))? {
+            b.dirs.push(d);
+        }
+        if let Some(u) = config::env("KILN_S3", |s| {
+            if s.starts_with("s3://") {
+                Ok(s.to_string())
+            } else {
+                Err("expected s3://bucket/prefix".into())
+            }
+        })? {
+            b.s3.push(u);
+        }
+        if let Some(a) = config::env("KILN_CONTROL", |s| {
+            s.parse::<std::net::SocketAddr>()
+                .map(|_| s.to_string())
+                .map_err(|e| format!("expected host:port ({e})"))
+        })? {
+            b.control.push(a);
+        }
+        b.control_token = config::env("KILN_CONTROL_TOKEN", url)?;
+        b.instance = config::env("KILN_INSTANCE", url)?;
+        Ok(b)
+    }
+
+    fn start(cfg: AgentBuilder) -> Result<Agent, Error> {
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyRunning);
+        }
+        match Self::start_inner(cfg) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                RUNNING.store(false, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_inner(cfg: AgentBuilder) -> Result<Agent, Error> {
+        let counters = Arc::new(Counters::default());
+        let pid = std::process::id();
+        let service = if cfg.service.is_empty() {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "unknown".into())
+        } else {
+            cfg.service.clone()
+        };
+        let instance = cfg.instance.clone().unwrap_or_else(config::hostname);
+        if cfg.cpu_hz == 0 {
+            return Ok(Agent {
+                engine: None,
+                engine_reason: "CPU sampling is off (cpu_hz = 0)".into(),
+                cpu_hz: 0,
+                pid,
+                counters,
+                stop: None,
+                sampler: None,
+                flusher: None,
+            });
+        }
+        let shared = sys::shared().map_err(|source| Error::Io {
+            what: "installing the SIGPROF handler".into(),
+            source,
+        })?;
+        shared.owner_pid.store(pid as i32, Ordering::Relaxed);
+        shared.max_depth.store(cfg.max_depth, Ordering::Relaxed);
+        let period_ns = 1_000_000_000 / u64::from(cfg.cpu_hz);
+        let choice = choose_engine(cfg.engine, period_ns)?;
+        tracing::info!(target: "kiln_agent", engine = ?choice.engine, reason = %choice.reason, "CPU sampling engine");
+
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let (win_tx, win_rx) = sync_channel::<sampler::Window>(2);
+        let sampler_cfg = sampler::SamplerConfig {
+            engine: choice.engine,
+            perf_user_only: choice.perf_user_only,
+            period_ns,
+            window: cfg.window,
+        };
+        let c = counters.clone();
+        let sampler = std::thread::Builder::new()
+            .name("kiln-sampler".into())
+            .spawn(move || sampler::run(shared, sampler_cfg, c, stop_rx, win_tx))
+            .map_err(|source| Error::Io {
+                what: "spawning kiln-sampler".into(),
+                source,
+            })?;
+        let sinks: Vec<sink::DirSink> = cfg.dirs.iter().cloned().map(sink::DirSink::new).collect();
+        let c = counters.clone();
+        let flusher = std::thread::Builder::new()
+            .name("kiln-flush".into())
+            .spawn(move || {
+                let mut symbols = symbolize::Symbols::new();
+                for w in win_rx {
+                    let mut p = window::build(&w, period_ns, &mut symbols);
+                    add_labels(&mut p, &service, &instance, &cfg.labels);
+                    c.unknown_frames.store(symbols.unknown, Ordering::Relaxed);
+                    if let Some(e) = symbols.last_error.take() {
+                        c.set_error(format!("symbolization: {e}"));
+                    }
+                    let bytes = kiln_profile::pprof::encode_gzip(&p);
+                    for s in &sinks {
+                        match s.write(&service, &instance, "process_cpu", w.start, w.end, &bytes) {
+                            Ok(path) => {
+                                c.windows_written.fetch_add(1, Ordering::Relaxed);
+                                *c.last_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+                            }
+                            Err(e) => {
+                                c.set_error(format!("writing under {}: {e}", s.root().display()))
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                what: "spawning kiln-flush".into(),
+                source,
+            })?;
+        Ok(Agent {
+            engine: Some(choice.engine),
+            engine_reason: choice.reason,
+            cpu_hz: cfg.cpu_hz,
+            pid,
+            counters,
+            stop: Some(stop_tx),
+            sampler: Some(sampler),
+            flusher: Some(flusher),
+        })
+    }
+
+    /// What the agent is doing now.
+    pub fn status(&self) -> Status {
+        let shared = sys::shared().ok();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let forked_child = std::process::id() != self.pid;
+        Status {
+            engine: self.engine,
+            engine_reason: self.engine_reason.clone(),
+            cpu_hz: self.cpu_hz,
+            active: self.sampler.is_some() && !forked_child,
+            forked_child,
+            threads: load(&self.counters.threads),
+            samples: shared.map_or(0, |s| load(&s.ring.written)),
+            dropped: shared.map_or(0, |s| load(&s.ring.dropped)),
+            leaf_only: shared.map_or(0, |s| load(&s.leaf_only)),
+            ignored_signals: shared.map_or(0, |s| load(&s.ignored)),
+            arm_failures: load(&self.counters.arm_failures),
+            windows_written: load(&self.counters.windows_written),
+            windows_dropped: load(&self.counters.windows_dropped),
+            unknown_frames: load(&self.counters.unknown_frames),
+            last_error: self
+                .counters
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            last_file: self
+                .counters
+                .last_file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Stops sampling, flushes the partial window to the sinks (waiting up
+    /// to [`STOP_DEADLINE`]) and releases every timer.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.shutdown(STOP_DEADLINE)
+    }
+
+    fn shutdown(&mut self, deadline: Duration) -> Result<(), Error> {
+        if std::process::id() != self.pid {
+            // A forked child has none of the parent's threads to stop.
+            return Ok(());
+        }
+        drop(self.stop.take());
+        let result = match (self.sampler.take(), self.flusher.take()) {
+            (Some(s), Some(f)) => {
+                let (done_tx, done_rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("kiln-stop".into())
+                    .spawn(move || {
+                        let _ = s.join();
+                        let _ = f.join();
+                        let _ = done_tx.send(());
+                    })
+                    .map_err(|source| Error::Io {
+                        what: "spawning kiln-stop".into(),
+                        source,
+                    })?;
+                done_rx
+                    .recv_timeout(deadline)
+                    .map_err(|_| Error::FlushTimeout(deadline))
+            }
+            _ => Ok(()),
+        };
+        RUNNING.store(false, Ordering::Release);
+        result
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Stop sampling at once; do not wait for the writer.
+        let _ = self.shutdown(Duration::ZERO);
+    }
+}
+
+fn add_labels(
+    p: &mut kiln_profile::Profile,
+    service: &str,
+    instance: &str,
+    labels: &[(String, String)],
+) {
+    let mut comment = format!("service_name={service} instance={instance}");
+    for (k, v) in labels {
+        comment.push_str(&format!(" {k}={v}"));
+    }
+    let c = p.strings.intern(&comment);
+    p.comments.push(c);
+}
+
+struct EngineChoice {
+    engine: Engine,
+    perf_user_only: bool,
+    reason: String,
+}
+
+fn perf_refusal(e: &std::io::Error) -> String {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_string());
+    let errno = match e.raw_os_error() {
+        Some(libc::EPERM) => "EPERM".to_string(),
+        Some(libc::EACCES) => "EACCES".to_string(),
+        Some(libc::ENOSYS) => "ENOSYS".to_string(),
+        Some(libc::ENOENT) => "ENOENT".to_string(),
+        _ => e.to_string(),
+    };
+    match paranoid {
+        Ok(p) => format!("perf_event_open: {errno} (perf_event_paranoid={p})"),
+        Err(_) => format!("perf_event_open: {errno}"),
+    }
+}
+
+fn choose_engine(wanted: Engine, period_ns: u64) -> Result<EngineChoice, Error> {
+    let tid = sys::gettid();
+    let probe_perf = || -> Result<bool, String> {
+        match sys::engine::PerfEvent::open(tid, 1_000_000_000, false) {
+            Ok(_) => Ok(false),
+            Err(e) => match sys::engine::PerfEvent::open(tid, 1_000_000_000, true) {
+                Ok(_) => Ok(true),
+                Err(_) => Err(perf_refusal(&e)),
+            },
+        }
+    };
+    let probe_ctimer = || -> Result<(), String> {
+        sys::engine::ThreadTimer::create(tid, 1_000_000_000)
+            .map(drop)
+            .map_err(|e| format!("timer_create(thread CPU clock): {e}"))
+    };
+    let _ = period_ns;
+    match wanted {
+        Engine::Perf => probe_perf()
+            .map(|user_only| EngineChoice {
+                engine: Engine::Perf,
+                perf_user_only: user_only,
+                reason: if user_only {
+                    "requested; kernel time excluded (perf_event_paranoid)".into()
+                } else {
+                    "requested".into()
+                },
+            })
+            .map_err(Error::NoEngine),
+        Engine::Ctimer => probe_ctimer()
+            .map(|()| EngineChoice {
+                engine: Engine::Ctimer,
+                perf_user_only: false,
+                reason: "requested".into(),
+            })
+            .map_err(Error::NoEngine),
+        Engine::Itimer => Ok(EngineChoice {
+            engine: Engine::Itimer,
+            perf_user_only: false,
+            reason: "requested".into(),
+        }),
+        Engine::Auto => match probe_perf() {
+            Ok(user_only) => Ok(EngineChoice {
+                engine: Engine::Perf,
+                perf_user_only: user_only,
+                reason: if user_only {
+                    "auto: perf events open (kernel time excluded: perf_event_paranoid)".into()
+                } else {
+                    "auto: perf events open".into()
+                },
+            }),
+            Err(perf) => match probe_ctimer() {
+                Ok(()) => Ok(EngineChoice {
+                    engine: Engine::Ctimer,
+                    perf_user_only: false,
+                    reason: format!("auto: {perf}"),
+                }),
+                Err(ct) => Ok(EngineChoice {
+                    engine: Engine::Itimer,
+                    perf_user_only: false,
+                    reason: format!("auto: {perf}; {ct}"),
+                }),
+            },
+        },
+    }
+}

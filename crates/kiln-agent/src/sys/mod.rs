@@ -1,0 +1,261 @@
+//! Everything `unsafe` in Kiln: the SIGPROF handler and its stack walk, the
+//! three timer engines (perf events, per-thread CPU timers, `setitimer`),
+//! and the table of readable memory the walk checks every read against.
+//! Each piece is wrapped in a safe type; the rest of the agent never
+//! touches raw pointers or syscalls.
+//!
+//! The handler is async-signal-safe: it allocates nothing, takes no lock,
+//! calls no `std::thread` function; it reads registers from the signal
+//! context, walks frame pointers within the interrupted thread's stack
+//! mapping, writes into a preallocated [`ring::Ring`] slot, re-arms a perf
+//! event with one `ioctl`, and restores `errno`.
+
+pub mod engine;
+pub mod regions;
+pub mod ring;
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use regions::Regions;
+use ring::{MAX_DEPTH, RawSample, Ring};
+
+/// State the signal handler reads. Created once per process and never
+/// freed, so a signal arriving late can never touch freed memory.
+pub struct Shared {
+    /// Samples from handlers to the aggregation thread.
+    pub ring: Ring,
+    /// Readable memory, for bounds checks.
+    pub regions: Regions,
+    /// The handler records samples only while this is set.
+    pub active: AtomicBool,
+    /// The process that installed the handler; a forked child differs.
+    pub owner_pid: AtomicI32,
+    /// Deepest walk, at most [`MAX_DEPTH`].
+    pub max_depth: AtomicUsize,
+    /// Samples whose stack pointer lay in no known mapping (thread newer
+    /// than the last scan): kept with the leaf frame only.
+    pub leaf_only: AtomicU64,
+    /// Signals that arrived while inactive or in a forked child.
+    pub ignored: AtomicU64,
+}
+
+static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Slots in the sample buffer: a second of samples at 1000 Hz on 4 busy
+/// threads, drained every 20 ms.
+pub const RING_SLOTS: usize = 4096;
+
+/// The process-wide shared state, created (and the handler installed) on
+/// first use.
+pub fn shared() -> Result<&'static Shared, std::io::Error> {
+    let p = SHARED.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: a non-null SHARED points to a leaked Box, alive forever.
+        return Ok(unsafe { &*p });
+    }
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let p = SHARED.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: as above.
+        return Ok(unsafe { &*p });
+    }
+    let shared: &'static Shared = Box::leak(Box::new(Shared {
+        ring: Ring::new(RING_SLOTS),
+        regions: Regions::new(),
+        active: AtomicBool::new(false),
+        owner_pid: AtomicI32::new(std::process::id() as i32),
+        max_depth: AtomicUsize::new(MAX_DEPTH),
+        leaf_only: AtomicU64::new(0),
+        ignored: AtomicU64::new(0),
+    }));
+    SHARED.store(shared as *const Shared as *mut Shared, Ordering::Release);
+    install_handler()?;
+    Ok(shared)
+}
+
+/// The signal all engines deliver.
+pub const SIGNAL: libc::c_int = libc::SIGPROF;
+
+fn install_handler() -> Result<(), std::io::Error> {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
+    // we then set the handler, flags and mask before passing it on.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_signal as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+    // SAFETY: sa_mask is a valid sigset_t inside `sa`.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: `sa` is fully initialised; the handler is an `extern "C"`
+    // function with the SA_SIGINFO signature and lives forever.
+    if unsafe { libc::sigaction(SIGNAL, &sa, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> u32 {
+    // SAFETY: SYS_gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// `si_code` values of a signal raised by `F_SETSIG` on a perf event fd.
+const POLL_IN: libc::c_int = 1;
+const POLL_HUP: libc::c_int = 6;
+
+extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: errno is thread-local; reading and restoring it is what
+    // keeps the interrupted code's errno intact.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    let p = SHARED.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: SHARED, once set, points to a leaked Box alive forever.
+        let shared = unsafe { &*p };
+        // SAFETY: the kernel passes a valid siginfo and ucontext to an
+        // SA_SIGINFO handler.
+        unsafe { handle(shared, info, ctx) };
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// # Safety
+/// `info` and `ctx` must be the pointers the kernel passed to the handler.
+unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: `info` is valid per the contract.
+    let code = unsafe { (*info).si_code };
+    if code == POLL_IN || code == POLL_HUP {
+        // A perf event fired and disabled itself: re-arm it for one more
+        // overflow. `si_fd` sits after `si_band` in the SIGPOLL layout.
+        // SAFETY: for F_SETSIG signals the kernel fills the SIGPOLL fields.
+        let fd = unsafe {
+            *((info as *const u8).add(2 * std::mem::size_of::<libc::c_long>() + 8)
+                as *const libc::c_int)
+        };
+        // SAFETY: ioctl on an fd is async-signal-safe; a stale fd fails harmlessly.
+        unsafe { libc::ioctl(fd, engine::PERF_EVENT_IOC_REFRESH, 1) };
+    }
+    // SAFETY: getpid is async-signal-safe.
+    let pid = unsafe { libc::getpid() };
+    if !shared.active.load(Ordering::Relaxed) || pid != shared.owner_pid.load(Ordering::Relaxed) {
+        shared.ignored.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let weight = if code == SI_TIMER {
+        // SAFETY: for timer signals the kernel fills the _timer fields;
+        // si_overrun is the int after si_timerid, 20 bytes in.
+        let overrun = unsafe { *((info as *const u8).add(20) as *const libc::c_int) };
+        1 + overrun.clamp(0, 1000) as u32
+    } else {
+        1
+    };
+    // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
+    let (ip, fp, sp) = unsafe { registers(ctx) };
+    record(shared, gettid(), ip, fp, sp, weight);
+}
+
+/// `si_code` of a signal from a POSIX timer.
+const SI_TIMER: libc::c_int = -2;
+
+/// Walks and stores one sample. The whole signal path after the register
+/// read, public so a test can run it under a counting allocator.
+pub fn record(shared: &Shared, tid: u32, ip: u64, fp: u64, sp: u64, weight: u32) {
+    let max = shared.max_depth.load(Ordering::Relaxed).clamp(1, MAX_DEPTH);
+    shared.ring.push(|s: &mut RawSample| {
+        s.tid = tid;
+        s.weight = weight;
+        s.ips[0] = ip;
+        let mut n = 1;
+        let mut truncated = false;
+        match shared.regions.find(sp) {
+            Some((lo, hi)) => {
+                let mut fp = fp;
+                while n < max {
+                    // Both words of the frame record must lie inside the
+                    // mapping that holds this thread's stack, above sp.
+                    if fp < sp
+                        || fp < lo
+                        || !fp.is_multiple_of(8)
+                        || fp.checked_add(16).is_none_or(|end| end > hi)
+                    {
+                        break;
+                    }
+                    // SAFETY: [fp, fp + 16) lies inside a readable mapping
+                    // that contains the running thread's stack pointer, so
+                    // it is mapped while this thread runs its handler.
+                    let (next, ret) = unsafe {
+                        (
+                            std::ptr::read_volatile(fp as *const u64),
+                            std::ptr::read_volatile((fp + 8) as *const u64),
+                        )
+                    };
+                    if ret == 0 {
+                        break;
+                    }
+                    s.ips[n] = ret;
+                    n += 1;
+                    if next <= fp {
+                        break;
+                    }
+                    fp = next;
+                }
+                truncated = n == max;
+            }
+            None => {
+                shared.leaf_only.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.depth = n as u16;
+        s.truncated = truncated;
+    });
+}
+
+/// Instruction pointer, frame pointer and stack pointer of the interrupted
+/// context.
+///
+/// # Safety
+/// `ctx` must point to the `ucontext_t` the kernel passed to the handler.
+#[cfg(target_arch = "x86_64")]
+unsafe fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
+    // SAFETY: per the contract, `ctx` is a valid ucontext_t.
+    let g = unsafe { &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs };
+    (
+        g[libc::REG_RIP as usize] as u64,
+        g[libc::REG_RBP as usize] as u64,
+        g[libc::REG_RSP as usize] as u64,
+    )
+}
+
+/// # Safety
+/// `ctx` must point to the `ucontext_t` the kernel passed to the handler.
+#[cfg(target_arch = "aarch64")]
+unsafe fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
+    // SAFETY: per the contract, `ctx` is a valid ucontext_t.
+    let m = unsafe { &(*(ctx as *const libc::ucontext_t)).uc_mcontext };
+    (m.pc, m.regs[29], m.sp)
+}
+
+/// The current frame pointer and stack pointer of the calling thread, for
+/// tests of [`record`] outside a signal.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn current_frame() -> (u64, u64) {
+    let (fp, sp): (u64, u64);
+    // SAFETY: reads two registers into locals; no memory is touched.
+    unsafe {
+        std::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    (fp, sp)
+}
+
+/// See the x86_64 version.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub fn current_frame() -> (u64, u64) {
+    let (fp, sp): (u64, u64);
+    // SAFETY: reads two registers into locals; no memory is touched.
+    unsafe {
+        std::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    (fp, sp)
+}

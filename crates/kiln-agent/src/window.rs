@@ -1,0 +1,139 @@
+//! A finished window of samples to a pprof profile: symbolize, build
+//! locations and functions, label by thread and pool.
+
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
+
+use kiln_profile::{Function, Label, Line, Location, LocationId, Profile, thread_pool};
+
+use crate::sampler::{TRUNCATED, Window};
+use crate::symbolize::Symbols;
+
+/// The pprof profile of `w`, sampled every `period_ns`.
+pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
+    // Leaves are exact instruction addresses; callers are return addresses,
+    // looked up one byte earlier to land inside the call.
+    let lookup = |stack_pos: usize, addr: u64| {
+        if stack_pos == 0 {
+            addr
+        } else {
+            addr.saturating_sub(1)
+        }
+    };
+    let mut addrs = Vec::new();
+    for stack in w.stacks.iter() {
+        for (i, &a) in stack.iter().enumerate() {
+            if a != TRUNCATED {
+                addrs.push(lookup(i, a));
+            }
+        }
+    }
+    symbols.resolve(&addrs);
+
+    let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
+    p.period_type = Some(p.value_type("cpu", "nanoseconds"));
+    p.period = period_ns as i64;
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    };
+    p.time_nanos = ns(w.start);
+    p.duration_nanos = (ns(w.end) - ns(w.start)).max(0);
+    let thread_key = p.strings.intern("thread_name");
+    let pool_key = p.strings.intern("thread_pool");
+
+    let mut functions: HashMap<(String, String), kiln_profile::FunctionId> = HashMap::new();
+    let mut locations: HashMap<u64, LocationId> = HashMap::new();
+    let mut truncated_loc = None;
+    let mut stack_locs: Vec<Vec<LocationId>> = Vec::with_capacity(w.stacks.len());
+    for stack in w.stacks.iter() {
+        let mut locs = Vec::with_capacity(stack.len());
+        for (i, &a) in stack.iter().enumerate() {
+            if a == TRUNCATED {
+                let loc = *truncated_loc.get_or_insert_with(|| {
+                    let name = p.strings.intern("[truncated]");
+                    let f = p.add_function(Function {
+                        name,
+                        system_name: name,
+                        ..Function::default()
+                    });
+                    p.add_location(Location {
+                        lines: vec![Line {
+                            function: f,
+                            line: 0,
+                            column: 0,
+                        }],
+                        ..Location::default()
+                    })
+                });
+                locs.push(loc);
+                continue;
+            }
+            let addr = lookup(i, a);
+            let loc = match locations.get(&addr) {
+                Some(&l) => l,
+                None => {
+                    let frames = symbols.get(addr);
+                    let mut lines = Vec::with_capacity(frames.len());
+                    for fr in frames.iter() {
+                        let key = (fr.name.clone(), fr.file.clone());
+                        let f = match functions.get(&key) {
+                            Some(&f) => f,
+                            None => {
+                                let name = p.strings.intern(&fr.name);
+                                let filename = p.strings.intern(&fr.file);
+                                let f = p.add_function(Function {
+                                    name,
+                                    system_name: name,
+                                    filename,
+                                    start_line: 0,
+                                });
+                                functions.insert(key, f);
+                                f
+                            }
+                        };
+                        lines.push(Line {
+                            function: f,
+                            line: i64::from(fr.line),
+                            column: 0,
+                        });
+                    }
+                    let l = p.add_location(Location {
+                        address: addr,
+                        lines,
+                        ..Location::default()
+                    });
+                    locations.insert(addr, l);
+                    l
+                }
+            };
+            locs.push(loc);
+        }
+        stack_locs.push(locs);
+    }
+
+    let mut entries: Vec<(&(u32, u32), &u64)> = w.counts.iter().collect();
+    entries.sort_unstable();
+    for (&(tid, stack), &count) in entries {
+        let name = w.names.get(&tid).map_or("", String::as_str);
+        let labels = [
+            Label {
+                key: thread_key,
+                str: p.strings.intern(name),
+                ..Label::default()
+            },
+            Label {
+                key: pool_key,
+                str: p.strings.intern(&thread_pool(name)),
+                ..Label::default()
+            },
+        ];
+        let count = count as i64;
+        p.push_sample(
+            &stack_locs[stack as usize],
+            &labels,
+            &[count, count * period_ns as i64],
+        );
+    }
+    p
+}
