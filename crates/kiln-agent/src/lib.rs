@@ -487,6 +487,15 @@ impl Agent {
         let shared = sys::shared().ok();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let forked_child = std::process::id() != self.pid;
+        // A forked child must not take the parent's locks: a thread that
+        // held one at fork time does not exist here to release it.
+        fn locked<T: Clone>(m: &Mutex<Option<T>>, forked_child: bool) -> Option<T> {
+            if forked_child {
+                None
+            } else {
+                m.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+        }
         Status {
             engine: self.engine,
             engine_reason: self.engine_reason.clone(),
@@ -502,18 +511,8 @@ impl Agent {
             windows_written: load(&self.counters.windows_written),
             windows_dropped: load(&self.counters.windows_dropped),
             unknown_frames: load(&self.counters.unknown_frames),
-            last_error: self
-                .counters
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            last_file: self
-                .counters
-                .last_file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_error: locked(&self.counters.last_error, forked_child),
+            last_file: locked(&self.counters.last_file, forked_child),
         }
     }
 

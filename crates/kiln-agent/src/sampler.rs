@@ -201,6 +201,8 @@ fn scan(
         let arm = match cfg.engine {
             Engine::Perf => match PerfEvent::open(tid, cfg.period_ns, cfg.perf_user_only) {
                 Ok(e) => Arm::Perf(e),
+                // The thread exited between the listing and now.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
                 Err(e) => {
                     counters.arm_failures.fetch_add(1, Ordering::Relaxed);
                     counters.set_error(format!("perf_event_open for thread {tid}: {e}"));
@@ -209,6 +211,12 @@ fn scan(
             },
             Engine::Ctimer => match ThreadTimer::create(tid, cfg.period_ns) {
                 Ok(t) => Arm::Timer(t),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ESRCH)
+                        || e.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     counters.arm_failures.fetch_add(1, Ordering::Relaxed);
                     counters.set_error(format!("timer_create for thread {tid}: {e}"));

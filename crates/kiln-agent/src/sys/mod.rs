@@ -93,6 +93,73 @@ fn install_handler() -> Result<(), std::io::Error> {
     Ok(())
 }
 
+/// Re-reads `/proc/self/maps` into the table the stack walk checks reads
+/// against (the sampler thread does this every scan).
+pub fn refresh_regions(shared: &Shared) {
+    if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
+        shared.regions.publish(&regions::parse_maps(&maps));
+    }
+}
+
+/// Installs a seccomp filter on the calling thread (inherited by threads it
+/// creates later) that fails `perf_event_open` with `EPERM`, as Docker's
+/// default profile does. For tests and demos of the engine fallback; it
+/// cannot be undone.
+pub fn deny_perf_event_open() -> std::io::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_KILL: u32 = 0;
+    // seccomp_data: nr at offset 0, arch at offset 4.
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = [
+        stmt(ld, 4),
+        jeq(AUDIT_ARCH, 1, 0),
+        stmt(ret, RET_KILL),
+        stmt(ld, 0),
+        jeq(libc::SYS_perf_event_open as u32, 0, 1),
+        stmt(ret, RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `prog` points to a valid BPF program that outlives the call;
+    // the kernel copies it.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The calling thread's kernel thread id.
 pub fn gettid() -> u32 {
     // SAFETY: SYS_gettid takes no arguments and cannot fail.

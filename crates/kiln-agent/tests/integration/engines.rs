@@ -1,0 +1,178 @@
+//! Each engine reports a 60/30/10 split within ±3 points, captures the
+//! process's CPU time, falls back by itself when seccomp denies perf, and
+//! writes files `kiln top` and `go tool pprof` read.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::{child_report, merged, process_cpu_ns, profiles, run_child, workload};
+
+/// Child: agent from the environment, two seconds of work, report.
+pub fn child_spin() {
+    let seconds: f64 = std::env::var("SPIN_SECONDS").map_or(3.0, |s| s.parse().unwrap());
+    let agent = kiln_agent::Agent::from_env()
+        .unwrap()
+        .service("spin")
+        .instance("test")
+        .start()
+        .unwrap();
+    let cpu0 = process_cpu_ns();
+    workload(seconds);
+    let status = agent.status();
+    agent.stop().unwrap();
+    let cpu = process_cpu_ns() - cpu0;
+    println!("KILN_REPORT {}", json!({"status": status, "cpu_ns": cpu}));
+}
+
+/// Shares of hot_a/hot_b/hot_c (by total) and the CPU nanoseconds sampled.
+fn shares(dir: &std::path::Path) -> ([f64; 3], i64) {
+    let p = merged(dir);
+    let ty = p.sample_type_index("cpu").unwrap();
+    let top = kiln_profile::top(&p, ty).unwrap();
+    let total = |name: &str| {
+        top.rows
+            .iter()
+            .filter(|r| r.name.ends_with(name))
+            .map(|r| r.total)
+            .max()
+            .unwrap_or(0) as f64
+    };
+    let v = [total("::hot_a"), total("::hot_b"), total("::hot_c")];
+    let sum: f64 = v.iter().sum();
+    assert!(
+        sum > 0.0,
+        "no hot_* frames: {:?}",
+        &top.rows[..top.rows.len().min(10)]
+    );
+    ([v[0] / sum, v[1] / sum, v[2] / sum], top.total)
+}
+
+fn assert_split(engine: &str, s: [f64; 3]) {
+    for (got, want) in s.iter().zip([0.6, 0.3, 0.1]) {
+        assert!(
+            (got - want).abs() <= 0.03,
+            "{engine}: split {s:?}, want 60/30/10 within 3 points"
+        );
+    }
+}
+
+fn spin_with(engine: &str, hz: u32, mode: &str) -> (serde_json::Value, [f64; 3], f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_child(
+        mode,
+        &[
+            ("KILN_ENGINE", engine.to_string()),
+            ("KILN_CPU_HZ", hz.to_string()),
+            ("KILN_WINDOW", "1s".into()),
+            ("KILN_DIR", dir.path().display().to_string()),
+        ],
+    );
+    let report = child_report(&out);
+    let (s, sampled) = shares(dir.path());
+    let capture = sampled as f64 / report["cpu_ns"].as_f64().unwrap();
+    (report, s, capture)
+}
+
+#[test]
+fn perf_engine_is_accurate_and_captures_the_cpu() {
+    for hz in [100, 1000] {
+        let (report, split, capture) = spin_with("perf", hz, "spin");
+        assert_eq!(report["status"]["engine"], "perf");
+        assert_split("perf", split);
+        let floor = if hz == 100 { 0.98 } else { 0.95 };
+        // Sampling is discrete: at 100 Hz three seconds of two threads are
+        // 600 samples, so allow one sample per thread per window of slack.
+        assert!(
+            capture >= floor - 0.02 && capture <= 1.05,
+            "perf at {hz} Hz captured {capture:.3} of the CPU time"
+        );
+        assert_eq!(report["status"]["dropped"], 0);
+    }
+}
+
+#[test]
+fn ctimer_engine_is_accurate() {
+    let (report, split, capture) = spin_with("ctimer", 500, "spin");
+    assert_eq!(report["status"]["engine"], "ctimer");
+    assert_split("ctimer", split);
+    assert!(capture >= 0.9, "ctimer captured {capture:.3}");
+}
+
+#[test]
+fn itimer_engine_is_accurate() {
+    // ITIMER_PROF is one timer for the process, firing at most once per
+    // scheduler tick: 250 Hz gives ~1500 samples in three seconds.
+    let (report, split, _) = spin_with("itimer", 250, "spin");
+    assert_eq!(report["status"]["engine"], "itimer");
+    assert_split("itimer", split);
+}
+
+#[test]
+fn auto_falls_back_to_ctimer_when_seccomp_denies_perf() {
+    let (report, split, _) = spin_with("auto", 500, "seccomp");
+    let status = &report["status"];
+    assert_eq!(status["engine"], "ctimer", "{status}");
+    let reason = status["engine_reason"].as_str().unwrap();
+    assert!(reason.contains("perf_event_open: EPERM"), "{reason}");
+    assert_split("auto/ctimer", split);
+}
+
+#[test]
+fn bad_environment_is_an_error_naming_the_variable() {
+    for (var, value) in [
+        ("KILN_CPU_HZ", "fast"),
+        ("KILN_ENGINE", "ebpf"),
+        ("KILN_WINDOW", "10 parsecs"),
+        ("KILN_LABELS", "novalue"),
+    ] {
+        let out = run_child("spin", &[(var, value.to_string())]);
+        assert!(!out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(var) && text.contains(value), "{var}: {text}");
+    }
+}
+
+#[test]
+fn kiln_top_and_go_tool_pprof_read_agent_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_child(
+        "spin",
+        &[
+            ("KILN_CPU_HZ", "200".into()),
+            ("KILN_WINDOW", "1s".into()),
+            ("SPIN_SECONDS", "1.5".into()),
+            ("KILN_DIR", dir.path().display().to_string()),
+        ],
+    );
+    child_report(&out);
+    let files = profiles(dir.path());
+    assert!(files.len() >= 2, "expected a window per second: {files:?}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let (start, end) = name.trim_end_matches(".pb.gz").split_once('-').unwrap();
+        assert!(
+            start.parse::<u64>().unwrap() < end.parse::<u64>().unwrap(),
+            "{name}"
+        );
+        let go = Command::new("go")
+            .args(["tool", "pprof", "-top", "-nodefraction=0"])
+            .arg(f)
+            .output()
+            .expect("`go` must be installed (scripts/test installs golang-go)");
+        let text = String::from_utf8_lossy(&go.stdout);
+        assert!(
+            go.status.success(),
+            "go tool pprof failed on {}: {}",
+            f.display(),
+            String::from_utf8_lossy(&go.stderr)
+        );
+        assert!(text.contains("Type: cpu"), "{text}");
+    }
+    let p = merged(dir.path());
+    let threads = kiln_profile::group_by_label(&p, 1, "thread_name").unwrap();
+    assert!(threads.iter().any(|(t, _)| t == "worker-1"), "{threads:?}");
+    let pools = kiln_profile::group_by_label(&p, 1, "thread_pool").unwrap();
+    assert!(pools.iter().any(|(t, _)| t == "worker-*"), "{pools:?}");
+}

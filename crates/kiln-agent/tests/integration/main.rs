@@ -1,0 +1,173 @@
+//! Integration tests of `kiln-agent`. Each scenario runs in a child
+//! process (this test binary again, selected by `KILN_TEST_CHILD`), because
+//! an agent is process-wide and some scenarios install a seccomp filter or
+//! fork. The parent reads what the child wrote, as a user would.
+
+mod alloc;
+mod engines;
+mod stress;
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use kiln_profile::{DecodeOptions, Merger, Profile};
+use serde_json::Value;
+
+/// The unit of work: `units` × 1M multiply-adds. One round of
+/// hot_a + hot_b + hot_c is several sampling periods long, so a strictly
+/// periodic sampler cannot alias with the loop.
+#[inline(never)]
+pub fn spin(units: u64) -> u64 {
+    let mut x = 1u64;
+    for i in 0..units * 1_000_000 {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    x
+}
+
+/// 60% of the work.
+#[inline(never)]
+pub fn hot_a() -> u64 {
+    black_box(spin(6))
+}
+
+/// 30% of the work.
+#[inline(never)]
+pub fn hot_b() -> u64 {
+    black_box(spin(3))
+}
+
+/// 10% of the work.
+#[inline(never)]
+pub fn hot_c() -> u64 {
+    black_box(spin(1))
+}
+
+/// Two threads splitting their CPU 60/30/10 between hot_a, hot_b, hot_c.
+pub fn workload(seconds: f64) {
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let work = move || {
+        let mut sink = 0u64;
+        while Instant::now() < until {
+            sink = sink
+                .wrapping_add(hot_a())
+                .wrapping_add(hot_b())
+                .wrapping_add(hot_c());
+        }
+        sink
+    };
+    let t = std::thread::Builder::new()
+        .name("worker-1".into())
+        .spawn(work)
+        .unwrap();
+    black_box(work());
+    black_box(t.join().unwrap());
+}
+
+/// This process's CPU time (user + system), from /proc/self/stat.
+pub fn process_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks * 1_000_000_000 / 100
+}
+
+/// The child side: runs the scenario named by `KILN_TEST_CHILD`, or, run
+/// as a normal test, starts an agent in this process and checks it writes.
+#[test]
+fn child() {
+    match std::env::var("KILN_TEST_CHILD").as_deref() {
+        Ok("spin") => engines::child_spin(),
+        Ok("seccomp") => {
+            kiln_agent::sys::deny_perf_event_open().unwrap();
+            engines::child_spin();
+        }
+        Ok("churn") => stress::child_churn(),
+        Ok("noalloc") => alloc::child_noalloc(),
+        Ok(other) => panic!("unknown KILN_TEST_CHILD {other}"),
+        Err(_) => in_process_smoke(),
+    }
+}
+
+fn in_process_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = kiln_agent::Agent::builder()
+        .service("smoke")
+        .instance("test")
+        .cpu_hz(200)
+        .write_to_dir(dir.path())
+        .start()
+        .unwrap();
+    workload(0.5);
+    assert!(agent.status().samples > 0);
+    agent.stop().unwrap();
+    let files = profiles(dir.path());
+    assert!(!files.is_empty());
+    assert!(
+        files[0].starts_with(dir.path().join("smoke/test/process_cpu")),
+        "{files:?}"
+    );
+}
+
+/// Runs the child scenario with `env`; returns its output.
+pub fn run_child(mode: &str, env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("KILN_TEST_CHILD", mode);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The JSON line the child printed last (`{"status":..., ...}`).
+pub fn child_report(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // libtest prints `test child ... ` before the child's own output.
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("KILN_REPORT "))
+        .expect("child report")
+        .1;
+    serde_json::from_str(line).unwrap()
+}
+
+/// Every profile file under `dir`, sorted.
+pub fn profiles(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "gz") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// All profiles under `dir`, merged.
+pub fn merged(dir: &Path) -> Profile {
+    let mut m = Merger::new();
+    for f in profiles(dir) {
+        let p =
+            kiln_profile::decode(&std::fs::read(&f).unwrap(), &DecodeOptions::default()).unwrap();
+        p.validate().unwrap();
+        m.add(&p).unwrap();
+    }
+    assert!(m.inputs() > 0, "no profiles under {}", dir.display());
+    m.finish()
+}
