@@ -421,6 +421,14 @@ impl Agent {
         shared.max_depth.store(cfg.max_depth, Ordering::Relaxed);
         let period_ns = 1_000_000_000 / u64::from(cfg.cpu_hz);
         let choice = choose_engine(cfg.engine, period_ns)?;
+        shared.perf_period.store(
+            if choice.engine == Engine::Perf {
+                period_ns
+            } else {
+                0
+            },
+            Ordering::Relaxed,
+        );
         tracing::info!(target: "kiln_agent", engine = ?choice.engine, reason = %choice.reason, "CPU sampling engine");
 
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();

@@ -10,6 +10,8 @@ use super::SIGNAL;
 /// `_IO('$', 2)`: re-enable a perf event for N more overflows.
 pub const PERF_EVENT_IOC_REFRESH: libc::c_ulong = 0x2402;
 const PERF_EVENT_IOC_RESET: libc::c_ulong = 0x2403;
+/// `_IOW('$', 4, u64)`: set the sampling period.
+pub const PERF_EVENT_IOC_PERIOD: libc::c_ulong = 0x4008_2404;
 const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;

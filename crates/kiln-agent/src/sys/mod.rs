@@ -37,6 +37,12 @@ pub struct Shared {
     pub leaf_only: AtomicU64,
     /// Signals that arrived while inactive or in a forked child.
     pub ignored: AtomicU64,
+    /// The perf engine's mean sampling period in ns (0: not perf). Each
+    /// overflow re-arms with a period drawn within ±12.5% of it, so a
+    /// workload whose loop is a multiple of the period cannot alias with it.
+    pub perf_period: AtomicU64,
+    /// State of the jitter's xorshift generator.
+    pub jitter: AtomicU64,
 }
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
@@ -68,6 +74,8 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
         max_depth: AtomicUsize::new(MAX_DEPTH),
         leaf_only: AtomicU64::new(0),
         ignored: AtomicU64::new(0),
+        perf_period: AtomicU64::new(0),
+        jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
     }));
     SHARED.store(shared as *const Shared as *mut Shared, Ordering::Release);
     install_handler()?;
@@ -199,6 +207,19 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             *((info as *const u8).add(2 * std::mem::size_of::<libc::c_long>() + 8)
                 as *const libc::c_int)
         };
+        let base = shared.perf_period.load(Ordering::Relaxed);
+        if base >= 8 {
+            let mut x = shared
+                .jitter
+                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            x ^= x >> 33;
+            let period: u64 = base - base / 8 + x % (base / 4 + 1);
+            // SAFETY: PERF_EVENT_IOC_PERIOD reads one u64 through the
+            // pointer, which points to a live local.
+            unsafe { libc::ioctl(fd, engine::PERF_EVENT_IOC_PERIOD, &period as *const u64) };
+        }
         // SAFETY: ioctl on an fd is async-signal-safe; a stale fd fails harmlessly.
         unsafe { libc::ioctl(fd, engine::PERF_EVENT_IOC_REFRESH, 1) };
     }
