@@ -83,6 +83,7 @@ pub fn run(
     let mut window = Window::new(SystemTime::now());
     let mut window_end = Instant::now() + cfg.window;
     let mut last_scan = Instant::now() - THREAD_SCAN_INTERVAL;
+    let mut last_maps = None;
     let mut buf = Vec::with_capacity(crate::sys::ring::MAX_DEPTH + 1);
     if cfg.engine == Engine::Itimer
         && let Err(e) = set_itimer(cfg.period_ns)
@@ -103,7 +104,7 @@ pub fn run(
             shared.active.store(false, Ordering::Release);
         } else if last_scan.elapsed() >= THREAD_SCAN_INTERVAL {
             last_scan = Instant::now();
-            scan(shared, &cfg, &mut threads, &counters);
+            scan(shared, &cfg, &mut threads, &counters, &mut last_maps);
         }
         drain(shared, &mut window, &threads, &mut buf);
         if stopping || Instant::now() >= window_end {
@@ -168,15 +169,17 @@ fn start_time(tid: u32) -> Option<u64> {
     after_comm.split(' ').nth(19)?.parse().ok()
 }
 
+/// How often the readable-memory table is re-read when no thread appeared.
+const MAPS_REFRESH: Duration = Duration::from_secs(2);
+
 fn scan(
     shared: &Shared,
     cfg: &SamplerConfig,
     threads: &mut HashMap<u32, Thread>,
     counters: &Counters,
+    last_maps: &mut Option<Instant>,
 ) {
-    if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
-        shared.regions.publish(&parse_maps(&maps));
-    }
+    let mut appeared = false;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
@@ -198,6 +201,7 @@ fn scan(
         let Some(start) = start_time(tid) else {
             continue;
         };
+        appeared = true;
         let arm = match cfg.engine {
             Engine::Perf => match PerfEvent::open(tid, cfg.period_ns, cfg.perf_user_only) {
                 Ok(e) => Arm::Perf(e),
@@ -238,4 +242,13 @@ fn scan(
     alive.sort_unstable();
     // Exited threads release their event or timer here.
     threads.retain(|tid, _| alive.binary_search(tid).is_ok());
+    // The walk only needs the mappings that hold thread stacks, and those
+    // appear with threads: re-read the maps then, and now and then for
+    // anything else (a stack a thread switched to).
+    if appeared || last_maps.is_none_or(|t| t.elapsed() >= MAPS_REFRESH) {
+        if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
+            shared.regions.publish(&parse_maps(&maps));
+        }
+        *last_maps = Some(Instant::now());
+    }
 }

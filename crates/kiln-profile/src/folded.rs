@@ -71,7 +71,8 @@ fn thread_name(frame: &str) -> &str {
         return frame;
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !name.is_empty() && digits(pid) && digits(tid) {
+    // perf writes `?` for the pid when it did not record it.
+    if !name.is_empty() && (digits(pid) || pid == "?") && digits(tid) {
         name
     } else {
         frame
@@ -224,10 +225,14 @@ mod tests {
             thread_prefix: true,
             ..FoldedOptions::default()
         };
-        let p = decode(b"worker-1234/1240;main;spin 5\n", &opts).unwrap();
+        let p = decode(
+            b"worker-1234/1240;main;spin 5\nworker-?/1241;main;spin 1\n",
+            &opts,
+        )
+        .unwrap();
         let key = p.strings.find("thread_name").unwrap();
         assert_eq!(p.label_str(p.samples[0].labels, key), Some("worker"));
-        assert_eq!(encode(&p, 0, true), "worker;main;spin 5\n");
+        assert_eq!(encode(&p, 0, true), "worker;main;spin 6\n");
     }
 
     #[test]

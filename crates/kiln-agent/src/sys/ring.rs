@@ -1,17 +1,15 @@
 //! The sample buffer between signal handlers (many writers) and the
-//! aggregation thread (one reader): fixed slots claimed with one atomic
-//! compare-and-swap, never a lock, never an allocation. A writer that finds
-//! its slot still full drops the sample and counts it.
+//! aggregation thread (one reader): a bounded queue of fixed slots, each
+//! with a sequence number (Vyukov's design). A writer claims the next slot
+//! with one compare-and-swap, never a lock, never an allocation; when the
+//! queue is full it drops the sample and counts it. The reader visits only
+//! the slots written since its last visit.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Deepest stack a slot holds.
 pub const MAX_DEPTH: usize = 128;
-
-const EMPTY: u8 = 0;
-const WRITING: u8 = 1;
-const FULL: u8 = 2;
 
 /// One sample as the handler wrote it.
 #[derive(Clone, Copy)]
@@ -31,7 +29,9 @@ pub struct RawSample {
 }
 
 struct Slot {
-    state: AtomicU8,
+    /// `pos` when free for the writer of position `pos`; `pos + 1` once
+    /// that writer is done; `pos + capacity` after the reader took it.
+    seq: AtomicUsize,
     sample: UnsafeCell<RawSample>,
 }
 
@@ -39,23 +39,26 @@ struct Slot {
 pub struct Ring {
     slots: Box<[Slot]>,
     head: AtomicUsize,
-    /// Samples dropped because their slot was full.
+    /// The reader's next position; only the single reader moves it.
+    tail: AtomicUsize,
+    /// Samples dropped because the buffer was full.
     pub dropped: AtomicU64,
     /// Samples written.
     pub written: AtomicU64,
 }
 
-// SAFETY: a slot's `sample` is written only by the writer that moved its
-// state EMPTY→WRITING, and read only by the reader after seeing FULL (with
-// Acquire/Release ordering), so no two threads touch one sample at once.
+// SAFETY: a slot's `sample` is written only by the writer whose CAS on
+// `head` claimed its position, and read only by the reader after seeing
+// that writer's Release store of `seq`; the reader hands the slot back with
+// a Release store. No two threads touch one sample at once.
 unsafe impl Sync for Ring {}
 
 impl Ring {
     /// A buffer of `capacity` slots (allocated here, once).
     pub fn new(capacity: usize) -> Self {
-        let slots = (0..capacity.max(1))
-            .map(|_| Slot {
-                state: AtomicU8::new(EMPTY),
+        let slots = (0..capacity.max(2))
+            .map(|i| Slot {
+                seq: AtomicUsize::new(i),
                 sample: UnsafeCell::new(RawSample {
                     tid: 0,
                     depth: 0,
@@ -68,47 +71,70 @@ impl Ring {
         Ring {
             slots,
             head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
         }
     }
 
-    /// Claims a slot and lets `fill` write the sample into it. Async-signal-safe:
-    /// atomics only. Returns false (and counts a drop) when the slot is busy.
+    /// Claims a slot and lets `fill` write the sample into it.
+    /// Async-signal-safe: atomics only, lock-free. Returns false (and
+    /// counts a drop) when the buffer is full.
     #[inline]
     pub fn push(&self, fill: impl FnOnce(&mut RawSample)) -> bool {
-        let i = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let slot = &self.slots[i];
-        if slot
-            .state
-            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        // SAFETY: this writer owns the slot (it moved it to WRITING) until the
-        // Release store below; the reader does not look at WRITING slots.
+        let n = self.slots.len();
+        let mut pos = self.head.load(Ordering::Relaxed);
+        let slot = loop {
+            let slot = &self.slots[pos % n];
+            let seq = slot.seq.load(Ordering::Acquire);
+            if seq == pos {
+                match self.head.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break slot,
+                    Err(now) => pos = now,
+                }
+            } else if seq < pos {
+                // The reader has not freed this slot from the last lap.
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            } else {
+                pos = self.head.load(Ordering::Relaxed);
+            }
+        };
+        // SAFETY: the CAS gave this writer position `pos`; the reader does
+        // not read the slot until `seq` becomes `pos + 1` below.
         fill(unsafe { &mut *slot.sample.get() });
-        slot.state.store(FULL, Ordering::Release);
+        slot.seq.store(pos + 1, Ordering::Release);
         self.written.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    /// Hands every full slot to `take` and empties it. Only one thread may
-    /// drain at a time (the aggregation thread).
+    /// Hands every sample written since the last call to `take`, in order,
+    /// stopping at a slot still being written. Only one thread may drain
+    /// (the aggregation thread).
     pub fn drain(&self, mut take: impl FnMut(&RawSample)) -> usize {
-        let mut n = 0;
-        for slot in self.slots.iter() {
-            if slot.state.load(Ordering::Acquire) == FULL {
-                // SAFETY: FULL slots belong to the single reader until it
-                // stores EMPTY; writers only claim EMPTY slots.
-                take(unsafe { &*slot.sample.get() });
-                slot.state.store(EMPTY, Ordering::Release);
-                n += 1;
+        let n = self.slots.len();
+        let mut pos = self.tail.load(Ordering::Relaxed);
+        let mut count = 0;
+        loop {
+            let slot = &self.slots[pos % n];
+            if slot.seq.load(Ordering::Acquire) != pos + 1 {
+                break;
             }
+            // SAFETY: `seq == pos + 1` means its writer finished (Acquire
+            // pairs with its Release); writers cannot claim it again until
+            // the store below.
+            take(unsafe { &*slot.sample.get() });
+            slot.seq.store(pos + n, Ordering::Release);
+            pos += 1;
+            count += 1;
         }
-        n
+        self.tail.store(pos, Ordering::Relaxed);
+        count
     }
 }
 
@@ -129,5 +155,33 @@ mod tests {
         assert_eq!(seen, [1, 2]);
         assert!(r.push(|s| s.tid = 4));
         assert_eq!(r.drain(|_| {}), 1);
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing_but_counted_drops() {
+        let r = std::sync::Arc::new(Ring::new(64));
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        r.push(|s| {
+                            s.tid = t;
+                            s.depth = (i % 7) as u16;
+                        });
+                    }
+                })
+            })
+            .collect();
+        let mut read = 0u64;
+        let mut per_writer = [0u64; 4];
+        while writers.iter().any(|w| !w.is_finished()) {
+            read += r.drain(|s| per_writer[s.tid as usize] += 1) as u64;
+        }
+        read += r.drain(|s| per_writer[s.tid as usize] += 1) as u64;
+        let written = r.written.load(Ordering::Relaxed);
+        assert_eq!(read, written);
+        assert_eq!(written + r.dropped.load(Ordering::Relaxed), 80_000);
+        assert_eq!(per_writer.iter().sum::<u64>(), written);
     }
 }
