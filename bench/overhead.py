@@ -2,7 +2,7 @@
 """CPU overhead of the Kiln agent vs pprof-rs 0.15 on the same fixed work.
 
     python3 bench/overhead.py            # 100 Hz and 1000 Hz, 7 runs each
-    RUNS=3 python3 bench/overhead.py
+    RUNS=3 RATES=1000 ROUNDS=3000000 python3 bench/overhead.py
 
 Runs `target/release/overhead MODE HZ` for MODE in none, kiln, pprof-rs,
 interleaved, RUNS times each, and reads each process's CPU time (user +
@@ -30,7 +30,7 @@ def cpu_seconds(mode, hz):
 
 print("| rate | profiler | median CPU time | overhead vs none |")
 print("|---|---|---|---|")
-for hz in (100, 1000):
+for hz in [int(r) for r in os.environ.get("RATES", "100,1000").split(",")]:
     times = {m: [] for m in ("none", "kiln", "pprof-rs")}
     for _ in range(runs):
         for m in times:

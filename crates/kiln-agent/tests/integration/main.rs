@@ -5,6 +5,7 @@
 
 mod alloc;
 mod engines;
+mod runtimes;
 mod stress;
 
 use std::hint::black_box;
@@ -86,6 +87,7 @@ fn child() {
         }
         Ok("churn") => stress::child_churn(),
         Ok("noalloc") => alloc::child_noalloc(),
+        Ok("runtimes") => runtimes::child_runtimes(),
         Ok(other) => panic!("unknown KILN_TEST_CHILD {other}"),
         Err(_) => in_process_smoke(),
     }
