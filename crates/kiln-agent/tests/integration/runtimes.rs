@@ -47,7 +47,10 @@ pub fn child_runtimes() {
     pool.install(|| {
         use rayon::prelude::*;
         while std::time::Instant::now() < until {
-            let v = (0..4u64).into_par_iter().map(|_| round()).reduce(|| 0, u64::wrapping_add);
+            let v = (0..4u64)
+                .into_par_iter()
+                .map(|_| round())
+                .reduce(|| 0, u64::wrapping_add);
             std::hint::black_box(v);
         }
     });

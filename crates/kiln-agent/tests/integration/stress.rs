@@ -38,6 +38,7 @@ pub fn child_churn() {
     let mut forked = false;
     let mut fork_ok = false;
     let mut baseline: Option<(usize, u64)> = None;
+    let mut timeline: Vec<u64> = Vec::new();
     while Instant::now() < until {
         let batch: Vec<_> = (0..8)
             .map(|i| {
@@ -51,12 +52,15 @@ pub fn child_churn() {
             t.join().unwrap();
         }
         spawned += 8;
+        if start.elapsed() >= Duration::from_secs(5 * timeline.len() as u64) {
+            timeline.push(rss_kb());
+        }
         // Steady state: the first window has been symbolized (blazesym's
         // debug-info cache is the agent's largest allocation) and glibc's
         // arenas and thread-stack cache have grown to their working size.
         if baseline.is_none()
             && start.elapsed() > Duration::from_secs(seconds / 4)
-            && agent.status().windows_written >= 1
+            && (hz == 0 || agent.status().windows_written >= 1)
         {
             baseline = Some((open_fds(), rss_kb()));
         }
@@ -73,7 +77,7 @@ pub fn child_churn() {
     agent.stop().unwrap();
     println!(
         "KILN_REPORT {}",
-        json!({"spawned": spawned, "fork_ok": fork_ok, "fds": [fds0, fds1], "rss_kb": [rss0, rss1], "status": status})
+        json!({"spawned": spawned, "fork_ok": fork_ok, "fds": [fds0, fds1], "rss_kb": [rss0, rss1], "rss_every_5s": timeline, "status": status})
     );
 }
 
