@@ -417,10 +417,9 @@ impl Agent {
             what: "installing the SIGPROF handler".into(),
             source,
         })?;
-        shared.owner_pid.store(pid as i32, Ordering::Relaxed);
         shared.max_depth.store(cfg.max_depth, Ordering::Relaxed);
         let period_ns = 1_000_000_000 / u64::from(cfg.cpu_hz);
-        let choice = choose_engine(cfg.engine, period_ns)?;
+        let choice = choose_engine(cfg.engine)?;
         shared.perf_period.store(
             if choice.engine == Engine::Perf {
                 period_ns
@@ -604,7 +603,7 @@ fn perf_refusal(e: &std::io::Error) -> String {
     }
 }
 
-fn choose_engine(wanted: Engine, period_ns: u64) -> Result<EngineChoice, Error> {
+fn choose_engine(wanted: Engine) -> Result<EngineChoice, Error> {
     let tid = sys::gettid();
     let probe_perf = || -> Result<bool, String> {
         match sys::engine::PerfEvent::open(tid, 1_000_000_000, false) {
@@ -620,7 +619,6 @@ fn choose_engine(wanted: Engine, period_ns: u64) -> Result<EngineChoice, Error> 
             .map(drop)
             .map_err(|e| format!("timer_create(thread CPU clock): {e}"))
     };
-    let _ = period_ns;
     match wanted {
         Engine::Perf => probe_perf()
             .map(|user_only| EngineChoice {

@@ -45,6 +45,8 @@ impl Window {
     }
 }
 
+/// What keeps a thread sampled; dropping it disarms the thread. The
+/// fields are never read, only owned.
 enum Arm {
     Perf(#[allow(dead_code)] PerfEvent),
     Timer(#[allow(dead_code)] ThreadTimer),
@@ -52,8 +54,6 @@ enum Arm {
 }
 
 struct Thread {
-    #[allow(dead_code)]
-    start_time: u64,
     name: String,
     _arm: Arm,
 }
@@ -198,7 +198,8 @@ fn scan(
         if threads.contains_key(&tid) {
             continue;
         }
-        let Some(start) = start_time(tid) else {
+        // A thread whose stat is gone has exited since the listing.
+        let Some(_start) = start_time(tid) else {
             continue;
         };
         appeared = true;
@@ -230,14 +231,7 @@ fn scan(
             Engine::Itimer | Engine::Auto => Arm::None,
         };
         let name = thread_name(tid).unwrap_or_default();
-        threads.insert(
-            tid,
-            Thread {
-                start_time: start,
-                name,
-                _arm: arm,
-            },
-        );
+        threads.insert(tid, Thread { name, _arm: arm });
     }
     alive.sort_unstable();
     // Exited threads release their event or timer here.

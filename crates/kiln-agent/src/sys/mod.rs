@@ -14,7 +14,7 @@ pub mod engine;
 pub mod regions;
 pub mod ring;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use regions::Regions;
 use ring::{MAX_DEPTH, RawSample, Ring};
@@ -28,8 +28,6 @@ pub struct Shared {
     pub regions: Regions,
     /// The handler records samples only while this is set.
     pub active: AtomicBool,
-    /// The process that installed the handler; a forked child differs.
-    pub owner_pid: AtomicI32,
     /// Deepest walk, at most [`MAX_DEPTH`].
     pub max_depth: AtomicUsize,
     /// Samples whose stack pointer lay in no known mapping (thread newer
@@ -70,7 +68,6 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
         ring: Ring::new(RING_SLOTS),
         regions: Regions::new(),
         active: AtomicBool::new(false),
-        owner_pid: AtomicI32::new(std::process::id() as i32),
         max_depth: AtomicUsize::new(MAX_DEPTH),
         leaf_only: AtomicU64::new(0),
         ignored: AtomicU64::new(0),
