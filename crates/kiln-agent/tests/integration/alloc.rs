@@ -50,10 +50,17 @@ pub fn child_noalloc() {
     // Let the sampler arm this thread's timer.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let samples0 = agent.status().samples;
+    // Read the counter straight from the shared state: `status()` builds
+    // strings, and this loop must allocate nothing of its own.
+    let written = &kiln_agent::sys::shared().unwrap().ring.written;
     let before = allocations();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    // Compute until ~1000 signals have landed (or 20 s pass on a machine
+    // too loaded to give this thread the CPU), allocating nothing.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut x = 0u64;
-    while std::time::Instant::now() < until {
+    while std::time::Instant::now() < until
+        && written.load(std::sync::atomic::Ordering::Relaxed) < samples0 + 1000
+    {
         x = x.wrapping_add(spin(1));
     }
     let after = allocations();
