@@ -26,7 +26,7 @@ pub fn child_spin() {
 }
 
 /// Shares of hot_a/hot_b/hot_c (by total) and the CPU nanoseconds sampled.
-fn shares(dir: &std::path::Path) -> ([f64; 3], i64) {
+pub fn shares(dir: &std::path::Path) -> ([f64; 3], i64) {
     let p = merged(dir);
     let ty = p.sample_type_index("cpu").unwrap();
     let top = kiln_profile::top(&p, ty).unwrap();
@@ -48,7 +48,8 @@ fn shares(dir: &std::path::Path) -> ([f64; 3], i64) {
     ([v[0] / sum, v[1] / sum, v[2] / sum], top.total)
 }
 
-fn assert_split(engine: &str, s: [f64; 3]) {
+/// Each share within 3 points of 60/30/10.
+pub fn assert_split(engine: &str, s: [f64; 3]) {
     for (got, want) in s.iter().zip([0.6, 0.3, 0.1]) {
         assert!(
             (got - want).abs() <= 0.03,

@@ -83,20 +83,5 @@ fn tokio_and_rayon_workers_are_sampled() {
     // CPU each pool gets varies, so ask only that both are clearly there.
     assert!(share("tokio-rt-worker") > 0.1, "{pools:?}");
     assert!(share("rayon-*") > 0.1, "{pools:?}");
-    let top = kiln_profile::top(&p, ty).unwrap();
-    let total = |n: &str| {
-        top.rows
-            .iter()
-            .find(|r| r.name.ends_with(n))
-            .map_or(0, |r| r.total) as f64
-    };
-    let (a, b, c) = (total("::hot_a"), total("::hot_b"), total("::hot_c"));
-    let sum = a + b + c;
-    for (got, want) in [(a / sum, 0.6), (b / sum, 0.3), (c / sum, 0.1)] {
-        assert!(
-            (got - want).abs() <= 0.03,
-            "split {:?}",
-            (a / sum, b / sum, c / sum)
-        );
-    }
+    crate::engines::assert_split("tokio+rayon", crate::engines::shares(dir.path()).0);
 }
