@@ -32,24 +32,22 @@ pub fn load(rel: &str) -> Profile {
     p
 }
 
-/// The total of function `name` in a top table, as a share of the table's total.
-pub fn total_share(t: &Top, name: &str) -> f64 {
-    let row = t
-        .rows
+/// The row of function `name` in a top table.
+fn row<'a>(t: &'a Top, name: &str) -> &'a kiln_profile::TopRow {
+    t.rows
         .iter()
         .find(|r| r.name == name)
-        .unwrap_or_else(|| panic!("no row {name}"));
-    row.total as f64 / t.total as f64
+        .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+/// The total of function `name` in a top table, as a share of the table's total.
+pub fn total_share(t: &Top, name: &str) -> f64 {
+    row(t, name).total as f64 / t.total as f64
 }
 
 /// The self of `name` as a share of the table's total.
 pub fn self_share(t: &Top, name: &str) -> f64 {
-    let row = t
-        .rows
-        .iter()
-        .find(|r| r.name == name)
-        .unwrap_or_else(|| panic!("no row {name}"));
-    row.self_value as f64 / t.total as f64
+    row(t, name).self_value as f64 / t.total as f64
 }
 
 /// Compares `actual` with the expected file `rel`; `KILN_BLESS=1` rewrites
