@@ -5,11 +5,15 @@
 //! `perf_event_open`), or `setitimer(ITIMER_PROF)` — picking the best that
 //! works by itself and saying why; walks frame pointers in an
 //! async-signal-safe handler; folds samples per window; symbolizes each
-//! address once with `blazesym`; and writes a pprof profile per window.
+//! address once with `blazesym`; and ships a pprof profile per window to
+//! any number of sinks at once: a directory, a Kiln or Pyroscope server
+//! (Connect push), S3-compatible object storage. Over HTTP (its own
+//! listener, or [`Agent::router`] mounted in the host's server) it starts
+//! and stops on-demand sessions, serves Go's `/debug/pprof/profile`, its
+//! status, a thread dump and Prometheus metrics.
 //!
-//! Not here yet: the HTTP control endpoints and the push and S3 sinks
-//! (issue #4); `start()` refuses them with a clear error rather than
-//! pretending. The agent never depends on `kiln-store` or `kiln-server`.
+//! Not for: storing or querying profiles (that is `kiln-server`); the
+//! agent never depends on `kiln-store` or `kiln-server`.
 //!
 //! ```no_run
 //! let agent = kiln_agent::Agent::builder()
@@ -27,22 +31,33 @@
 //! All `unsafe` lives in the `sys` module.
 
 mod config;
+mod control;
+mod flush;
+pub mod push;
 mod sampler;
+mod session;
+mod ship;
 mod sink;
 mod symbolize;
 pub mod sys;
 mod window;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 pub use config::{DEFAULT_CPU_HZ, DEFAULT_MAX_DEPTH, DEFAULT_WINDOW, ENV_VARS};
+pub use control::{DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS};
+pub use session::{MAX_SESSION, MAX_SESSIONS, SessionInfo, SessionReport};
+pub use ship::{
+    Delivery, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, QUEUE_CAPACITY, REQUEST_TIMEOUT, SinkStatus,
+};
 
 /// How CPU samples are triggered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -145,7 +160,7 @@ pub struct Status {
     pub ignored_signals: u64,
     /// Threads whose timer could not be armed.
     pub arm_failures: u64,
-    /// Windows written by the sinks.
+    /// Profiles delivered, summed over the sinks.
     pub windows_written: u64,
     /// Windows dropped because the writer fell behind.
     pub windows_dropped: u64,
@@ -155,6 +170,12 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The newest file written.
     pub last_file: Option<PathBuf>,
+    /// Each sink's health: queued, sent, failed, dropped, last error.
+    pub sinks: Vec<SinkStatus>,
+    /// On-demand sessions, running and recently finished.
+    pub sessions: Vec<SessionInfo>,
+    /// Addresses the control endpoints listen on.
+    pub control: Vec<String>,
 }
 
 /// Builds an [`Agent`]; see the crate example.
@@ -237,7 +258,8 @@ impl AgentBuilder {
         self
     }
 
-    /// Push every window to a Kiln or Pyroscope server (issue #4).
+    /// Push every window to a Kiln or Pyroscope server (Connect push API,
+    /// `POST URL/push.v1.PusherService/Push`).
     pub fn push_to(mut self, url: impl Into<String>) -> Self {
         self.push.push(url.into());
         self
@@ -249,30 +271,37 @@ impl AgentBuilder {
         self
     }
 
-    /// Upload every window to S3-compatible storage (issue #4).
+    /// Upload every window to S3-compatible storage, `s3://bucket/prefix`;
+    /// region, credentials and endpoint from the `AWS_*` variables
+    /// (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP=true` for a local server).
     pub fn s3(mut self, url: impl Into<String>) -> Self {
         self.s3.push(url.into());
         self
     }
 
-    /// Serve the HTTP control endpoints on this address (issue #4).
+    /// Serve the HTTP control endpoints on this address (`host:port`; port
+    /// 0 picks one, shown in `status().control`). An address other than
+    /// loopback requires [`AgentBuilder::control_token`].
     pub fn control(mut self, addr: impl Into<String>) -> Self {
         self.control.push(addr.into());
         self
     }
 
+    /// The bearer token the control endpoints require (every request,
+    /// loopback included, once set). Default: `KILN_CONTROL_TOKEN`, else none.
+    pub fn control_token(mut self, token: impl Into<String>) -> Self {
+        self.control_token = Some(token.into());
+        self
+    }
+
     /// Starts sampling and the background threads.
     pub fn start(self) -> Result<Agent, Error> {
-        if !self.push.is_empty() {
-            return Err(Error::Unsupported("push_to (KILN_SERVER)"));
-        }
-        if !self.s3.is_empty() {
-            return Err(Error::Unsupported("the S3 sink (KILN_S3)"));
-        }
-        if !self.control.is_empty() || self.control_token.is_some() {
-            return Err(Error::Unsupported(
-                "the HTTP control endpoints (KILN_CONTROL)",
-            ));
+        if self
+            .control_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(Error::Config("control token is empty".into()));
         }
         if !(1..=sys::ring::MAX_DEPTH).contains(&self.max_depth) {
             return Err(Error::Config(format!(
@@ -292,21 +321,127 @@ impl AgentBuilder {
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// A running agent. Dropping it stops sampling without waiting for the
-/// last window; [`Agent::stop`] flushes it.
-pub struct Agent {
+/// What the agent's threads and the control endpoints share.
+pub(crate) struct Inner {
     engine: Option<Engine>,
     engine_reason: String,
     cpu_hz: u32,
     pid: u32,
     counters: Arc<Counters>,
-    stop: Option<Sender<()>>,
-    sampler: Option<JoinHandle<()>>,
-    flusher: Option<JoinHandle<()>>,
+    sessions: Arc<session::Sessions>,
+    ship: Arc<ship::Ship>,
+    cmds: Mutex<Option<Sender<sampler::Cmd>>>,
+    jobs: Mutex<Option<Sender<flush::Job>>>,
+    token: Option<String>,
+    control_addrs: Vec<SocketAddr>,
+    /// Tells the control listeners to close.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
-/// How long [`Agent::stop`] waits for the last window to be written.
+impl Inner {
+    /// Sends an order to the sampler; false once the agent stopped.
+    fn send(&self, cmd: sampler::Cmd) -> bool {
+        match &*self.cmds.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(cmd).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends work to the flush thread; false once the agent stopped.
+    fn jobs(&self, job: flush::Job) -> bool {
+        match &*self.jobs.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    fn status(&self) -> Status {
+        let shared = sys::shared().ok();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let forked_child = std::process::id() != self.pid;
+        // A forked child must not take the parent's locks: a thread that
+        // held one at fork time does not exist here to release it.
+        fn locked<T: Clone>(m: &Mutex<Option<T>>, forked_child: bool) -> Option<T> {
+            if forked_child {
+                None
+            } else {
+                m.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+        }
+        let running = self.cmds.lock().map(|c| c.is_some()).unwrap_or(false);
+        Status {
+            engine: self.engine,
+            engine_reason: self.engine_reason.clone(),
+            cpu_hz: self.cpu_hz,
+            active: running && self.engine.is_some() && !forked_child,
+            forked_child,
+            threads: load(&self.counters.threads),
+            samples: shared.map_or(0, |s| load(&s.ring.written)),
+            dropped: shared.map_or(0, |s| load(&s.ring.dropped)),
+            leaf_only: shared.map_or(0, |s| load(&s.leaf_only)),
+            ignored_signals: shared.map_or(0, |s| load(&s.ignored)),
+            arm_failures: load(&self.counters.arm_failures),
+            windows_written: load(&self.counters.windows_written),
+            windows_dropped: load(&self.counters.windows_dropped),
+            unknown_frames: load(&self.counters.unknown_frames),
+            last_error: locked(&self.counters.last_error, forked_child),
+            last_file: locked(&self.counters.last_file, forked_child),
+            sinks: if forked_child {
+                Vec::new()
+            } else {
+                self.ship.status()
+            },
+            sessions: if forked_child {
+                Vec::new()
+            } else {
+                self.sessions.list()
+            },
+            control: self.control_addrs.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// A running agent. Dropping it stops sampling without waiting for the
+/// last window; [`Agent::stop`] flushes it.
+pub struct Agent {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// How long [`Agent::stop`] waits for the last window to be written and
+/// shipped.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| Error::Io {
+            what: format!("spawning {name}"),
+            source,
+        })
+}
+
+/// Binds a control address; anything but loopback needs a token.
+fn bind_control(addr: &str, token: bool) -> Result<std::net::TcpListener, Error> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|e| Error::Config(format!("control address {addr:?}: {e}")))?;
+    if !parsed.ip().is_loopback() && !token {
+        return Err(Error::Config(format!(
+            "control address {addr} is not loopback: set a token (KILN_CONTROL_TOKEN) to serve it"
+        )));
+    }
+    let l = std::net::TcpListener::bind(parsed).map_err(|source| Error::Io {
+        what: format!("binding the control address {addr}"),
+        source,
+    })?;
+    l.set_nonblocking(true).map_err(|source| Error::Io {
+        what: format!("binding the control address {addr}"),
+        source,
+    })?;
+    Ok(l)
+}
 
 impl Agent {
     /// A builder with the defaults.
@@ -401,159 +536,192 @@ impl Agent {
             cfg.service.clone()
         };
         let instance = cfg.instance.clone().unwrap_or_else(config::hostname);
-        if cfg.cpu_hz == 0 {
-            return Ok(Agent {
-                engine: None,
-                engine_reason: "CPU sampling is off (cpu_hz = 0)".into(),
-                cpu_hz: 0,
-                pid,
-                counters,
-                stop: None,
-                sampler: None,
-                flusher: None,
-            });
-        }
+        let ship = Arc::new(ship::Ship::new(
+            &cfg.dirs,
+            &cfg.push,
+            &cfg.s3,
+            service.clone(),
+            instance.clone(),
+            cfg.labels.clone(),
+            counters.clone(),
+        )?);
+        let listeners = cfg
+            .control
+            .iter()
+            .map(|a| bind_control(a, cfg.control_token.is_some()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let control_addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+
         let shared = sys::shared().map_err(|source| Error::Io {
             what: "installing the SIGPROF handler".into(),
             source,
         })?;
         shared.max_depth.store(cfg.max_depth, Ordering::Relaxed);
-        let period_ns = 1_000_000_000 / u64::from(cfg.cpu_hz);
+        let period_ns = if cfg.cpu_hz == 0 {
+            0
+        } else {
+            1_000_000_000 / u64::from(cfg.cpu_hz)
+        };
+        // With continuous sampling off the engine is still chosen, for the
+        // sessions the control endpoints may start.
         let choice = choose_engine(cfg.engine)?;
-        shared.perf_period.store(
-            if choice.engine == Engine::Perf {
-                period_ns
-            } else {
-                0
-            },
-            Ordering::Relaxed,
-        );
-        tracing::info!(target: "kiln_agent", engine = ?choice.engine, reason = %choice.reason, "CPU sampling engine");
+        let engine_reason = if cfg.cpu_hz == 0 {
+            format!(
+                "continuous CPU sampling is off (cpu_hz = 0); sessions use {:?}: {}",
+                choice.engine, choice.reason
+            )
+        } else {
+            choice.reason.clone()
+        };
+        tracing::info!(target: "kiln_agent", engine = ?choice.engine, reason = %engine_reason, "CPU sampling engine");
 
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-        let (win_tx, win_rx) = sync_channel::<sampler::Window>(2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("kiln-ship-io")
+            .build()
+            .map_err(|source| Error::Io {
+                what: "starting the shipping runtime".into(),
+                source,
+            })?;
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let (job_tx, job_rx) = std::sync::mpsc::channel();
+        let (closing, _) = tokio::sync::watch::channel(false);
+        let sessions = Arc::new(session::Sessions::default());
+        let inner = Arc::new(Inner {
+            engine: Some(choice.engine),
+            engine_reason,
+            cpu_hz: cfg.cpu_hz,
+            pid,
+            counters: counters.clone(),
+            sessions: sessions.clone(),
+            ship: ship.clone(),
+            cmds: Mutex::new(Some(cmd_tx)),
+            jobs: Mutex::new(Some(job_tx.clone())),
+            token: cfg.control_token.clone(),
+            control_addrs,
+            closing,
+        });
+
+        let pending = Arc::new(AtomicUsize::new(0));
         let sampler_cfg = sampler::SamplerConfig {
             engine: choice.engine,
             perf_user_only: choice.perf_user_only,
             period_ns,
             window: cfg.window,
         };
-        let c = counters.clone();
-        let sampler = std::thread::Builder::new()
-            .name("kiln-sampler".into())
-            .spawn(move || sampler::run(shared, sampler_cfg, c, stop_rx, win_tx))
-            .map_err(|source| Error::Io {
-                what: "spawning kiln-sampler".into(),
-                source,
-            })?;
-        let sinks: Vec<sink::DirSink> = cfg.dirs.iter().cloned().map(sink::DirSink::new).collect();
-        let c = counters.clone();
-        let flusher = std::thread::Builder::new()
-            .name("kiln-flush".into())
-            .spawn(move || {
-                let mut symbols = symbolize::Symbols::new();
-                for w in win_rx {
-                    let mut p = window::build(&w, period_ns, &mut symbols);
-                    add_labels(&mut p, &service, &instance, &cfg.labels);
-                    c.unknown_frames.store(symbols.unknown, Ordering::Relaxed);
-                    if let Some(e) = symbols.last_error.take() {
-                        c.set_error(format!("symbolization: {e}"));
-                    }
-                    let bytes = kiln_profile::pprof::encode_gzip(&p);
-                    for s in &sinks {
-                        match s.write(&service, &instance, "process_cpu", w.start, w.end, &bytes) {
-                            Ok(path) => {
-                                c.windows_written.fetch_add(1, Ordering::Relaxed);
-                                *c.last_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
-                            }
-                            Err(e) => {
-                                c.set_error(format!("writing under {}: {e}", s.root().display()))
-                            }
-                        }
-                    }
+        let mut threads = Vec::new();
+        let (c, p) = (counters.clone(), pending.clone());
+        threads.push(spawn("kiln-sampler", move || {
+            sampler::run(shared, sampler_cfg, c, cmd_rx, job_tx, p)
+        })?);
+        let flush_ctx = flush::FlushCtx {
+            service,
+            instance,
+            labels: cfg.labels.clone(),
+            period_ns: if period_ns == 0 {
+                10_000_000
+            } else {
+                period_ns
+            },
+            ship: ship.clone(),
+            counters: counters.clone(),
+            sessions,
+            rt: rt.handle().clone(),
+            pending,
+        };
+        threads.push(spawn("kiln-flush", move || flush::run(flush_ctx, job_rx))?);
+        let io_inner = inner.clone();
+        threads.push(spawn("kiln-ship", move || {
+            rt.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..io_inner.ship.sinks.len() {
+                    tasks.spawn(io_inner.ship.clone().run(i));
                 }
-            })
-            .map_err(|source| Error::Io {
-                what: "spawning kiln-flush".into(),
-                source,
-            })?;
-        Ok(Agent {
-            engine: Some(choice.engine),
-            engine_reason: choice.reason,
-            cpu_hz: cfg.cpu_hz,
-            pid,
-            counters,
-            stop: Some(stop_tx),
-            sampler: Some(sampler),
-            flusher: Some(flusher),
-        })
+                for l in listeners {
+                    let router = control::router(io_inner.clone());
+                    let mut closing = io_inner.closing.subscribe();
+                    let counters = io_inner.counters.clone();
+                    tasks.spawn(async move {
+                        let l = match tokio::net::TcpListener::from_std(l) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                counters.set_error(format!("control listener: {e}"));
+                                return;
+                            }
+                        };
+                        let serve = axum::serve(l, router).with_graceful_shutdown(async move {
+                            let _ = closing.wait_for(|c| *c).await;
+                        });
+                        if let Err(e) = serve.await {
+                            counters.set_error(format!("control listener: {e}"));
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+        })?);
+        Ok(Agent { inner, threads })
     }
 
     /// What the agent is doing now.
     pub fn status(&self) -> Status {
-        let shared = sys::shared().ok();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let forked_child = std::process::id() != self.pid;
-        // A forked child must not take the parent's locks: a thread that
-        // held one at fork time does not exist here to release it.
-        fn locked<T: Clone>(m: &Mutex<Option<T>>, forked_child: bool) -> Option<T> {
-            if forked_child {
-                None
-            } else {
-                m.lock().unwrap_or_else(|e| e.into_inner()).clone()
-            }
-        }
-        Status {
-            engine: self.engine,
-            engine_reason: self.engine_reason.clone(),
-            cpu_hz: self.cpu_hz,
-            active: self.sampler.is_some() && !forked_child,
-            forked_child,
-            threads: load(&self.counters.threads),
-            samples: shared.map_or(0, |s| load(&s.ring.written)),
-            dropped: shared.map_or(0, |s| load(&s.ring.dropped)),
-            leaf_only: shared.map_or(0, |s| load(&s.leaf_only)),
-            ignored_signals: shared.map_or(0, |s| load(&s.ignored)),
-            arm_failures: load(&self.counters.arm_failures),
-            windows_written: load(&self.counters.windows_written),
-            windows_dropped: load(&self.counters.windows_dropped),
-            unknown_frames: load(&self.counters.unknown_frames),
-            last_error: locked(&self.counters.last_error, forked_child),
-            last_file: locked(&self.counters.last_file, forked_child),
-        }
+        self.inner.status()
     }
 
-    /// Stops sampling, flushes the partial window to the sinks (waiting up
-    /// to [`STOP_DEADLINE`]) and releases every timer.
+    /// The control endpoints as an `axum` router, for a host that serves
+    /// HTTP itself: `app.merge(agent.router())`. The token check applies
+    /// when a token is configured.
+    pub fn router(&self) -> axum::Router {
+        control::router(self.inner.clone())
+    }
+
+    /// Stops sampling, flushes the partial window and open sessions to the
+    /// sinks (waiting up to [`STOP_DEADLINE`] in all) and releases every
+    /// timer.
     pub fn stop(mut self) -> Result<(), Error> {
         self.shutdown(STOP_DEADLINE)
     }
 
     fn shutdown(&mut self, deadline: Duration) -> Result<(), Error> {
-        if std::process::id() != self.pid {
+        if std::process::id() != self.inner.pid {
             // A forked child has none of the parent's threads to stop.
             return Ok(());
         }
-        drop(self.stop.take());
-        let result = match (self.sampler.take(), self.flusher.take()) {
-            (Some(s), Some(f)) => {
-                let (done_tx, done_rx) = std::sync::mpsc::channel();
-                std::thread::Builder::new()
-                    .name("kiln-stop".into())
-                    .spawn(move || {
-                        let _ = s.join();
-                        let _ = f.join();
-                        let _ = done_tx.send(());
-                    })
-                    .map_err(|source| Error::Io {
-                        what: "spawning kiln-stop".into(),
-                        source,
-                    })?;
-                done_rx
-                    .recv_timeout(deadline)
-                    .map_err(|_| Error::FlushTimeout(deadline))
+        if self.threads.is_empty() {
+            return Ok(());
+        }
+        let until = Instant::now() + deadline;
+        let inner = self.inner.clone();
+        // The sampler sends its last window and open sessions, then drops
+        // its job sender; ours goes now, so the flush thread ends once it
+        // has handed everything to the sinks.
+        inner.send(sampler::Cmd::Shutdown);
+        drop(inner.cmds.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let mut threads = std::mem::take(&mut self.threads).into_iter();
+        let (sampler, flusher, io) = (threads.next(), threads.next(), threads.next());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let stopper = spawn("kiln-stop", move || {
+            for t in [sampler, flusher].into_iter().flatten() {
+                let _ = t.join();
             }
-            _ => Ok(()),
+            inner.ship.close(until);
+            let _ = inner.closing.send(true);
+            if let Some(t) = io {
+                let _ = t.join();
+            }
+            let _ = done_tx.send(());
+        });
+        let result = match stopper {
+            Ok(_) => done_rx
+                .recv_timeout(
+                    until.saturating_duration_since(Instant::now()) + Duration::from_millis(200),
+                )
+                .map_err(|_| Error::FlushTimeout(deadline)),
+            Err(e) => Err(e),
         };
         RUNNING.store(false, Ordering::Release);
         result
@@ -567,7 +735,7 @@ impl Drop for Agent {
     }
 }
 
-fn add_labels(
+pub(crate) fn add_labels(
     p: &mut kiln_profile::Profile,
     service: &str,
     instance: &str,

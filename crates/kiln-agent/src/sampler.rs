@@ -1,23 +1,35 @@
 //! The sampler thread: notices threads as they come and go (arming and
 //! releasing their timers), keeps the readable-memory table fresh, drains
-//! the sample buffer into the current window's counts, and hands each
-//! finished window to the flush thread.
+//! the sample buffer into the current window's counts and into every
+//! on-demand session's, and hands each finished window or session to the
+//! flush thread.
+//!
+//! One engine samples the process at the highest rate anyone asked for
+//! (the continuous profile, or a session wanting more); every sample is
+//! weighed in CPU nanoseconds at the rate it was taken, so a session at
+//! 1000 Hz does not change what the continuous profile says, only how
+//! finely it says it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use kiln_profile::intern::SliceTable;
 
 use crate::config::{DRAIN_INTERVAL, THREAD_SCAN_INTERVAL};
+use crate::flush::{Job, SessionJob};
 use crate::sys::engine::{PerfEvent, ThreadTimer, set_itimer};
 use crate::sys::{Shared, regions::parse_maps};
 use crate::{Counters, Engine};
 
 /// Marks a stack the walk cut at the depth limit.
 pub const TRUNCATED: u64 = u64::MAX;
+
+/// Continuous windows waiting for the flush thread, at most; a window
+/// finished while this many wait is dropped and counted.
+pub const MAX_PENDING_WINDOWS: usize = 2;
 
 /// One window's samples, folded.
 pub struct Window {
@@ -27,8 +39,8 @@ pub struct Window {
     pub end: SystemTime,
     /// Stacks of raw addresses, leaf first; a trailing [`TRUNCATED`] marks a cut.
     pub stacks: SliceTable<u64>,
-    /// Samples per (thread id, stack index).
-    pub counts: HashMap<(u32, u32), u64>,
+    /// Samples and CPU nanoseconds per (thread id, stack index).
+    pub counts: HashMap<(u32, u32), (u64, u64)>,
     /// Names of the threads seen.
     pub names: HashMap<u32, String>,
 }
@@ -42,6 +54,11 @@ impl Window {
             counts: HashMap::new(),
             names: HashMap::new(),
         }
+    }
+
+    /// Samples in the window.
+    pub fn samples(&self) -> u64 {
+        self.counts.values().map(|&(n, _)| n).sum()
     }
 }
 
@@ -64,66 +81,169 @@ pub struct SamplerConfig {
     pub engine: Engine,
     /// Perf events must exclude kernel time.
     pub perf_user_only: bool,
-    /// Sampling period in nanoseconds.
+    /// The continuous profile's period in nanoseconds; 0 when continuous
+    /// sampling is off (sessions still sample).
     pub period_ns: u64,
     /// Window length.
     pub window: Duration,
 }
 
-/// Runs until `stop` receives (or disconnects); then disarms every timer,
-/// drains once more and sends the partial window.
+/// Orders to the sampler thread. Dropping every sender stops it.
+pub enum Cmd {
+    /// Begin an on-demand session.
+    StartSession {
+        /// Its id.
+        id: String,
+        /// Its sampling period.
+        period_ns: u64,
+        /// When it ends by itself, if ever.
+        until: Option<Instant>,
+        /// Ship its profile to the sinks when it ends (else only reply).
+        ship: bool,
+    },
+    /// End a session now; its profile goes to the flush thread, with
+    /// `reply` told the outcome.
+    StopSession {
+        /// Its id.
+        id: String,
+        /// Told how the session ended.
+        reply: Option<tokio::sync::oneshot::Sender<crate::session::SessionOutcome>>,
+    },
+    /// Stop the sampler (as dropping every sender does).
+    Shutdown,
+}
+
+struct Session {
+    id: String,
+    period_ns: u64,
+    until: Option<Instant>,
+    ship: bool,
+    window: Window,
+}
+
+/// Runs until `cmds` receives [`Cmd::Shutdown`] (or disconnects); then
+/// disarms every timer, drains once more, and sends the partial window and
+/// every open session.
 pub fn run(
     shared: &'static Shared,
     cfg: SamplerConfig,
     counters: Arc<Counters>,
-    stop: Receiver<()>,
-    windows: SyncSender<Window>,
+    cmds: Receiver<Cmd>,
+    jobs: Sender<Job>,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut threads: HashMap<u32, Thread> = HashMap::new();
-    let mut window = Window::new(SystemTime::now());
+    let continuous = cfg.period_ns > 0;
+    let mut fold = Fold {
+        window: Window::new(SystemTime::now()),
+        sessions: Vec::new(),
+        buf: Vec::with_capacity(crate::sys::ring::MAX_DEPTH + 1),
+        period_ns: 0,
+    };
     let mut window_end = Instant::now() + cfg.window;
     let mut last_scan = Instant::now() - THREAD_SCAN_INTERVAL;
     let mut last_maps = None;
-    let mut buf = Vec::with_capacity(crate::sys::ring::MAX_DEPTH + 1);
-    if cfg.engine == Engine::Itimer
-        && let Err(e) = set_itimer(cfg.period_ns)
-    {
-        counters.set_error(format!("setitimer: {e}"));
-    }
     shared.active.store(true, Ordering::Release);
     loop {
-        let stopping = match stop.recv_timeout(DRAIN_INTERVAL) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
-            Err(RecvTimeoutError::Timeout) => false,
-        };
-        if stopping {
-            if cfg.engine == Engine::Itimer {
-                let _ = set_itimer(0);
+        let mut stopping = false;
+        match cmds.recv_timeout(DRAIN_INTERVAL) {
+            Ok(Cmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Cmd::StartSession {
+                id,
+                period_ns,
+                until,
+                ship,
+            }) => fold.sessions.push(Session {
+                id,
+                period_ns,
+                until,
+                ship,
+                window: Window::new(SystemTime::now()),
+            }),
+            Ok(Cmd::StopSession { id, reply }) => {
+                // Samples taken up to now belong to the session.
+                fold.drain(shared, continuous, &threads);
+                match fold.sessions.iter().position(|s| s.id == id) {
+                    Some(i) => finish(fold.sessions.swap_remove(i), reply, &jobs),
+                    None => {
+                        if let Some(r) = reply {
+                            let _ = r.send(crate::session::SessionOutcome::Unknown);
+                        }
+                    }
+                }
             }
-            threads.clear();
-            shared.active.store(false, Ordering::Release);
-        } else if last_scan.elapsed() >= THREAD_SCAN_INTERVAL {
-            last_scan = Instant::now();
-            scan(shared, &cfg, &mut threads, &counters, &mut last_maps);
         }
-        drain(shared, &mut window, &threads, &mut buf);
+        let now = Instant::now();
+        let mut i = 0;
+        while i < fold.sessions.len() {
+            if fold.sessions[i].until.is_some_and(|u| now >= u) {
+                fold.drain(shared, continuous, &threads);
+                finish(fold.sessions.swap_remove(i), None, &jobs);
+            } else {
+                i += 1;
+            }
+        }
+        let wanted = if stopping {
+            0
+        } else {
+            fold.sessions
+                .iter()
+                .map(|s| s.period_ns)
+                .chain((cfg.period_ns > 0).then_some(cfg.period_ns))
+                .min()
+                .unwrap_or(0)
+        };
+        if wanted != fold.period_ns {
+            // Samples in the buffer were taken at the old rate.
+            fold.drain(shared, continuous, &threads);
+            fold.period_ns = wanted;
+            let period_ns = wanted;
+            threads.clear();
+            shared.perf_period.store(
+                if cfg.engine == Engine::Perf {
+                    period_ns
+                } else {
+                    0
+                },
+                Ordering::Relaxed,
+            );
+            if cfg.engine == Engine::Itimer
+                && let Err(e) = set_itimer(period_ns)
+            {
+                counters.set_error(format!("setitimer: {e}"));
+            }
+            last_scan = Instant::now() - THREAD_SCAN_INTERVAL;
+        }
+        if stopping {
+            shared.active.store(false, Ordering::Release);
+        } else if fold.period_ns > 0 && last_scan.elapsed() >= THREAD_SCAN_INTERVAL {
+            last_scan = Instant::now();
+            scan(
+                shared,
+                &cfg,
+                fold.period_ns,
+                &mut threads,
+                &counters,
+                &mut last_maps,
+            );
+        }
+        fold.drain(shared, continuous, &threads);
         if stopping || Instant::now() >= window_end {
             let now = SystemTime::now();
-            let mut done = std::mem::replace(&mut window, Window::new(now));
+            let mut done = std::mem::replace(&mut fold.window, Window::new(now));
             done.end = now;
             window_end = Instant::now() + cfg.window;
             if !done.counts.is_empty() {
-                let send = if stopping {
-                    windows.send(done).map_err(|_| ())
-                } else {
-                    match windows.try_send(done) {
-                        Ok(()) => Ok(()),
-                        Err(TrySendError::Full(_)) => Err(()),
-                        Err(TrySendError::Disconnected(_)) => Err(()),
-                    }
-                };
-                if send.is_err() {
+                // Stopping waits for the last window; otherwise a writer
+                // that fell behind loses windows, never the sampler's pace.
+                if !stopping && pending.load(Ordering::Acquire) >= MAX_PENDING_WINDOWS {
                     counters.windows_dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    pending.fetch_add(1, Ordering::AcqRel);
+                    if jobs.send(Job::Window(done)).is_err() {
+                        counters.windows_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -131,28 +251,75 @@ pub fn run(
             .threads
             .store(threads.len() as u64, Ordering::Relaxed);
         if stopping {
+            for s in fold.sessions.drain(..) {
+                finish(s, None, &jobs);
+            }
             return;
         }
     }
 }
 
-fn drain(shared: &Shared, window: &mut Window, threads: &HashMap<u32, Thread>, buf: &mut Vec<u64>) {
-    shared.ring.drain(|s| {
-        buf.clear();
-        buf.extend_from_slice(&s.ips[..(s.depth as usize).max(1)]);
-        if s.truncated {
-            buf.push(TRUNCATED);
-        }
-        let stack = window.stacks.intern(buf);
-        *window.counts.entry((s.tid, stack)).or_default() += u64::from(s.weight.max(1));
-        window
-            .names
-            .entry(s.tid)
-            .or_insert_with(|| match threads.get(&s.tid) {
-                Some(t) => t.name.clone(),
-                None => thread_name(s.tid).unwrap_or_else(|| format!("tid-{}", s.tid)),
-            });
-    });
+fn finish(
+    mut s: Session,
+    reply: Option<tokio::sync::oneshot::Sender<crate::session::SessionOutcome>>,
+    jobs: &Sender<Job>,
+) {
+    s.window.end = SystemTime::now();
+    let _ = jobs.send(Job::Session(SessionJob {
+        id: s.id,
+        period_ns: s.period_ns,
+        ship: s.ship,
+        window: s.window,
+        reply,
+    }));
+}
+
+/// What the drain folds samples into, at the rate now in force.
+struct Fold {
+    window: Window,
+    sessions: Vec<Session>,
+    buf: Vec<u64>,
+    period_ns: u64,
+}
+
+impl Fold {
+    /// Moves every sample in the buffer into the window (when the
+    /// continuous profile is on) and into every session.
+    fn drain(&mut self, shared: &Shared, continuous: bool, threads: &HashMap<u32, Thread>) {
+        let Fold {
+            window,
+            sessions,
+            buf,
+            period_ns,
+        } = self;
+        shared.ring.drain(|s| {
+            buf.clear();
+            buf.extend_from_slice(&s.ips[..(s.depth as usize).max(1)]);
+            if s.truncated {
+                buf.push(TRUNCATED);
+            }
+            let weight = u64::from(s.weight.max(1));
+            let ns = weight * *period_ns;
+            let add = |w: &mut Window| {
+                let stack = w.stacks.intern(buf);
+                let c = w.counts.entry((s.tid, stack)).or_default();
+                c.0 += weight;
+                c.1 += ns;
+                w.names
+                    .entry(s.tid)
+                    .or_insert_with(|| match threads.get(&s.tid) {
+                        Some(t) => t.name.clone(),
+                        None => thread_name(s.tid).unwrap_or_else(|| format!("tid-{}", s.tid)),
+                    });
+            };
+            if continuous {
+                add(window);
+            }
+            for sess in sessions.iter_mut() {
+                add(&mut sess.window);
+            }
+        });
+    }
 }
 
 fn thread_name(tid: u32) -> Option<String> {
@@ -175,6 +342,7 @@ const MAPS_REFRESH: Duration = Duration::from_secs(2);
 fn scan(
     shared: &Shared,
     cfg: &SamplerConfig,
+    period_ns: u64,
     threads: &mut HashMap<u32, Thread>,
     counters: &Counters,
     last_maps: &mut Option<Instant>,
@@ -204,7 +372,7 @@ fn scan(
         };
         appeared = true;
         let arm = match cfg.engine {
-            Engine::Perf => match PerfEvent::open(tid, cfg.period_ns, cfg.perf_user_only) {
+            Engine::Perf => match PerfEvent::open(tid, period_ns, cfg.perf_user_only) {
                 Ok(e) => Arm::Perf(e),
                 // The thread exited between the listing and now.
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
@@ -214,7 +382,7 @@ fn scan(
                     Arm::None
                 }
             },
-            Engine::Ctimer => match ThreadTimer::create(tid, cfg.period_ns) {
+            Engine::Ctimer => match ThreadTimer::create(tid, period_ns) {
                 Ok(t) => Arm::Timer(t),
                 Err(e)
                     if e.raw_os_error() == Some(libc::ESRCH)

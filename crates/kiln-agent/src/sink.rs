@@ -1,10 +1,11 @@
-//! Where windows go. This sink writes files; the push and S3 sinks
-//! arrive with the HTTP work.
+//! Files on a local disk: the directory sink's writing, and the one rule
+//! that turns a label value into a safe path or key component.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Writes `PREFIX/SERVICE/INSTANCE/PROFILE_NAME/START_MS-END_MS.pb.gz`.
+#[derive(Clone, Debug)]
 pub struct DirSink {
     root: PathBuf,
 }
@@ -39,15 +40,10 @@ impl DirSink {
         std::fs::rename(&tmp, &path)?;
         Ok(path)
     }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
 }
 
 /// A label value as one path component: no separators, no `..`.
-fn safe(s: &str) -> String {
+pub fn safe(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| {

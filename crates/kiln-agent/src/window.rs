@@ -9,7 +9,8 @@ use kiln_profile::{Function, Label, Line, Location, LocationId, Profile, thread_
 use crate::sampler::{TRUNCATED, Window};
 use crate::symbolize::Symbols;
 
-/// The pprof profile of `w`, sampled every `period_ns`.
+/// The pprof profile of `w`, whose nominal sampling period is `period_ns`
+/// (each sample carries its own CPU time, taken at the rate then in force).
 pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
     // Leaves are exact instruction addresses; callers are return addresses,
     // looked up one byte earlier to land inside the call.
@@ -112,9 +113,9 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
         stack_locs.push(locs);
     }
 
-    let mut entries: Vec<(&(u32, u32), &u64)> = w.counts.iter().collect();
+    let mut entries: Vec<_> = w.counts.iter().collect();
     entries.sort_unstable();
-    for (&(tid, stack), &count) in entries {
+    for (&(tid, stack), &(count, ns)) in entries {
         let name = w.names.get(&tid).map_or("", String::as_str);
         let labels = [
             Label {
@@ -128,11 +129,10 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
                 ..Label::default()
             },
         ];
-        let count = count as i64;
         p.push_sample(
             &stack_locs[stack as usize],
             &labels,
-            &[count, count * period_ns as i64],
+            &[count as i64, ns as i64],
         );
     }
     p

@@ -32,6 +32,7 @@ mod merge;
 mod model;
 pub mod pprof;
 mod pprof_wire;
+pub mod push;
 
 pub use analysis::{
     Diff, DiffRow, Filter, FlameNode, FlameTree, OTHER, PARETO_SHARE, StackDiff, Top, TopRow, diff,
@@ -39,7 +40,7 @@ pub use analysis::{
 };
 pub use error::Error;
 pub use ids::{FunctionId, LabelSetId, LocationId, MappingId, StackId, StringId};
-pub use merge::{Merger, compact, merge, scale, select_type};
+pub use merge::{Merger, compact, merge, scale, select_type, select_types};
 pub use model::{
     FrameName, Function, Label, Line, Location, Mapping, Profile, Sample, ValueType, thread_pool,
 };

@@ -381,20 +381,35 @@ pub fn compact(p: &Profile) -> Profile {
 /// A one-type view of `p`: only sample type `index`, compacted. Used to
 /// combine files whose type lists differ (a JFR and a Go pprof).
 pub fn select_type(p: &Profile, index: usize) -> Profile {
-    let mut one = Profile {
-        sample_types: vec![p.sample_types[index]],
+    select_types(p, &[index])
+}
+
+/// A view of `p` with only the sample types at `indices` (in that order),
+/// compacted: samples whose kept values are all zero go. The default type
+/// stays if kept, else becomes the first kept. Used to split a JFR into
+/// one profile per kind (CPU, memory, locks) for Pyroscope's push API.
+pub fn select_types(p: &Profile, indices: &[usize]) -> Profile {
+    let mut some = Profile {
+        sample_types: indices.iter().map(|&i| p.sample_types[i]).collect(),
         ..p.clone()
     };
-    let n = p.sample_types.len();
-    one.values = p
+    let n = p.sample_types.len().max(1);
+    some.values = p
         .values
-        .iter()
-        .skip(index)
-        .step_by(n.max(1))
-        .copied()
+        .chunks(n)
+        .flat_map(|row| indices.iter().map(move |&i| row[i]))
         .collect();
-    one.default_sample_type = p.sample_types[index].ty;
-    compact(&one)
+    if !some
+        .sample_types
+        .iter()
+        .any(|t| t.ty == p.default_sample_type)
+    {
+        some.default_sample_type = some
+            .sample_types
+            .first()
+            .map_or(p.default_sample_type, |t| t.ty);
+    }
+    compact(&some)
 }
 
 /// Multiplies every value of `p` by `factor` (rounding), as pprof's

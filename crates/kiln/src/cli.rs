@@ -30,6 +30,8 @@ enum Command {
     Convert(ConvertArgs),
     /// Merge profiles into one gzipped pprof (as `go tool pprof -proto`).
     Merge(MergeArgs),
+    /// Send profile files to a Kiln or Pyroscope server (Connect push API).
+    Push(PushArgs),
 }
 
 /// How input files are read and filtered; shared by every command.
@@ -152,6 +154,32 @@ struct MergeArgs {
     jobs: Option<usize>,
 }
 
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// Profile files (pprof, JFR, folded); each is sent as it is, split by
+    /// kind (CPU, wall, memory, mutex).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The server's base URL, e.g. `http://127.0.0.1:4040`.
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// The `service_name` label.
+    #[arg(long, value_name = "NAME")]
+    service: String,
+    /// Another label (repeatable), e.g. `region=eu-west-1`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Tenant, sent as `X-Scope-OrgID`.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Bearer token for the server (default: `KILN_TOKEN`).
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Folded input: the first frame of each line is the thread name.
+    #[arg(long)]
+    thread_prefix: bool,
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -222,6 +250,40 @@ pub fn run(cli: Cli) -> Result<()> {
             let merged = crate::merge::merge_files(&a.files, a.ty.as_deref(), jobs)?;
             write(&a.output, &kiln_profile::pprof::encode_gzip(&merged))?;
         }
+        Command::Push(a) => push(a)?,
+    }
+    Ok(())
+}
+
+fn push(a: PushArgs) -> Result<()> {
+    let mut labels = vec![("service_name".to_string(), a.service.clone())];
+    for l in &a.labels {
+        let Some((k, v)) = l.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            bail!("--label {l:?}: expected KEY=VALUE");
+        };
+        labels.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let client = kiln_agent::push::PushClient::new(&a.server, std::time::Duration::from_secs(30))?
+        .tenant(a.tenant.clone())
+        .token(a.token.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP client")?;
+    for path in &a.files {
+        let p = read_file(path, a.thread_prefix)?;
+        let req = kiln_profile::push::request_for(&p, &labels);
+        if req.series.is_empty() {
+            bail!("{}: the profile has no sample types", path.display());
+        }
+        rt.block_on(client.push(&req))
+            .with_context(|| format!("pushing {}", path.display()))?;
+        let names: Vec<&str> = req
+            .series
+            .iter()
+            .filter_map(|s| s.labels.first().map(|l| l.value.as_str()))
+            .collect();
+        println!("{}: pushed {}", path.display(), names.join(", "));
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 //! fork. The parent reads what the child wrote, as a user would.
 
 mod alloc;
+mod control;
 mod engines;
 mod runtimes;
+mod ship;
 mod stress;
 
 use std::hint::black_box;
@@ -88,6 +90,10 @@ fn child() {
         Ok("churn") => stress::child_churn(),
         Ok("noalloc") => alloc::child_noalloc(),
         Ok("runtimes") => runtimes::child_runtimes(),
+        Ok("control") => control::child_control(),
+        Ok("token") => control::child_token(),
+        Ok("ship") => ship::child_ship(),
+        Ok("deadpush") => ship::child_dead_server(),
         Ok(other) => panic!("unknown KILN_TEST_CHILD {other}"),
         Err(_) => in_process_smoke(),
     }

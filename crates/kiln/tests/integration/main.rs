@@ -3,6 +3,7 @@
 
 mod files;
 mod gopprof;
+mod push;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,149 @@
+//! The flush thread: turns finished windows and sessions into gzipped
+//! pprof (symbolizing each address once, with a cache that lives as long
+//! as the agent) and hands them to the sinks; also symbolizes thread
+//! dumps, so that one cache serves everything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::Counters;
+use crate::sampler::Window;
+use crate::session::{SessionOutcome, SessionReport, Sessions};
+use crate::ship::Ship;
+use crate::symbolize::{Frames, Symbols};
+use crate::window;
+
+/// How long a session's stop waits for its sinks before answering with
+/// what it knows (the rest keep trying in the background).
+pub const SESSION_SHIP_WAIT: Duration = Duration::from_secs(15);
+
+/// Work for the flush thread.
+pub enum Job {
+    /// A finished window of the continuous profile.
+    Window(Window),
+    /// A finished on-demand session.
+    Session(SessionJob),
+    /// Symbolize these lookup addresses.
+    Resolve {
+        /// Lookup addresses (callers already minus one).
+        addrs: Vec<u64>,
+        /// The frames of each, in order.
+        reply: oneshot::Sender<Vec<Frames>>,
+    },
+}
+
+/// A finished session.
+pub struct SessionJob {
+    /// Its id.
+    pub id: String,
+    /// Its sampling period.
+    pub period_ns: u64,
+    /// Ship it to the sinks.
+    pub ship: bool,
+    /// Its samples.
+    pub window: Window,
+    /// Told the outcome.
+    pub reply: Option<oneshot::Sender<SessionOutcome>>,
+}
+
+/// What the flush thread needs.
+pub struct FlushCtx {
+    /// `service_name`.
+    pub service: String,
+    /// `instance`.
+    pub instance: String,
+    /// The user's labels.
+    pub labels: Vec<(String, String)>,
+    /// The continuous profile's period.
+    pub period_ns: u64,
+    /// The sinks.
+    pub ship: Arc<Ship>,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// The session registry.
+    pub sessions: Arc<Sessions>,
+    /// The shipping runtime, where session outcomes are awaited.
+    pub rt: tokio::runtime::Handle,
+    /// Continuous windows queued to this thread.
+    pub pending: Arc<AtomicUsize>,
+}
+
+fn ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs until every sender of `jobs` is gone.
+pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
+    let mut symbols = Symbols::new();
+    for job in jobs {
+        match job {
+            Job::Window(w) => {
+                let bytes = encode(&ctx, &w, ctx.period_ns, &mut symbols);
+                ctx.pending.fetch_sub(1, Ordering::AcqRel);
+                ctx.ship
+                    .enqueue("process_cpu", w.start, w.end, bytes, false);
+            }
+            Job::Session(s) => {
+                let bytes = encode(&ctx, &s.window, s.period_ns, &mut symbols);
+                let outcomes = if s.ship {
+                    ctx.ship.enqueue(
+                        "process_cpu",
+                        s.window.start,
+                        s.window.end,
+                        bytes.clone(),
+                        true,
+                    )
+                } else {
+                    Vec::new()
+                };
+                let mut report = SessionReport {
+                    id: s.id,
+                    samples: s.window.samples(),
+                    bytes: bytes.len(),
+                    start_ms: ms(s.window.start),
+                    end_ms: ms(s.window.end),
+                    shipped: Vec::new(),
+                    pprof: bytes,
+                };
+                let sessions = ctx.sessions.clone();
+                let reply = s.reply;
+                ctx.rt.spawn(async move {
+                    let wait = tokio::time::sleep(SESSION_SHIP_WAIT);
+                    tokio::pin!(wait);
+                    for rx in outcomes {
+                        tokio::select! {
+                            d = rx => if let Ok(d) = d { report.shipped.push(d) },
+                            () = &mut wait => break,
+                        }
+                    }
+                    sessions.done(&report);
+                    if let Some(r) = reply {
+                        let _ = r.send(SessionOutcome::Done(Box::new(report)));
+                    }
+                });
+            }
+            Job::Resolve { addrs, reply } => {
+                symbols.resolve(&addrs);
+                let _ = reply.send(addrs.iter().map(|&a| symbols.get(a)).collect());
+            }
+        }
+        ctx.counters
+            .unknown_frames
+            .store(symbols.unknown, Ordering::Relaxed);
+        if let Some(e) = symbols.last_error.take() {
+            ctx.counters.set_error(format!("symbolization: {e}"));
+        }
+    }
+}
+
+fn encode(ctx: &FlushCtx, w: &Window, period_ns: u64, symbols: &mut Symbols) -> Bytes {
+    let mut p = window::build(w, period_ns, symbols);
+    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+    Bytes::from(kiln_profile::pprof::encode_gzip(&p))
+}
