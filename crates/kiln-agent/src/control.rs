@@ -530,12 +530,15 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric family: name, type, help, and its value (or how to read it).
+type Metric<V> = (&'static str, &'static str, &'static str, V);
+
 /// Prometheus text exposition of the agent's counters.
 pub fn metrics_text(inner: &Inner) -> String {
     use crate::ship::SinkStatus;
     let s = inner.status();
     let running = s.sessions.iter().filter(|x| x.state != "done").count() as u64;
-    let process: [(&str, &str, &str, u64); 6] = [
+    let process: [Metric<u64>; 6] = [
         (
             "kiln_agent_samples_total",
             "counter",
@@ -573,7 +576,7 @@ pub fn metrics_text(inner: &Inner) -> String {
             running,
         ),
     ];
-    let per_sink: [(&str, &str, &str, fn(&SinkStatus) -> u64); 5] = [
+    let per_sink: [Metric<fn(&SinkStatus) -> u64>; 5] = [
         (
             "kiln_agent_sink_sent_total",
             "counter",
