@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::flush::{Job, SESSION_SHIP_WAIT};
 use crate::sampler::Cmd;
 use crate::session::{MAX_SESSION, MAX_SESSIONS, SessionOutcome, SessionReport};
+use crate::ship::SinkStatus;
 use crate::{Engine, Inner, config};
 
 /// Longest `/debug/pprof/profile?seconds=`.
@@ -533,9 +534,11 @@ fn escape(v: &str) -> String {
 /// One metric family: name, type, help, and its value (or how to read it).
 type Metric<V> = (&'static str, &'static str, &'static str, V);
 
+/// Reads one sink's value of a metric.
+type SinkValue = fn(&SinkStatus) -> u64;
+
 /// Prometheus text exposition of the agent's counters.
 pub fn metrics_text(inner: &Inner) -> String {
-    use crate::ship::SinkStatus;
     let s = inner.status();
     let running = s.sessions.iter().filter(|x| x.state != "done").count() as u64;
     let process: [Metric<u64>; 6] = [
@@ -576,7 +579,7 @@ pub fn metrics_text(inner: &Inner) -> String {
             running,
         ),
     ];
-    let per_sink: [Metric<fn(&SinkStatus) -> u64>; 5] = [
+    let per_sink: [Metric<SinkValue>; 5] = [
         (
             "kiln_agent_sink_sent_total",
             "counter",
