@@ -430,6 +430,26 @@ mod tests {
     }
 
     #[test]
+    fn select_types_keeps_the_chosen_columns_and_drops_empty_samples() {
+        let mut p = Profile::with_sample_types(&[
+            ("cpu", "nanoseconds"),
+            ("alloc_space", "bytes"),
+            ("alloc_objects", "count"),
+        ]);
+        p.push_sample(&[], &[], &[10, 0, 0]);
+        p.push_sample(&[], &[], &[0, 64, 2]);
+        let mem = select_types(&p, &[1, 2]);
+        mem.validate().unwrap();
+        assert_eq!(mem.sample_types.len(), 2);
+        assert_eq!(mem.sample_type_names(0), ("alloc_space", "bytes"));
+        assert_eq!((mem.total(0), mem.total(1)), (64, 2));
+        assert_eq!(mem.samples.len(), 1, "the CPU-only sample is gone");
+        let cpu = select_type(&p, 0);
+        assert_eq!((cpu.total(0), cpu.samples.len()), (10, 1));
+        assert_eq!(cpu.default_type_index(), Some(0));
+    }
+
+    #[test]
     fn merge_sums_equal_stacks() {
         let a = folded("main;a 1\nmain;b 2\n");
         let b = folded("main;b 3\nmain;c 4\n");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kiln_profile::DecodeOptions;
 use serde_json::{Value, json};
 
-use crate::{process_cpu_ns, profiles, workload};
+use crate::{hot_a, hot_b, hot_c, process_cpu_ns, profiles};
 
 /// A child process running an agent with control endpoints until its
 /// stdin closes; its `KILN_ADDR` lines give the addresses.
@@ -84,8 +84,8 @@ pub fn wait_for_parent() {
     while std::io::stdin().read_line(&mut s).unwrap_or(0) > 0 {}
 }
 
-/// Child: an agent at 100 Hz with control on a free loopback port, two
-/// busy threads, until stdin closes; reports its CPU time.
+/// Child: an agent at 100 Hz with control on a free loopback port, a busy
+/// thread, until stdin closes; reports its CPU time.
 pub fn child_control() {
     let dir = std::env::var("KILN_DIR").unwrap();
     let agent = kiln_agent::Agent::builder()
@@ -103,9 +103,15 @@ pub fn child_control() {
     let worker = std::thread::Builder::new()
         .name("spinner".into())
         .spawn(move || {
+            // Always computing, so a thread dump finds it in the workload.
+            let mut sink = 0u64;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                workload(0.2);
+                sink = sink
+                    .wrapping_add(hot_a())
+                    .wrapping_add(hot_b())
+                    .wrapping_add(hot_c());
             }
+            std::hint::black_box(sink);
         })
         .unwrap();
     println!("KILN_ADDR {}", agent.status().control[0]);
@@ -269,7 +275,7 @@ fn sessions_pprof_threads_metrics_and_bad_input() {
     assert!(
         names
             .iter()
-            .any(|n| n.contains("workload") || n.contains("spin")),
+            .any(|n| n.contains("hot_") || n.contains("spin")),
         "{names:?}"
     );
     // The sampler sleeps between drains: its stack is in the agent.
