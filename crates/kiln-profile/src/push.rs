@@ -94,29 +94,41 @@ impl PushRequest {
     }
 }
 
-/// A request carrying `p` with `labels`: one series per profile name its
-/// sample types map to ([`profile_name`]), each holding the gzipped pprof
-/// of just those types, so a JFR with CPU, allocation and lock events lands
-/// as `process_cpu`, `memory` and `mutex`.
-pub fn request_for(p: &Profile, labels: &[(String, String)]) -> PushRequest {
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+/// `p` split by kind: one profile per profile name its sample types map to
+/// ([`profile_name`]), each holding just those types (the whole of `p`
+/// when it is of one kind). A JFR with CPU, allocation and lock events
+/// becomes `process_cpu`, `memory` and `mutex`.
+pub fn split_by_kind(p: &Profile) -> Vec<(String, Profile)> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for i in 0..p.sample_types.len() {
         let name = profile_name(p.sample_type_names(i).0);
-        match groups.iter_mut().find(|(n, _)| *n == name) {
+        match groups.iter_mut().find(|(n, _)| n == name) {
             Some((_, v)) => v.push(i),
-            None => groups.push((name, vec![i])),
+            None => groups.push((name.to_string(), vec![i])),
         }
     }
+    let whole = groups.len() == 1;
+    groups
+        .into_iter()
+        .map(|(name, indices)| {
+            let part = if whole {
+                p.clone()
+            } else {
+                crate::select_types(p, &indices)
+            };
+            (name, part)
+        })
+        .collect()
+}
+
+/// A request carrying `p` with `labels`: one series per kind
+/// ([`split_by_kind`]), each the gzipped pprof of that kind.
+pub fn request_for(p: &Profile, labels: &[(String, String)]) -> PushRequest {
     let mut req = PushRequest { series: Vec::new() };
-    for (name, indices) in groups {
-        let one = if indices.len() == p.sample_types.len() {
-            p.clone()
-        } else {
-            crate::select_types(p, &indices)
-        };
-        let bytes = crate::pprof::encode_gzip(&one);
+    for (name, part) in split_by_kind(p) {
+        let bytes = crate::pprof::encode_gzip(&part);
         req.series
-            .extend(PushRequest::single(name, labels, bytes, String::new()).series);
+            .extend(PushRequest::single(&name, labels, bytes, String::new()).series);
     }
     req
 }

@@ -1,9 +1,464 @@
-//! `kiln-store` keeps profiles for the server: a write-ahead log so that
-//! what is acknowledged survives `kill -9`, a queryable head of recent data,
-//! immutable compressed blocks on object storage (a local directory by
-//! default, S3-compatible with `--storage s3://…`), a series index by
-//! labels, compaction, rollups and retention.
+//! `kiln-store` keeps profiles for the server. An ingested profile is
+//! appended to a write-ahead log (group commit: one sync for every request
+//! waiting) before it is acknowledged, so nothing acknowledged is lost to
+//! `kill -9`; it is then folded into the head, an in-memory index of series
+//! by labels whose profiles are merged per series and minute, and queries
+//! read it at once. On start the log is replayed into the head.
 //!
-//! Not built yet (issue #5): this crate exports nothing until then. It
-//! depends on `kiln-profile` only, never on the agent or the server.
+//! Not here yet: immutable blocks on object storage, compaction, rollups
+//! and retention — until they land the log is the durable store and the
+//! head holds everything (see `docs/storage-format.md`).
+//!
+//! It depends on `kiln-profile` only, never on the agent or the server, and
+//! chooses no HTTP status codes: its [`Error`] says what went wrong.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = kiln_store::Store::open(dir.path()).unwrap();
+//! let p = kiln_profile::decode(b"main;work 7\n", &Default::default()).unwrap();
+//! let labels = vec![
+//!     ("__name__".to_string(), "process_cpu".to_string()),
+//!     ("service_name".to_string(), "svc".to_string()),
+//! ];
+//! store.ingest("", labels, 1_000, p).await.unwrap();
+//! let q = kiln_store::selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+//! let merged = store.select("", &q, 0, 2_000).unwrap().unwrap();
+//! assert_eq!(merged.total(0), 7);
+//! # });
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod selector;
+pub mod wal;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_profile::{Merger, Profile};
+
+/// The label that names the profile (`process_cpu`, `memory`, …).
+pub const NAME_LABEL: &str = "__name__";
+/// Profiles of one series are merged per bucket of this many milliseconds.
+pub const BUCKET_MS: i64 = 60_000;
+
+/// What can go wrong storing or reading profiles.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The write-ahead log could not take a record.
+    #[error("write-ahead log: {0}")]
+    Wal(String),
+    /// Something is larger than allowed.
+    #[error("{what} is larger than {limit} bytes")]
+    TooLarge {
+        /// What.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A query does not parse.
+    #[error("query {query:?} at offset {offset}: {reason}")]
+    Query {
+        /// The query.
+        query: String,
+        /// Byte offset of the problem.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A profile could not be used.
+    #[error(transparent)]
+    Profile(#[from] kiln_profile::Error),
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Series id within the head.
+type SeriesId = u32;
+
+struct Series {
+    tenant: String,
+    labels: Vec<(String, String)>,
+    /// Merged profile per bucket start (ms); profiles whose sample types
+    /// differ from the bucket's first stay beside it.
+    buckets: BTreeMap<i64, Vec<Profile>>,
+}
+
+#[derive(Default)]
+struct Head {
+    series: Vec<Series>,
+    by_key: HashMap<(String, Vec<(String, String)>), SeriesId>,
+    /// tenant → label name → value → series.
+    index: HashMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>>,
+    samples: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    /// Series in the head.
+    pub series: u64,
+    /// Profiles ingested (since start, replay included).
+    pub profiles: u64,
+    /// Samples ingested.
+    pub samples: u64,
+    /// Buckets held.
+    pub buckets: u64,
+}
+
+/// The store.
+pub struct Store {
+    wal: wal::Wal,
+    head: RwLock<Head>,
+    profiles: AtomicU64,
+}
+
+/// The WAL record of one ingested profile.
+fn encode_record(tenant: &str, labels: &[(String, String)], time_ms: i64, pprof: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pprof.len() + 64 * labels.len() + 32);
+    let mut put = |s: &[u8]| {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s);
+    };
+    put(tenant.as_bytes());
+    put(&time_ms.to_le_bytes());
+    put(&(labels.len() as u32).to_le_bytes());
+    for (k, v) in labels {
+        put(k.as_bytes());
+        put(v.as_bytes());
+    }
+    put(pprof);
+    out
+}
+
+/// The fields of a record, or `None` if it is malformed.
+#[allow(clippy::type_complexity)]
+fn decode_record(mut b: &[u8]) -> Option<(String, Vec<(String, String)>, i64, &[u8])> {
+    let mut take = || -> Option<&[u8]> {
+        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let s = b.get(4..4 + n)?;
+        b = &b[4 + n..];
+        Some(s)
+    };
+    let tenant = String::from_utf8(take()?.to_vec()).ok()?;
+    let time = i64::from_le_bytes(take()?.try_into().ok()?);
+    let n = u32::from_le_bytes(take()?.try_into().ok()?) as usize;
+    let mut labels = Vec::with_capacity(n.min(256));
+    for _ in 0..n {
+        let k = String::from_utf8(take()?.to_vec()).ok()?;
+        let v = String::from_utf8(take()?.to_vec()).ok()?;
+        labels.push((k, v));
+    }
+    let pprof = take()?;
+    Some((tenant, labels, time, pprof))
+}
+
+impl Store {
+    /// Opens the store under `dir` (creating it), replaying the log.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let mut head = Head::default();
+        let mut profiles = 0u64;
+        let mut bad = 0u64;
+        let wal = wal::open(&dir.join("wal"), |rec| {
+            match decode_record(rec).and_then(|(t, l, time, bytes)| {
+                kiln_profile::pprof::decode(bytes)
+                    .ok()
+                    .map(|p| (t, l, time, p))
+            }) {
+                Some((tenant, labels, time, p)) => {
+                    head.add(tenant, labels, time, p);
+                    profiles += 1;
+                }
+                None => bad += 1,
+            }
+        })?;
+        if bad > 0 {
+            tracing::warn!(target: "kiln_store", "replay: {bad} unreadable records skipped");
+        }
+        Ok(Store {
+            wal,
+            head: RwLock::new(head),
+            profiles: AtomicU64::new(profiles),
+        })
+    }
+
+    /// Stores one profile of the series `labels` (sorted here) at `time_ms`:
+    /// durable in the log when this returns, queryable at once.
+    pub async fn ingest(
+        &self,
+        tenant: &str,
+        mut labels: Vec<(String, String)>,
+        time_ms: i64,
+        profile: Profile,
+    ) -> Result<(), Error> {
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        let bytes = kiln_profile::pprof::encode(&profile);
+        self.wal
+            .append(encode_record(tenant, &labels, time_ms, &bytes))
+            .await?;
+        self.head.write().unwrap_or_else(|e| e.into_inner()).add(
+            tenant.to_string(),
+            labels,
+            time_ms,
+            profile,
+        );
+        self.profiles.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Every profile of tenant `tenant` matching `q` within
+    /// `[from_ms, until_ms)`, reduced to the query's sample type (when it
+    /// names one) and merged; `None` when nothing matches.
+    pub fn select(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<Profile>, Error> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let mut m = Merger::new();
+        let ty = q.sample_type();
+        for id in head.matching(tenant, q) {
+            let s = &head.series[id as usize];
+            let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+            for (_, profiles) in s.buckets.range(lo..until_ms) {
+                for p in profiles {
+                    let one = match &ty {
+                        Some(t) => match p.sample_type_index(t) {
+                            Some(i) if p.sample_types.len() > 1 => kiln_profile::select_type(p, i),
+                            Some(_) => p.clone(),
+                            None => continue,
+                        },
+                        None => p.clone(),
+                    };
+                    m.add(&one)?;
+                }
+            }
+        }
+        Ok((m.inputs() > 0).then(|| m.finish()))
+    }
+
+    /// Per bucket (start ms) within the range, the total of the query's
+    /// sample type, for each value of `group_by` (or one line, `""`).
+    pub fn series_totals(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        group_by: Option<&str>,
+    ) -> BTreeMap<String, BTreeMap<i64, i64>> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let ty = q.sample_type();
+        let mut out: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+        for id in head.matching(tenant, q) {
+            let s = &head.series[id as usize];
+            let key = group_by
+                .and_then(|g| s.labels.iter().find(|(k, _)| k == g))
+                .map_or(String::new(), |(_, v)| v.clone());
+            let line = out.entry(key).or_default();
+            let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+            for (&t, profiles) in s.buckets.range(lo..until_ms) {
+                for p in profiles {
+                    let i = match &ty {
+                        Some(t) => p.sample_type_index(t),
+                        None => p.default_type_index(),
+                    };
+                    if let Some(i) = i {
+                        *line.entry(t).or_default() += p.total(i);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Label names of tenant `tenant`'s series, sorted.
+    pub fn label_names(&self, tenant: &str) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        head.index
+            .get(tenant)
+            .map(|ix| ix.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Values of label `name` among tenant `tenant`'s series (those matching
+    /// `q`, when given), sorted.
+    pub fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        q: Option<&selector::Query>,
+    ) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let Some(values) = head.index.get(tenant).and_then(|ix| ix.get(name)) else {
+            return Vec::new();
+        };
+        match q {
+            None => values.keys().cloned().collect(),
+            Some(q) => {
+                let ok: BTreeSet<SeriesId> = head.matching(tenant, q).into_iter().collect();
+                values
+                    .iter()
+                    .filter(|(_, ids)| ids.iter().any(|i| ok.contains(i)))
+                    .map(|(v, _)| v.clone())
+                    .collect()
+            }
+        }
+    }
+
+    /// The label sets of tenant `tenant`'s series matching `q`.
+    pub fn series(&self, tenant: &str, q: &selector::Query) -> Vec<Vec<(String, String)>> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        head.matching(tenant, q)
+            .into_iter()
+            .map(|id| head.series[id as usize].labels.clone())
+            .collect()
+    }
+
+    /// Profile type IDs (`name:sample:unit:period:unit`) of tenant `tenant`.
+    pub fn profile_types(&self, tenant: &str) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeSet::new();
+        for s in head.series.iter().filter(|s| s.tenant == tenant) {
+            let name = s
+                .labels
+                .iter()
+                .find(|(k, _)| k == NAME_LABEL)
+                .map_or("", |(_, v)| v.as_str());
+            if let Some(p) = s.buckets.values().next().and_then(|v| v.first()) {
+                let (pt, pu) = p
+                    .period_type
+                    .map(|v| (p.str(v.ty), p.str(v.unit)))
+                    .unwrap_or(("", ""));
+                for i in 0..p.sample_types.len() {
+                    let (t, u) = p.sample_type_names(i);
+                    out.insert(format!("{name}:{t}:{u}:{pt}:{pu}"));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> Stats {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        Stats {
+            series: head.series.len() as u64,
+            profiles: self.profiles.load(Ordering::Relaxed),
+            samples: head.samples,
+            buckets: head.series.iter().map(|s| s.buckets.len() as u64).sum(),
+        }
+    }
+}
+
+impl Head {
+    fn add(&mut self, tenant: String, labels: Vec<(String, String)>, time_ms: i64, p: Profile) {
+        self.samples += p.samples.len() as u64;
+        let key = (tenant, labels);
+        let id = match self.by_key.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.series.len() as SeriesId;
+                let ix = self.index.entry(key.0.clone()).or_default();
+                for (k, v) in &key.1 {
+                    ix.entry(k.clone())
+                        .or_default()
+                        .entry(v.clone())
+                        .or_default()
+                        .insert(id);
+                }
+                self.series.push(Series {
+                    tenant: key.0.clone(),
+                    labels: key.1.clone(),
+                    buckets: BTreeMap::new(),
+                });
+                self.by_key.insert(key, id);
+                id
+            }
+        };
+        let bucket = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let profiles = self.series[id as usize].buckets.entry(bucket).or_default();
+        for existing in profiles.iter_mut() {
+            let mut m = Merger::new();
+            if m.add(existing).is_ok() && m.add(&p).is_ok() {
+                *existing = m.finish();
+                return;
+            }
+        }
+        profiles.push(kiln_profile::compact(&p));
+    }
+
+    /// Series of `tenant` matching `q`: equality matchers narrow through
+    /// the index, the rest are checked on each candidate.
+    fn matching(&self, tenant: &str, q: &selector::Query) -> Vec<SeriesId> {
+        let Some(ix) = self.index.get(tenant) else {
+            return Vec::new();
+        };
+        let mut candidates: Option<BTreeSet<SeriesId>> = None;
+        let mut narrow = |name: &str, value: &str| {
+            let set = ix
+                .get(name)
+                .and_then(|v| v.get(value))
+                .cloned()
+                .unwrap_or_default();
+            candidates = Some(match candidates.take() {
+                Some(c) => c.intersection(&set).copied().collect(),
+                None => set,
+            });
+        };
+        if !q.profile_name().is_empty() {
+            narrow(NAME_LABEL, q.profile_name());
+        }
+        for m in &q.matchers {
+            if m.op == selector::Op::Eq && !m.value.is_empty() {
+                narrow(&m.name, &m.value);
+            }
+        }
+        let all: Box<dyn Iterator<Item = SeriesId>> = match candidates {
+            Some(c) => Box::new(c.into_iter()),
+            None => Box::new(
+                (0..self.series.len() as SeriesId)
+                    .filter(|&i| self.series[i as usize].tenant == tenant),
+            ),
+        };
+        all.filter(|&i| q.matches(&self.series[i as usize].labels))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_refuse_garbage() {
+        let labels = vec![("a".to_string(), "1".to_string())];
+        let r = encode_record("t", &labels, -5, b"xyz");
+        let (t, l, time, p) = decode_record(&r).unwrap();
+        assert_eq!((t.as_str(), l, time, p), ("t", labels, -5, &b"xyz"[..]));
+        for cut in 0..r.len() {
+            assert!(decode_record(&r[..cut]).is_none());
+        }
+    }
+}

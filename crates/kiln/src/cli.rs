@@ -32,6 +32,62 @@ enum Command {
     Merge(MergeArgs),
     /// Send profile files to a Kiln or Pyroscope server (Connect push API).
     Push(PushArgs),
+    /// Run the Kiln server: ingest, storage, query API.
+    Server(ServerArgs),
+    /// Query a Kiln server: top table, flame graph or merged pprof.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    listen: String,
+    /// Where profiles are stored.
+    #[arg(long, default_value = "./kiln-data")]
+    data_dir: PathBuf,
+    /// Object storage for blocks, `s3://bucket/prefix` (not available yet).
+    #[arg(long, value_name = "URL")]
+    storage: Option<String>,
+    /// Configuration file (not available yet).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Do not profile the server itself.
+    #[arg(long)]
+    no_self_profile: bool,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// `TYPE{selector}`, e.g. `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="checkout"}`.
+    query: String,
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:4040")]
+    server: String,
+    /// Start of the range: `now-1h`, Unix seconds or milliseconds.
+    #[arg(long, default_value = "now-1h")]
+    from: String,
+    /// End of the range.
+    #[arg(long, default_value = "now")]
+    until: String,
+    /// Print the top table (the default).
+    #[arg(long)]
+    top: bool,
+    /// Write an SVG flame graph here.
+    #[arg(long, value_name = "FILE")]
+    flamegraph: Option<PathBuf>,
+    /// Write the merged profile (gzipped pprof) here.
+    #[arg(long, value_name = "FILE")]
+    pprof: Option<PathBuf>,
+    /// Rows of the top table (0: all).
+    #[arg(short = 'n', default_value_t = 20)]
+    n: usize,
+    /// Output format of the top table.
+    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+    format: TableFormat,
+    /// Tenant, sent as `X-Scope-OrgID`.
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 /// How input files are read and filtered; shared by every command.
@@ -251,6 +307,52 @@ pub fn run(cli: Cli) -> Result<()> {
             write(&a.output, &kiln_profile::pprof::encode_gzip(&merged))?;
         }
         Command::Push(a) => push(a)?,
+        Command::Server(a) => crate::server::run(
+            &a.listen,
+            &a.data_dir,
+            a.storage.as_deref(),
+            a.config.as_deref(),
+            !a.no_self_profile,
+        )?,
+        Command::Query(a) => {
+            let q = crate::server::QueryRequest {
+                server: &a.server,
+                query: &a.query,
+                from: &a.from,
+                until: &a.until,
+                tenant: a.tenant.as_deref(),
+            };
+            let mut wrote = false;
+            if let Some(f) = &a.pprof {
+                write(f, &q.get_bytes("/api/v1/pprof")?)?;
+                wrote = true;
+            }
+            if let Some(f) = &a.flamegraph {
+                let bytes = q.get_bytes("/api/v1/pprof")?;
+                let p = kiln_profile::decode(&bytes, &DecodeOptions::default())?;
+                let ty = choose_type(&p, Path::new("query result"), None)?;
+                let tree = kiln_profile::flame_tree(&p, ty, 0)?;
+                let svg = render::flamegraph_svg(
+                    &tree.folded(),
+                    &format!("{} ({})", a.query, tree.unit),
+                    &tree.unit,
+                    false,
+                )?;
+                write(f, &svg)?;
+                wrote = true;
+            }
+            if a.top || !wrote {
+                let bytes = q.get_bytes("/api/v1/pprof")?;
+                let p = kiln_profile::decode(&bytes, &DecodeOptions::default())?;
+                let ty = choose_type(&p, Path::new("query result"), None)?;
+                let top = kiln_profile::top(&p, ty)?;
+                let out = match a.format {
+                    TableFormat::Text => render::top_text(&top, a.n, None),
+                    TableFormat::Json => render::top_json(&top, a.n, None)?,
+                };
+                print!("{out}");
+            }
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod merge;
 mod render;
+mod server;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,455 @@
+//! Query handlers: Pyroscope's render, render-diff and label endpoints,
+//! and the native `/api/v1/` (top with the Pareto mark, flame-graph tree,
+//! diff, timeline, series, labels, profile types, merged pprof, threads).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use kiln_profile::Profile;
+use kiln_store::selector;
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState, flamebearer, tenant};
+
+type Params = Query<HashMap<String, String>>;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A query with its range, parsed from `query`/`from`/`until` (or the
+/// prefixed `leftQuery`, `rightFrom`, …).
+struct Selection {
+    q: selector::Query,
+    from: i64,
+    until: i64,
+}
+
+fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, ApiError> {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            let mut c = k.chars();
+            let first = c.next().map(|f| f.to_ascii_uppercase()).unwrap_or_default();
+            format!("{prefix}{first}{}", c.as_str())
+        }
+    };
+    let qk = key("query");
+    let raw = p
+        .get(&qk)
+        .ok_or_else(|| ApiError::bad(format!("{qk}: missing (TYPE{{selector}})")))?;
+    let q = selector::parse(raw).map_err(|e| ApiError::bad(format!("{qk}: {e}")))?;
+    let now = now_ms();
+    let time = |k: &str, default: i64| -> Result<i64, ApiError> {
+        match p.get(k) {
+            None => Ok(default),
+            Some(v) => {
+                crate::time::parse(v, now).map_err(|e| ApiError::bad(format!("{k}={v:?}: {e}")))
+            }
+        }
+    };
+    let from = time(&key("from"), now - 3_600_000)?;
+    let until = time(&key("until"), now)?;
+    if until <= from {
+        return Err(ApiError::bad(format!(
+            "{}: must be after {}",
+            key("until"),
+            key("from")
+        )));
+    }
+    Ok(Selection { q, from, until })
+}
+
+/// The merged profile of a selection and the index of its sample type.
+fn load(st: &AppState, tenant: &str, s: &Selection) -> Result<Option<(Profile, usize)>, ApiError> {
+    let t = Instant::now();
+    let p = st.store.select(tenant, &s.q, s.from, s.until)?;
+    st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
+    Ok(p.and_then(|p| {
+        let ty = match s.q.sample_type() {
+            Some(t) => p.sample_type_index(&t),
+            None => p.default_type_index(),
+        }?;
+        Some((p, ty))
+    }))
+}
+
+fn max_nodes(p: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match p.get("maxNodes").or_else(|| p.get("max_nodes")) {
+        None => Ok(8192),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n <= 1_000_000)
+            .ok_or_else(|| ApiError::bad(format!("maxNodes={v:?}: expected 0 to 1000000"))),
+    }
+}
+
+fn units(unit: &str) -> &'static str {
+    match unit {
+        "nanoseconds" => "nanoseconds",
+        "bytes" => "bytes",
+        "count" => "objects",
+        _ => "samples",
+    }
+}
+
+fn timeline_json(st: &AppState, tenant: &str, s: &Selection) -> Value {
+    let lines = st.store.series_totals(tenant, &s.q, s.from, s.until, None);
+    let step = kiln_store::BUCKET_MS;
+    let start = s.from.div_euclid(step) * step;
+    let n = ((s.until - start) / step).max(0) as usize + 1;
+    let mut samples = vec![0i64; n.min(100_000)];
+    for line in lines.values() {
+        for (&t, &v) in line {
+            let i = ((t - start) / step) as usize;
+            if let Some(x) = samples.get_mut(i) {
+                *x += v;
+            }
+        }
+    }
+    json!({
+        "startTime": start / 1000,
+        "samples": samples,
+        "durationDelta": step / 1000,
+    })
+}
+
+/// `GET /pyroscope/render`: flamebearer JSON.
+pub async fn render(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    if let Some(f) = p.get("format").filter(|f| *f != "json") {
+        return Err(ApiError::bad(format!("format={f:?}: only json is served")));
+    }
+    let s = selection(&p, "")?;
+    let max = max_nodes(&p)?;
+    let loaded = load(&st, &tenant, &s)?;
+    let (fb, unit) = match &loaded {
+        Some((prof, ty)) => {
+            let tree = kiln_profile::flame_tree(prof, *ty, max)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            (flamebearer::single(&tree), tree.unit.clone())
+        }
+        None => (
+            json!({"names": ["total"], "levels": [[0, 0, 0, 0]], "numTicks": 0, "maxSelf": 0}),
+            String::new(),
+        ),
+    };
+    Ok(axum::Json(json!({
+        "version": 1,
+        "flamebearer": fb,
+        "metadata": {
+            "format": "single",
+            "units": units(&unit),
+            "name": s.q.profile_type,
+            "spyName": "",
+            "sampleRate": 1_000_000_000,
+        },
+        "timeline": timeline_json(&st, &tenant, &s),
+    }))
+    .into_response())
+}
+
+/// `GET /pyroscope/render-diff`: flamebearer JSON of format `double`.
+pub async fn render_diff(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let l = selection(&p, "left")?;
+    let r = selection(&p, "right")?;
+    let max = max_nodes(&p)?;
+    let empty = || kiln_profile::FlameTree {
+        ty: String::new(),
+        unit: String::new(),
+        nodes: vec![kiln_profile::FlameNode {
+            name: "total".into(),
+            self_value: 0,
+            total: 0,
+            children: Vec::new(),
+        }],
+    };
+    let tree = |s: &Selection| -> Result<kiln_profile::FlameTree, ApiError> {
+        match load(&st, &tenant, s)? {
+            Some((prof, ty)) => {
+                kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))
+            }
+            None => Ok(empty()),
+        }
+    };
+    let (lt, rt) = (tree(&l)?, tree(&r)?);
+    let unit = if lt.unit.is_empty() {
+        rt.unit.clone()
+    } else {
+        lt.unit.clone()
+    };
+    Ok(axum::Json(json!({
+        "version": 1,
+        "flamebearer": flamebearer::diff(&lt, &rt),
+        "metadata": {"format": "double", "units": units(&unit), "name": l.q.profile_type},
+        "leftTimeline": timeline_json(&st, &tenant, &l),
+        "rightTimeline": timeline_json(&st, &tenant, &r),
+    }))
+    .into_response())
+}
+
+/// `GET /pyroscope/label-values?label=NAME[&query=…]`: a JSON array.
+pub async fn pyroscope_label_values(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let name = p
+        .get("label")
+        .ok_or_else(|| ApiError::bad("label: missing"))?;
+    let q = match p.get("query") {
+        Some(q) => Some(selector::parse(q).map_err(|e| ApiError::bad(format!("query: {e}")))?),
+        None => None,
+    };
+    Ok(axum::Json(st.store.label_values(&tenant, name, q.as_ref())).into_response())
+}
+
+/// `GET /pyroscope/label-names`: a JSON array.
+pub async fn pyroscope_label_names(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    Ok(axum::Json(st.store.label_names(&tenant)).into_response())
+}
+
+/// `GET /api/v1/top`: functions by self value, Pareto set marked.
+pub async fn top(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let s = selection(&p, "")?;
+    let n: usize = match p.get("n") {
+        None => 100,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad(format!("n={v:?}: expected a whole number")))?,
+    };
+    let Some((prof, ty)) = load(&st, &tenant, &s)? else {
+        return Ok(axum::Json(
+            json!({"type": s.q.profile_type, "unit": "", "total": 0, "rows": []}),
+        )
+        .into_response());
+    };
+    let top = kiln_profile::top(&prof, ty).map_err(|e| ApiError::bad(e.to_string()))?;
+    let rows: Vec<Value> = top
+        .rows
+        .iter()
+        .take(if n == 0 { usize::MAX } else { n })
+        .map(
+            |r| json!({"name": r.name, "self": r.self_value, "total": r.total, "pareto": r.pareto}),
+        )
+        .collect();
+    Ok(
+        axum::Json(json!({"type": top.ty, "unit": top.unit, "total": top.total, "rows": rows}))
+            .into_response(),
+    )
+}
+
+/// `GET /api/v1/flamegraph`: the flame-graph tree.
+pub async fn flamegraph(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let s = selection(&p, "")?;
+    let max = max_nodes(&p)?;
+    match load(&st, &tenant, &s)? {
+        Some((prof, ty)) => {
+            let tree = kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))?;
+            Ok(axum::Json(tree).into_response())
+        }
+        None => Ok(axum::Json(json!({"type": "", "unit": "", "nodes": [{"name": "total", "self": 0, "total": 0, "children": []}]})).into_response()),
+    }
+}
+
+/// `GET /api/v1/diff?leftQuery=&leftFrom=&…&rightQuery=&…`: per function
+/// and per stack, normalised by totals.
+pub async fn diff(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let l = selection(&p, "left")?;
+    let r = selection(&p, "right")?;
+    let (Some((lp, lt)), Some((rp, rt))) = (load(&st, &tenant, &l)?, load(&st, &tenant, &r)?)
+    else {
+        return Err(ApiError(
+            axum::http::StatusCode::NOT_FOUND,
+            "one side of the comparison has no data".into(),
+        ));
+    };
+    let d = kiln_profile::diff(&lp, lt, &rp, rt).map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(axum::Json(d).into_response())
+}
+
+/// `GET /api/v1/timeline?query=&from=&until=[&groupBy=label]`: the total
+/// per minute, one line per value of `groupBy`.
+pub async fn timeline(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let s = selection(&p, "")?;
+    let lines = st.store.series_totals(
+        &tenant,
+        &s.q,
+        s.from,
+        s.until,
+        p.get("groupBy").map(String::as_str),
+    );
+    let out: Vec<Value> = lines
+        .into_iter()
+        .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))
+        .collect();
+    Ok(axum::Json(json!({"step_ms": kiln_store::BUCKET_MS, "lines": out})).into_response())
+}
+
+/// `GET /api/v1/series?query=`: label sets of the matching series.
+pub async fn series(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let raw = p.get("query").map_or("{}", String::as_str);
+    let q = if raw.trim() == "{}" {
+        selector::Query {
+            profile_type: String::new(),
+            matchers: Vec::new(),
+        }
+    } else {
+        selector::parse(raw).map_err(|e| ApiError::bad(format!("query: {e}")))?
+    };
+    let sets: Vec<HashMap<String, String>> = st
+        .store
+        .series(&tenant, &q)
+        .into_iter()
+        .map(|l| l.into_iter().collect())
+        .collect();
+    Ok(axum::Json(sets).into_response())
+}
+
+/// `GET /api/v1/labels`: label names.
+pub async fn labels(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    Ok(axum::Json(st.store.label_names(&tenant)).into_response())
+}
+
+/// `GET /api/v1/label-values?name=[&query=]`: values of a label.
+pub async fn label_values(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let name = p
+        .get("name")
+        .ok_or_else(|| ApiError::bad("name: missing"))?;
+    let q = match p.get("query") {
+        Some(q) => Some(selector::parse(q).map_err(|e| ApiError::bad(format!("query: {e}")))?),
+        None => None,
+    };
+    Ok(axum::Json(st.store.label_values(&tenant, name, q.as_ref())).into_response())
+}
+
+/// `GET /api/v1/profile-types`: the profile type IDs stored.
+pub async fn profile_types(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    Ok(axum::Json(st.store.profile_types(&tenant)).into_response())
+}
+
+/// `GET /api/v1/pprof`: the merged selection as gzipped pprof.
+pub async fn pprof(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let s = selection(&p, "")?;
+    let t = Instant::now();
+    let merged = st.store.select(&tenant, &s.q, s.from, s.until)?;
+    st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
+    let Some(prof) = merged else {
+        return Err(ApiError(
+            axum::http::StatusCode::NOT_FOUND,
+            "no profiles match".into(),
+        ));
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"profile.pb.gz\"",
+            ),
+        ],
+        kiln_profile::pprof::encode_gzip(&prof),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/threads`: the selection by `thread_pool` and by
+/// `thread_name`, with the share of the total and, for time units, the
+/// cores each used on average over the range (a thread near 1.0 is a
+/// bottleneck).
+pub async fn threads(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&st, &headers)?;
+    let s = selection(&p, "")?;
+    let Some((prof, ty)) = load(&st, &tenant, &s)? else {
+        return Ok(axum::Json(json!({"total": 0, "pools": [], "threads": []})).into_response());
+    };
+    let total = prof.total(ty);
+    let (_, unit) = prof.sample_type_names(ty);
+    let span_ns = ((s.until - s.from) as f64) * 1e6;
+    let rows = |key: &str| -> Result<Vec<Value>, ApiError> {
+        let g = kiln_profile::group_by_label(&prof, ty, key)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
+        Ok(g.into_iter()
+            .map(|(name, v)| {
+                let mut r = json!({"name": name, "value": v, "share": if total > 0 { v as f64 / total as f64 } else { 0.0 }});
+                if unit == "nanoseconds" {
+                    r["cores"] = json!(v as f64 / span_ns);
+                }
+                r
+            })
+            .collect())
+    };
+    Ok(axum::Json(json!({
+        "type": prof.sample_type_names(ty).0,
+        "unit": unit,
+        "total": total,
+        "pools": rows("thread_pool")?,
+        "threads": rows("thread_name")?,
+    }))
+    .into_response())
+}

@@ -1,0 +1,63 @@
+//! Times in queries, as Pyroscope and Grafana write them: `now`,
+//! `now-1h`, `now-30m`, Unix seconds, Unix milliseconds, RFC 3339
+//! dates are not taken (say so rather than guess).
+
+/// Milliseconds since the epoch of `s`, relative to `now_ms`.
+pub fn parse(s: &str, now_ms: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if s == "now" {
+        return Ok(now_ms);
+    }
+    if let Some(rest) = s.strip_prefix("now-") {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or("expected a unit after the number (s, m, h, d)")?;
+        let n: i64 = rest[..split]
+            .parse()
+            .map_err(|_| "expected now-<number><unit>, e.g. now-1h")?;
+        let unit = match &rest[split..] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?}: expected ms, s, m, h, d or w"
+                ));
+            }
+        };
+        return n
+            .checked_mul(unit)
+            .map(|d| now_ms - d)
+            .ok_or_else(|| "too far back".to_string());
+    }
+    let n: i64 = s
+        .parse()
+        .map_err(|_| "expected now, now-1h, or Unix seconds or milliseconds".to_string())?;
+    // Seconds until the year 5138; milliseconds after.
+    Ok(if n.abs() < 100_000_000_000 {
+        n * 1000
+    } else {
+        n
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn forms() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse("now", now), Ok(now));
+        assert_eq!(parse("now-1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse("now-15m", now), Ok(now - 900_000));
+        assert_eq!(parse("1700000000", now), Ok(1_700_000_000_000));
+        assert_eq!(parse("1700000000123", now), Ok(1_700_000_000_123));
+        assert!(parse("now-1y", now).is_err());
+        assert!(parse("yesterday", now).is_err());
+        assert!(parse("now-h", now).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! `kiln server` and `kiln query`: the server on a tokio runtime, profiling
+//! itself through the agent unless told not to; the query client.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// Runs the server until Ctrl-C.
+pub fn run(
+    listen: &str,
+    data_dir: &Path,
+    storage: Option<&str>,
+    config: Option<&Path>,
+    self_profile: bool,
+) -> Result<()> {
+    if let Some(s) = storage {
+        bail!(
+            "--storage {s}: object storage for blocks is not available yet; profiles are kept under --data-dir"
+        );
+    }
+    if let Some(c) = config {
+        bail!(
+            "--config {}: configuration files are not available yet",
+            c.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kiln-server")
+        .build()
+        .context("starting the runtime")?;
+    let app = kiln_server::App::open(kiln_server::Config::new(data_dir))
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "kiln server: http://{addr} (data in {})",
+        data_dir.display()
+    );
+    // The server profiles itself into itself: a fresh server already
+    // shows a real flame graph.
+    let agent = if self_profile {
+        match kiln_agent::Agent::builder()
+            .service("kiln-server")
+            .push_to(format!("http://{addr}"))
+            .start()
+        {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("kiln server: not profiling itself: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    rt.block_on(async {
+        axum::serve(listener, app.router())
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    })
+    .context("serving")?;
+    if let Some(a) = agent {
+        a.stop()?;
+    }
+    Ok(())
+}
+
+/// A query against a server.
+pub struct QueryRequest<'a> {
+    /// Base URL.
+    pub server: &'a str,
+    /// `TYPE{selector}`.
+    pub query: &'a str,
+    /// Range start.
+    pub from: &'a str,
+    /// Range end.
+    pub until: &'a str,
+    /// Tenant.
+    pub tenant: Option<&'a str>,
+}
+
+impl QueryRequest<'_> {
+    /// GETs `path` with the query and range; the body, or the server's
+    /// error message.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()?;
+            let mut req = client.get(&url).query(&[
+                ("query", self.query),
+                ("from", self.from),
+                ("until", self.until),
+            ]);
+            if let Some(t) = self.tenant {
+                req = req.header("x-scope-orgid", t);
+            }
+            let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            if !status.is_success() {
+                let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                bail!("{url}: HTTP {status}: {msg}");
+            }
+            Ok(body.to_vec())
+        })
+    }
+}
