@@ -4,6 +4,7 @@
 mod files;
 mod gopprof;
 mod push;
+mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
