@@ -29,7 +29,7 @@ pub const MAX_PROFILE_SECONDS: u64 = 3600;
 /// `/debug/pprof/profile` without `seconds`, as Go's handler.
 pub const DEFAULT_PROFILE_SECONDS: u64 = 30;
 /// How long a thread dump waits for one thread's handler.
-const DUMP_TIMEOUT: Duration = Duration::from_millis(200);
+const DUMP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// An answer that is not a success: status and a message for a person.
 struct Fail(StatusCode, String);

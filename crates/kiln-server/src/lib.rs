@@ -192,13 +192,13 @@ impl App {
                 "/pyroscope/label-values",
                 get(query::pyroscope_label_values),
             )
-            .route("/pyroscope/label-names", get(query::pyroscope_label_names))
+            .route("/pyroscope/label-names", get(query::label_names))
             .route("/api/v1/top", get(query::top))
             .route("/api/v1/flamegraph", get(query::flamegraph))
             .route("/api/v1/diff", get(query::diff))
             .route("/api/v1/timeline", get(query::timeline))
             .route("/api/v1/series", get(query::series))
-            .route("/api/v1/labels", get(query::labels))
+            .route("/api/v1/labels", get(query::label_names))
             .route("/api/v1/label-values", get(query::label_values))
             .route("/api/v1/profile-types", get(query::profile_types))
             .route("/api/v1/pprof", get(query::pprof))

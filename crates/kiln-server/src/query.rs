@@ -204,16 +204,18 @@ pub async fn render_diff(
     .into_response())
 }
 
-/// `GET /pyroscope/label-values?label=NAME[&query=…]`: a JSON array.
-pub async fn pyroscope_label_values(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(p): Params,
+/// Values of the label named by parameter `param`, among the series
+/// matching `query` when given: a JSON array.
+fn values_of(
+    st: &AppState,
+    headers: &HeaderMap,
+    p: &HashMap<String, String>,
+    param: &str,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&st, &headers)?;
+    let tenant = tenant(st, headers)?;
     let name = p
-        .get("label")
-        .ok_or_else(|| ApiError::bad("label: missing"))?;
+        .get(param)
+        .ok_or_else(|| ApiError::bad(format!("{param}: missing")))?;
     let q = match p.get("query") {
         Some(q) => Some(selector::parse(q).map_err(|e| ApiError::bad(format!("query: {e}")))?),
         None => None,
@@ -221,8 +223,26 @@ pub async fn pyroscope_label_values(
     Ok(axum::Json(st.store.label_values(&tenant, name, q.as_ref())).into_response())
 }
 
-/// `GET /pyroscope/label-names`: a JSON array.
-pub async fn pyroscope_label_names(
+/// `GET /pyroscope/label-values?label=NAME[&query=…]`: a JSON array.
+pub async fn pyroscope_label_values(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    values_of(&st, &headers, &p, "label")
+}
+
+/// `GET /api/v1/label-values?name=[&query=]`: values of a label.
+pub async fn label_values(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    values_of(&st, &headers, &p, "name")
+}
+
+/// `GET /pyroscope/label-names` and `/api/v1/labels`: a JSON array.
+pub async fn label_names(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -350,29 +370,6 @@ pub async fn series(
         .map(|l| l.into_iter().collect())
         .collect();
     Ok(axum::Json(sets).into_response())
-}
-
-/// `GET /api/v1/labels`: label names.
-pub async fn labels(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let tenant = tenant(&st, &headers)?;
-    Ok(axum::Json(st.store.label_names(&tenant)).into_response())
-}
-
-/// `GET /api/v1/label-values?name=[&query=]`: values of a label.
-pub async fn label_values(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(p): Params,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&st, &headers)?;
-    let name = p
-        .get("name")
-        .ok_or_else(|| ApiError::bad("name: missing"))?;
-    let q = match p.get("query") {
-        Some(q) => Some(selector::parse(q).map_err(|e| ApiError::bad(format!("query: {e}")))?),
-        None => None,
-    };
-    Ok(axum::Json(st.store.label_values(&tenant, name, q.as_ref())).into_response())
 }
 
 /// `GET /api/v1/profile-types`: the profile type IDs stored.
