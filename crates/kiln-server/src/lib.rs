@@ -72,6 +72,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Request limits. Default [`Limits::default`].
     pub limits: Limits,
+    /// Bearer tokens and the tenant each one is. Empty (the default): no
+    /// authentication, the tenant is `X-Scope-OrgID`. Otherwise every
+    /// request but `/metrics` and `/ready` needs a token, and a token of
+    /// tenant A never reads or writes tenant B.
+    pub tokens: Vec<(String, String)>,
 }
 
 impl Config {
@@ -80,7 +85,77 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             limits: Limits::default(),
+            tokens: Vec::new(),
         }
+    }
+
+    /// Applies a configuration file (TOML) over `self`:
+    ///
+    /// ```toml
+    /// data_dir = "/var/lib/kiln"
+    /// [limits]
+    /// max_body = 16777216
+    /// max_decompressed = 134217728
+    /// max_samples = 1000000
+    /// max_labels = 30
+    /// max_label_len = 1024
+    /// [tenants.team-a]
+    /// tokens = ["a-secret"]
+    /// ```
+    ///
+    /// Unknown keys are errors, so a typo does not silently do nothing.
+    pub fn apply_toml(mut self, text: &str) -> Result<Config, Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            data_dir: Option<PathBuf>,
+            #[serde(default)]
+            limits: FileLimits,
+            #[serde(default)]
+            tenants: std::collections::BTreeMap<String, Tenant>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct FileLimits {
+            max_body: Option<usize>,
+            max_decompressed: Option<usize>,
+            max_samples: Option<usize>,
+            max_labels: Option<usize>,
+            max_label_len: Option<usize>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Tenant {
+            tokens: Vec<String>,
+        }
+        let f: File = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        if let Some(d) = f.data_dir {
+            self.data_dir = d;
+        }
+        let l = &mut self.limits;
+        l.max_body = f.limits.max_body.unwrap_or(l.max_body);
+        l.max_decompressed = f.limits.max_decompressed.unwrap_or(l.max_decompressed);
+        l.max_samples = f.limits.max_samples.unwrap_or(l.max_samples);
+        l.max_labels = f.limits.max_labels.unwrap_or(l.max_labels);
+        l.max_label_len = f.limits.max_label_len.unwrap_or(l.max_label_len);
+        for (tenant, t) in f.tenants {
+            valid_tenant(&tenant)
+                .map_err(|e| Error::Config(format!("tenants.{tenant}: {}", e.1)))?;
+            for token in t.tokens {
+                if token.len() < 16 {
+                    return Err(Error::Config(format!(
+                        "tenants.{tenant}: a token must be at least 16 characters"
+                    )));
+                }
+                if self.tokens.iter().any(|(k, _)| *k == token) {
+                    return Err(Error::Config(format!(
+                        "tenants.{tenant}: a token is given twice"
+                    )));
+                }
+                self.tokens.push((token, tenant.clone()));
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -91,6 +166,9 @@ pub enum Error {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] kiln_store::Error),
+    /// The configuration file is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 struct Metrics {
@@ -241,27 +319,73 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The tenant of a request: `X-Scope-OrgID`, else the anonymous tenant.
-fn tenant(_st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    match headers.get("x-scope-orgid") {
-        None => Ok(String::new()),
+/// `t` as a tenant name: 1 to 150 characters of `A-Z a-z 0-9 _ - .`.
+fn valid_tenant(t: &str) -> Result<(), ApiError> {
+    if t.is_empty()
+        || t.len() > 150
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(ApiError::bad(
+            "X-Scope-OrgID: 1 to 150 characters of A-Z a-z 0-9 _ - .",
+        ));
+    }
+    Ok(())
+}
+
+/// Equal in time whatever the inputs share.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The tenant of a request. Without tokens configured: `X-Scope-OrgID`,
+/// else the anonymous tenant. With tokens: the token's tenant (401 without
+/// a known token), and an `X-Scope-OrgID` naming another tenant is 403.
+fn tenant(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let org = match headers.get("x-scope-orgid") {
+        None => None,
         Some(v) => {
             let t = v
                 .to_str()
                 .map_err(|_| ApiError::bad("X-Scope-OrgID: not ASCII"))?
                 .trim();
-            if t.is_empty()
-                || t.len() > 150
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            {
-                return Err(ApiError::bad(
-                    "X-Scope-OrgID: 1 to 150 characters of A-Z a-z 0-9 _ - .",
-                ));
-            }
-            Ok(t.to_string())
+            valid_tenant(t)?;
+            Some(t.to_string())
         }
+    };
+    if st.config.tokens.is_empty() {
+        return Ok(org.unwrap_or_default());
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim();
+    // Compare with every token, so the time says nothing of which matched.
+    let mut found = None;
+    for (token, tenant) in &st.config.tokens {
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            found = Some(tenant);
+        }
+    }
+    let Some(tenant) = found else {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer TOKEN)".into(),
+        ));
+    };
+    match org {
+        Some(o) if o != *tenant => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("X-Scope-OrgID {o:?}: this token is not of that tenant"),
+        )),
+        _ => Ok(tenant.clone()),
     }
 }
 

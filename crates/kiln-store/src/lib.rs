@@ -236,24 +236,53 @@ impl Store {
         until_ms: i64,
     ) -> Result<Option<Profile>, Error> {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let ids = head.matching(tenant, q);
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let head = &*head;
+        let buckets = || {
+            ids.iter().flat_map(move |&id| {
+                head.series[id as usize]
+                    .buckets
+                    .range(lo..until_ms)
+                    .flat_map(|(_, v)| v.iter())
+            })
+        };
+        // Profiles of one kind share their sample types: merge them whole
+        // and keep the asked-for type once, at the end.
         let mut m = Merger::new();
-        let ty = q.sample_type();
-        for id in head.matching(tenant, q) {
-            let s = &head.series[id as usize];
-            let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-            for (_, profiles) in s.buckets.range(lo..until_ms) {
-                for p in profiles {
-                    let one = match &ty {
-                        Some(t) => match p.sample_type_index(t) {
-                            Some(i) if p.sample_types.len() > 1 => kiln_profile::select_type(p, i),
-                            Some(_) => p.clone(),
-                            None => continue,
-                        },
-                        None => p.clone(),
-                    };
-                    m.add(&one)?;
-                }
+        let mut whole = true;
+        for p in buckets() {
+            if m.add(p).is_err() {
+                whole = false;
+                break;
             }
+        }
+        if whole {
+            if m.inputs() == 0 {
+                return Ok(None);
+            }
+            let merged = m.finish();
+            return Ok(Some(
+                match q.sample_type().and_then(|t| merged.sample_type_index(&t)) {
+                    Some(i) if merged.sample_types.len() > 1 => {
+                        kiln_profile::select_type(&merged, i)
+                    }
+                    _ => merged,
+                },
+            ));
+        }
+        // Mixed sample types: reduce each profile to the type first.
+        let ty = q.sample_type();
+        let mut m = Merger::new();
+        for p in buckets() {
+            let one = match &ty {
+                Some(t) => match p.sample_type_index(t) {
+                    Some(i) => kiln_profile::select_type(p, i),
+                    None => continue,
+                },
+                None => p.clone(),
+            };
+            m.add(&one)?;
         }
         Ok((m.inputs() > 0).then(|| m.finish()))
     }

@@ -43,13 +43,15 @@ struct ServerArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:4040")]
     listen: String,
-    /// Where profiles are stored.
-    #[arg(long, default_value = "./kiln-data")]
-    data_dir: PathBuf,
+    /// Where profiles are stored (default: the config file's `data_dir`,
+    /// else `./kiln-data`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Object storage for blocks, `s3://bucket/prefix` (not available yet).
     #[arg(long, value_name = "URL")]
     storage: Option<String>,
-    /// Configuration file (not available yet).
+    /// Configuration file (TOML): data_dir, [limits], [tenants.NAME]
+    /// tokens (see docs/api.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Do not profile the server itself.
@@ -309,7 +311,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(a) => push(a)?,
         Command::Server(a) => crate::server::run(
             &a.listen,
-            &a.data_dir,
+            a.data_dir.as_deref(),
             a.storage.as_deref(),
             a.config.as_deref(),
             !a.no_self_profile,

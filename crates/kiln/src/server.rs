@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 /// Runs the server until Ctrl-C.
 pub fn run(
     listen: &str,
-    data_dir: &Path,
+    data_dir: Option<&Path>,
     storage: Option<&str>,
     config: Option<&Path>,
     self_profile: bool,
@@ -18,19 +18,26 @@ pub fn run(
             "--storage {s}: object storage for blocks is not available yet; profiles are kept under --data-dir"
         );
     }
+    let mut cfg = kiln_server::Config::new("./kiln-data");
     if let Some(c) = config {
-        bail!(
-            "--config {}: configuration files are not available yet",
-            c.display()
-        );
+        let text =
+            std::fs::read_to_string(c).with_context(|| format!("cannot read {}", c.display()))?;
+        cfg = cfg
+            .apply_toml(&text)
+            .with_context(|| format!("{}", c.display()))?;
     }
+    if let Some(d) = data_dir {
+        cfg.data_dir = d.to_path_buf();
+    }
+    let data_dir = cfg.data_dir.clone();
+    let authenticated = !cfg.tokens.is_empty();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-server")
         .build()
         .context("starting the runtime")?;
-    let app = kiln_server::App::open(kiln_server::Config::new(data_dir))
-        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let app =
+        kiln_server::App::open(cfg).with_context(|| format!("opening {}", data_dir.display()))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("binding {listen}"))?;
@@ -40,8 +47,12 @@ pub fn run(
         data_dir.display()
     );
     // The server profiles itself into itself: a fresh server already
-    // shows a real flame graph.
-    let agent = if self_profile {
+    // shows a real flame graph. (With tokens configured the agent would
+    // need one: self-profiling is then off until that is configurable.)
+    if self_profile && authenticated {
+        eprintln!("kiln server: not profiling itself: tenants need tokens and the agent has none");
+    }
+    let agent = if self_profile && !authenticated {
         match kiln_agent::Agent::builder()
             .service("kiln-server")
             .push_to(format!("http://{addr}"))

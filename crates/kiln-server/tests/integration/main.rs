@@ -4,6 +4,7 @@
 
 mod compat;
 mod hostile;
+mod tenants;
 
 use std::time::Duration;
 
@@ -18,15 +19,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts one.
+    /// Starts one with the default configuration.
     pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Starts one with this configuration file's text.
+    pub fn start_with(toml: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let app = kiln_server::App::open(kiln_server::Config::new(dir.path())).unwrap();
+        let config = kiln_server::Config::new(dir.path())
+            .apply_toml(toml)
+            .unwrap();
+        let app = kiln_server::App::open(config).unwrap();
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();

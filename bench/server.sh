@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Server benchmark: ingest N realistic 10-second profiles of 100 instances
+# (bench/src/bin/make-profiles.rs; N=600 is one minute of the fleet) into
+# `kiln server` over the Connect push API, then time a flame graph over
+# all of it (`/pyroscope/render`, median of 5) against `go tool pprof -proto`
+# merging the same files, in one run. Also: ingest rate, bytes on disk per
+# sample against the gzipped input, server memory per head sample, and the
+# time a restart takes to replay the log.
+#
+#   bench/server.sh            # N=600
+#   N=3600 GO=0 bench/server.sh  # ten minutes of the fleet, Kiln alone
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-600}
+GO=${GO:-1}
+out=bench/out/server
+mkdir -p "$out"
+cargo build --release -q -p kiln -p kiln-bench
+kiln=target/release/kiln
+dir="$out/in-$N"
+if [ ! -f "$dir/.done" ]; then
+  rm -rf "$dir"
+  target/release/make-profiles bench/data/cargo-build.folded.gz "$dir" "$N" >&2
+  touch "$dir/.done"
+fi
+data="$out/data-$N"
+rm -rf "$data"
+
+start() { # -> sets PID and URL; prints seconds until it listens
+  local t0; t0=$(date +%s.%N)
+  coproc SRV { exec $kiln server --listen 127.0.0.1:0 --data-dir "$data" --no-self-profile; }
+  PID=$SRV_PID
+  read -r line <&"${SRV[0]}"
+  URL=$(echo "$line" | grep -o 'http://[0-9.:]*')
+  echo "$(date +%s.%N) - $t0" | bc
+}
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
+
+start >/dev/null
+rss0=$(rss_kb)
+result=$(target/release/load "$URL" "$dir" 8 5)
+rss1=$(rss_kb)
+samples=$(curl -s "$URL/metrics" | awk '/^kiln_server_head_samples / {print $2}')
+ingested=$(curl -s "$URL/metrics" | awk '/^kiln_server_ingested_samples_total / {print $2}')
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+wal=$(du -sb "$data/wal" | cut -f1)
+restart=$(start)
+kill "$PID"; wait "$PID" 2>/dev/null || true
+
+gzbytes=$(du -sb --exclude=.done "$dir" | cut -f1)
+python3 - "$result" "$N" "$rss0" "$rss1" "$samples" "$ingested" "$wal" "$gzbytes" "$restart" <<'PY' > "$out/kiln.txt"
+import json, sys, statistics
+r = json.loads(sys.argv[1]); n = int(sys.argv[2])
+rss0, rss1, head, ingested, wal, gz = map(int, sys.argv[3:9]); restart = float(sys.argv[9])
+q = statistics.median(r["query_s"])
+print(f"files={n} ingest_s={r['ingest_s']:.2f} profiles_per_s={n / r['ingest_s']:.0f} samples_per_s={ingested / r['ingest_s']:.0f}")
+print(f"query_median_s={q:.3f} query_all={','.join(f'{x:.3f}' for x in r['query_s'])} ticks={r['ticks']}")
+print(f"wal_bytes={wal} input_gz_bytes={gz} wal_per_sample={wal / ingested:.1f} gz_per_sample={gz / ingested:.1f}")
+print(f"rss_growth_mb={(rss1 - rss0) / 1024:.1f} head_samples={head} bytes_per_head_sample={(rss1 - rss0) * 1024 / max(head, 1):.1f}")
+print(f"restart_s={restart:.2f}")
+PY
+cat "$out/kiln.txt"
+if [ "$GO" = 1 ]; then
+  command -v go >/dev/null || { echo "needs go (Debian's golang-go)"; exit 1; }
+  /usr/bin/time -f "%e %M" -o "$out/go-time" sh -c "go tool pprof -proto $dir/*.pb.gz > $out/go.pb.gz" 2>/dev/null
+  read -r gs gm < "$out/go-time"
+  q=$(sed -n 's/.*query_median_s=\([0-9.]*\).*/\1/p' "$out/kiln.txt")
+  echo "go_tool_pprof_proto_s=$gs go_rss_mb=$((gm / 1024)) ratio_go_over_kiln_query=$(echo "scale=1; $gs / $q" | bc)"
+  gt=$($kiln top "$out/go.pb.gz" --type cpu --format json -n 1 | sed -n 's/.*"total": \([0-9]*\).*/\1/p' | head -1)
+  kt=$(sed -n 's/.*ticks=\([0-9]*\).*/\1/p' "$out/kiln.txt")
+  [ "$gt" = "$kt" ] || { echo "totals differ: go $gt, kiln $kt" >&2; exit 1; }
+  echo "totals agree: $kt"
+fi
