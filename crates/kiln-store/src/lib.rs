@@ -102,9 +102,15 @@ struct Series {
     buckets: BTreeMap<i64, Vec<Profile>>,
 }
 
+/// A service's profiles of one kind, all instances merged, per minute:
+/// what a query naming just the service reads instead of every series.
+type RollupKey = (String, String, String);
+
 #[derive(Default)]
 struct Head {
     series: Vec<Series>,
+    /// (tenant, `__name__`, `service_name`) → bucket start → merged profiles.
+    rollups: HashMap<RollupKey, BTreeMap<i64, Vec<Profile>>>,
     by_key: HashMap<(String, Vec<(String, String)>), SeriesId>,
     /// tenant → label name → value → series.
     index: HashMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>>,
@@ -236,16 +242,24 @@ impl Store {
         until_ms: i64,
     ) -> Result<Option<Profile>, Error> {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
-        let ids = head.matching(tenant, q);
+        let ids = if head.rollup_for(tenant, q).is_some() {
+            Vec::new()
+        } else {
+            head.matching(tenant, q)
+        };
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         let head = &*head;
-        let buckets = || {
-            ids.iter().flat_map(move |&id| {
-                head.series[id as usize]
-                    .buckets
-                    .range(lo..until_ms)
-                    .flat_map(|(_, v)| v.iter())
-            })
+        let rollup = head.rollup_for(tenant, q);
+        let buckets = || -> Box<dyn Iterator<Item = &Profile> + '_> {
+            match rollup {
+                Some(r) => Box::new(r.range(lo..until_ms).flat_map(|(_, v)| v.iter())),
+                None => Box::new(ids.iter().flat_map(move |&id| {
+                    head.series[id as usize]
+                        .buckets
+                        .range(lo..until_ms)
+                        .flat_map(|(_, v)| v.iter())
+                })),
+            }
         };
         // Profiles of one kind share their sample types: merge them whole
         // and keep the asked-for type once, at the end.
@@ -401,6 +415,19 @@ impl Store {
     }
 }
 
+/// Merges `p` into the first profile of `profiles` with its sample types,
+/// or keeps it beside them.
+fn fold_into(profiles: &mut Vec<Profile>, p: &Profile) {
+    for existing in profiles.iter_mut() {
+        let mut m = Merger::new();
+        if m.add(existing).is_ok() && m.add(p).is_ok() {
+            *existing = m.finish();
+            return;
+        }
+    }
+    profiles.push(kiln_profile::compact(p));
+}
+
 impl Head {
     fn add(&mut self, tenant: String, labels: Vec<(String, String)>, time_ms: i64, p: Profile) {
         self.samples += p.samples.len() as u64;
@@ -427,15 +454,50 @@ impl Head {
             }
         };
         let bucket = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        let profiles = self.series[id as usize].buckets.entry(bucket).or_default();
-        for existing in profiles.iter_mut() {
-            let mut m = Merger::new();
-            if m.add(existing).is_ok() && m.add(&p).is_ok() {
-                *existing = m.finish();
-                return;
-            }
+        let get = |k: &str| {
+            self.series[id as usize]
+                .labels
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(name), Some(service)) = (get(NAME_LABEL), get("service_name")) {
+            let key = (self.series[id as usize].tenant.clone(), name, service);
+            fold_into(
+                self.rollups
+                    .entry(key)
+                    .or_default()
+                    .entry(bucket)
+                    .or_default(),
+                &p,
+            );
         }
-        profiles.push(kiln_profile::compact(&p));
+        fold_into(
+            self.series[id as usize].buckets.entry(bucket).or_default(),
+            &p,
+        );
+    }
+
+    /// The rollup that answers `q` exactly, if there is one: `q` names a
+    /// profile and selects by `service_name="…"` alone.
+    fn rollup_for(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+    ) -> Option<&BTreeMap<i64, Vec<Profile>>> {
+        match q.matchers.as_slice() {
+            [m] if m.name == "service_name"
+                && m.op == selector::Op::Eq
+                && !q.profile_name().is_empty() =>
+            {
+                self.rollups.get(&(
+                    tenant.to_string(),
+                    q.profile_name().to_string(),
+                    m.value.clone(),
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Series of `tenant` matching `q`: equality matchers narrow through
@@ -479,6 +541,55 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_rollup_answers_like_the_series_it_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let l = |svc: &str, inst: &str| {
+            vec![
+                (NAME_LABEL.to_string(), "process_cpu".to_string()),
+                ("service_name".to_string(), svc.to_string()),
+                ("instance".to_string(), inst.to_string()),
+            ]
+        };
+        rt.block_on(async {
+            for (i, inst) in ["a", "b", "c"].iter().enumerate() {
+                for minute in 0..3i64 {
+                    let text = format!("main;work {}\nmain;io {}\n", 10 + i, minute + 1);
+                    let p = kiln_profile::decode(text.as_bytes(), &Default::default()).unwrap();
+                    store
+                        .ingest("", l("svc", inst), minute * BUCKET_MS + 5, p)
+                        .await
+                        .unwrap();
+                }
+            }
+            let p = kiln_profile::decode(b"other 99\n", &Default::default()).unwrap();
+            store.ingest("", l("other", "a"), 5, p).await.unwrap();
+        });
+        let rolled = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+        let per_series =
+            selector::parse(r#"process_cpu{service_name="svc", instance=~".*"}"#).unwrap();
+        let head = store.head.read().unwrap();
+        assert!(head.rollup_for("", &rolled).is_some());
+        assert!(head.rollup_for("", &per_series).is_none());
+        drop(head);
+        for (from, until) in [(0, 3 * BUCKET_MS), (BUCKET_MS, 2 * BUCKET_MS)] {
+            let a = store.select("", &rolled, from, until).unwrap().unwrap();
+            let b = store.select("", &per_series, from, until).unwrap().unwrap();
+            let top = |p: &Profile| kiln_profile::top(p, 0).unwrap().rows;
+            assert_eq!(top(&a), top(&b), "{from}..{until}");
+        }
+        let all = store
+            .select("", &rolled, 0, 3 * BUCKET_MS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.total(0), 3 * (10 + 11 + 12) + 3 * (1 + 2 + 3));
+    }
 
     #[test]
     fn records_round_trip_and_refuse_garbage() {
