@@ -55,6 +55,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/debug/kiln/status", get(status))
         .route("/debug/kiln/threads", get(threads))
         .route("/debug/pprof/profile", get(profile))
+        .route("/debug/pprof/symbol", get(symbol_count).post(symbolize))
         .route("/debug/pprof/heap", get(not_yet))
         .route("/debug/pprof/allocs", get(not_yet))
         .route("/debug/pprof/mutex", get(not_yet))
@@ -325,6 +326,53 @@ async fn profile(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Re
         HeaderValue::from_static("attachment; filename=\"profile\""),
     );
     Ok((headers, report.pprof).into_response())
+}
+
+/// `GET /debug/pprof/symbol`: Go's symbolz handshake, saying symbols are
+/// served.
+async fn symbol_count() -> &'static str {
+    "num_symbols: 1\n"
+}
+
+/// Addresses one `/debug/pprof/symbol` request may ask about.
+const MAX_SYMBOL_ADDRS: usize = 100_000;
+
+/// `POST /debug/pprof/symbol` with `0xADDR+0xADDR…`: one `0xADDR name`
+/// line per address that resolves, as Go's handler answers, so `go tool
+/// pprof` can name frames a profile left unsymbolized.
+async fn symbolize(State(inner): State<Arc<Inner>>, body: String) -> Result<Response, Fail> {
+    let mut addrs = Vec::new();
+    for word in body.split(['+', ' ', '\n', '\r']).filter(|w| !w.is_empty()) {
+        let hex = word.strip_prefix("0x").unwrap_or(word);
+        let a = u64::from_str_radix(hex, 16).map_err(|_| {
+            bad(format!(
+                "address {word:?}: expected hexadecimal such as 0x4a3b2c"
+            ))
+        })?;
+        addrs.push(a);
+        if addrs.len() > MAX_SYMBOL_ADDRS {
+            return Err(bad(format!("more than {MAX_SYMBOL_ADDRS} addresses")));
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if !inner.jobs(Job::Resolve {
+        addrs: addrs.clone(),
+        reply: tx,
+    }) {
+        return Err(Fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is stopping".into(),
+        ));
+    }
+    let frames = rx.await.unwrap_or_default();
+    let mut out = String::new();
+    for (a, f) in addrs.iter().zip(frames.iter()) {
+        // The physical function: the outermost of an address's frames.
+        if let Some(fr) = f.last() {
+            out.push_str(&format!("{a:#x} {}\n", fr.name));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
 }
 
 async fn not_yet() -> Fail {

@@ -18,6 +18,7 @@ use crate::{hot_a, hot_b, hot_c, process_cpu_ns, profiles};
 /// stdin closes; its `KILN_ADDR` lines give the addresses.
 pub struct Served {
     child: Child,
+    _turn: std::sync::MutexGuard<'static, ()>,
     /// Addresses the child printed, in order.
     pub addrs: Vec<String>,
 }
@@ -25,6 +26,7 @@ pub struct Served {
 impl Served {
     /// Starts child `mode` with `env` and waits for `n` addresses.
     pub fn start(mode: &str, env: &[(&str, String)], n: usize) -> Served {
+        let turn = crate::cpu_turn();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
             .env("KILN_TEST_CHILD", mode)
@@ -56,7 +58,11 @@ impl Served {
             }
         });
         REPORTS.with(|r| *r.borrow_mut() = Some(rx));
-        Served { child, addrs }
+        Served {
+            child,
+            _turn: turn,
+            addrs,
+        }
     }
 
     /// Closes the child's stdin (it stops its agent) and returns its report.
@@ -252,6 +258,32 @@ fn sessions_pprof_threads_metrics_and_bad_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("hot_a"), "{text}");
+
+    // Go's symbolz: the handshake, and names for addresses of the profile.
+    let r = c.get(format!("{base}/debug/pprof/symbol")).send().unwrap();
+    assert_eq!(r.text().unwrap(), "num_symbols: 1\n");
+    let addrs: Vec<String> = p
+        .locations
+        .iter()
+        .filter(|l| l.address != 0)
+        .take(50)
+        .map(|l| format!("{:#x}", l.address))
+        .collect();
+    let r = c
+        .post(format!("{base}/debug/pprof/symbol"))
+        .body(addrs.join("+"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().unwrap();
+    assert!(text.lines().count() >= addrs.len() / 2, "{text}");
+    assert!(text.contains("hot_"), "{text}");
+    let r = c
+        .post(format!("{base}/debug/pprof/symbol"))
+        .body("0xzz")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
 
     // The thread dump: every thread, the busy ones in the workload.
     let r = c.get(format!("{base}/debug/kiln/threads")).send().unwrap();

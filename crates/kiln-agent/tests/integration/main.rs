@@ -119,8 +119,18 @@ fn in_process_smoke() {
     );
 }
 
+/// Held while a child runs: the children compute flat out on two cores,
+/// and accuracy tests need the CPU they measure, so they take turns.
+pub static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes a turn on the CPU (a failed test's poison does not matter).
+pub fn cpu_turn() -> std::sync::MutexGuard<'static, ()> {
+    CPU.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the child scenario with `env`; returns its output.
 pub fn run_child(mode: &str, env: &[(&str, String)]) -> Output {
+    let _turn = cpu_turn();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env("KILN_TEST_CHILD", mode);
