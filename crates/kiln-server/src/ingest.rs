@@ -16,13 +16,15 @@ use kiln_profile::{DecodeOptions, Profile};
 
 use crate::{ApiError, AppState, tenant};
 
-/// Checks and stores one profile of a series.
+/// Checks and stores one profile of a series; `raw` is the pprof it was
+/// decoded from, when it was pprof, so the log keeps it as received.
 async fn store(
     st: &AppState,
     tenant: &str,
     mut labels: Vec<(String, String)>,
     p: Profile,
     fallback_ms: i64,
+    raw: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     let lim = &st.config.limits;
     if labels.len() > lim.max_labels {
@@ -63,10 +65,15 @@ async fn store(
         fallback_ms
     };
     st.metrics.ingested_samples.inc_by(p.samples.len() as u64);
-    st.store
-        .ingest(tenant, labels, time_ms, p)
-        .await
-        .map_err(ApiError::from)?;
+    let stored = match raw {
+        Some(raw) => {
+            st.store
+                .ingest_encoded(tenant, labels, time_ms, p, raw)
+                .await
+        }
+        None => st.store.ingest(tenant, labels, time_ms, p).await,
+    };
+    stored.map_err(ApiError::from)?;
     st.metrics.ingested_profiles.inc();
     Ok(())
 }
@@ -136,7 +143,8 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
             s.labels.into_iter().map(|l| (l.name, l.value)).collect();
         for raw in s.samples {
             let p = decode(st, &raw.raw_profile, &format!("series {i}"))?;
-            store(st, &tenant, labels.clone(), p, now).await?;
+            let bytes = looks_like_pprof(&raw.raw_profile).then_some(&raw.raw_profile[..]);
+            store(st, &tenant, labels.clone(), p, now, bytes).await?;
         }
     }
     Ok(if json {
@@ -148,6 +156,14 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
         )
             .into_response()
     })
+}
+
+/// Raw bytes the log can keep as they are: gzip (of pprof, since it
+/// decoded) or a protobuf, not JFR or folded text that would have to be
+/// parsed differently on replay.
+fn looks_like_pprof(b: &[u8]) -> bool {
+    kiln_profile::compress::is_gzip(b)
+        || matches!(kiln_profile::detect(b), Some(kiln_profile::Format::Pprof))
 }
 
 /// The Connect JSON form of a push request (protobuf's JSON mapping:
@@ -410,7 +426,7 @@ async fn ingest_inner(
             }
             let mut labels = labels.clone();
             labels.push((NAME_LABEL.into(), profile_name(ty).to_string()));
-            store(st, &tenant, labels, p, from_ms).await?;
+            store(st, &tenant, labels, p, from_ms, None).await?;
         }
         other => {
             return Err(ApiError::bad(format!(
@@ -437,7 +453,7 @@ async fn push_split(
     for (name, part) in parts {
         let mut l = labels.to_vec();
         l.push((NAME_LABEL.into(), name));
-        store(st, tenant, l, part, from_ms).await?;
+        store(st, tenant, l, part, from_ms, None).await?;
     }
     Ok(())
 }

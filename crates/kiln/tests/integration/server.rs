@@ -10,8 +10,19 @@ use std::time::{Duration, Instant};
 
 use crate::kiln_ok;
 
-/// Starts `kiln server` on a free port over `dir`; the child and its URL.
-fn start(dir: &std::path::Path) -> (Child, String) {
+/// A server process, killed when dropped: a failing test must not leave
+/// it running (it holds the test runner's output pipe open).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `kiln server` on a free port over `dir`; the process and its URL.
+fn start(dir: &std::path::Path) -> (Running, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
             "server",
@@ -33,7 +44,7 @@ fn start(dir: &std::path::Path) -> (Child, String) {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    (child, url)
+    (Running(child), url)
 }
 
 #[test]
@@ -82,8 +93,8 @@ fn kill_9_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // SIGKILL, mid-stream: requests are in flight.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
     for p in pushers {
         p.join().unwrap();
@@ -95,7 +106,7 @@ fn kill_9_loses_nothing_acknowledged() {
         acked.len()
     );
 
-    let (mut server, url) = start(dir.path());
+    let (_server, url) = start(dir.path());
     let c = reqwest::blocking::Client::new();
     let stored: Vec<String> = c
         .get(format!("{url}/pyroscope/label-values"))
@@ -120,8 +131,6 @@ fn kill_9_loses_nothing_acknowledged() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["total"], 10 * stored.len() as i64, "{v}");
     assert_eq!(v["rows"][0]["name"], "work");
-    server.kill().unwrap();
-    server.wait().unwrap();
 }
 
 #[test]
