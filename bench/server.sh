@@ -26,17 +26,20 @@ fi
 data="$out/data-$N"
 rm -rf "$data"
 
-start() { # -> sets PID and URL; prints seconds until it listens
+start() { # -> sets PID and URL; writes the seconds it took to listen to $out/start-s
   local t0; t0=$(date +%s.%N)
-  coproc SRV { exec $kiln server --listen 127.0.0.1:0 --data-dir "$data" --no-self-profile; }
-  PID=$SRV_PID
-  read -r line <&"${SRV[0]}"
-  URL=$(echo "$line" | grep -o 'http://[0-9.:]*')
-  echo "$(date +%s.%N) - $t0" | bc
+  $kiln server --listen 127.0.0.1:0 --data-dir "$data" --no-self-profile >"$out/server.out" 2>"$out/server.err" &
+  PID=$!
+  until grep -q 'http://' "$out/server.out" 2>/dev/null; do
+    kill -0 "$PID" 2>/dev/null || { cat "$out/server.err"; exit 1; }
+    sleep 0.02
+  done
+  URL=$(grep -o 'http://[0-9.:]*' "$out/server.out")
+  echo "$(date +%s.%N) - $t0" | bc > "$out/start-s"
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 
-start >/dev/null
+start
 rss0=$(rss_kb)
 result=$(target/release/load "$URL" "$dir" 8 5)
 rss1=$(rss_kb)
@@ -44,7 +47,8 @@ samples=$(curl -s "$URL/metrics" | awk '/^kiln_server_head_samples / {print $2}'
 ingested=$(curl -s "$URL/metrics" | awk '/^kiln_server_ingested_samples_total / {print $2}')
 kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 wal=$(du -sb "$data/wal" | cut -f1)
-restart=$(start)
+start
+restart=$(cat "$out/start-s")
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
 gzbytes=$(du -sb --exclude=.done "$dir" | cut -f1)

@@ -412,6 +412,29 @@ pub fn select_types(p: &Profile, indices: &[usize]) -> Profile {
     compact(&some)
 }
 
+/// Sample type `index` of `p` alone, without compacting: samples whose value
+/// is zero go, the dictionaries stay as they are (some entries may be
+/// unused). A fraction of [`select_type`]'s cost, for a result that is read
+/// (top, flame graph) and not kept.
+pub fn view_type(p: &Profile, index: usize) -> Profile {
+    let n = p.sample_types.len().max(1);
+    let mut out = Profile {
+        sample_types: vec![p.sample_types[index]],
+        samples: Vec::with_capacity(p.samples.len()),
+        values: Vec::with_capacity(p.samples.len()),
+        ..p.clone()
+    };
+    for (i, s) in p.samples.iter().enumerate() {
+        let v = p.values[i * n + index];
+        if v != 0 {
+            out.samples.push(*s);
+            out.values.push(v);
+        }
+    }
+    out.default_sample_type = p.sample_types[index].ty;
+    out
+}
+
 /// Multiplies every value of `p` by `factor` (rounding), as pprof's
 /// `-normalize` and diff normalisation do.
 pub fn scale(p: &mut Profile, factor: f64) {
@@ -446,6 +469,9 @@ mod tests {
         assert_eq!(mem.samples.len(), 1, "the CPU-only sample is gone");
         let cpu = select_type(&p, 0);
         assert_eq!((cpu.total(0), cpu.samples.len()), (10, 1));
+        let view = view_type(&p, 1);
+        view.validate().unwrap();
+        assert_eq!((view.total(0), view.samples.len()), (64, 1));
         assert_eq!(cpu.default_type_index(), Some(0));
     }
 

@@ -256,6 +256,12 @@ impl Store {
         from_ms: i64,
         until_ms: i64,
     ) -> Result<Option<Profile>, Error> {
+        // Fold what the range's buckets still hold unmerged, once, so this
+        // and later queries read one profile per bucket.
+        self.head
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .collapse(tenant, q, from_ms, until_ms);
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
         let ids = if head.rollup_for(tenant, q).is_some() {
             Vec::new()
@@ -440,9 +446,13 @@ pub const FOLD_AT: usize = 16;
 /// types) once there are more than [`FOLD_AT`].
 fn fold_into(profiles: &mut Vec<Profile>, p: Profile) {
     profiles.push(p);
-    if profiles.len() <= FOLD_AT {
-        return;
+    if profiles.len() > FOLD_AT {
+        collapse(profiles);
     }
+}
+
+/// Merges a bucket's profiles into one per set of sample types.
+fn collapse(profiles: &mut Vec<Profile>) {
     let mut groups: Vec<(Vec<(String, String)>, Merger)> = Vec::new();
     let mut kept = Vec::new();
     for p in profiles.drain(..) {
@@ -516,6 +526,33 @@ impl Head {
             self.series[id as usize].buckets.entry(bucket).or_default(),
             p,
         );
+    }
+
+    /// Folds every bucket a query of `q` over the range would read, so each
+    /// holds one merged profile per kind.
+    fn collapse(&mut self, tenant: &str, q: &selector::Query, from_ms: i64, until_ms: i64) {
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let fold = |buckets: &mut BTreeMap<i64, Vec<Profile>>| {
+            for (_, v) in buckets.range_mut(lo..until_ms) {
+                if v.len() > 1 {
+                    collapse(v);
+                }
+            }
+        };
+        if self.rollup_for(tenant, q).is_some() {
+            let key = (
+                tenant.to_string(),
+                q.profile_name().to_string(),
+                q.matchers[0].value.clone(),
+            );
+            if let Some(r) = self.rollups.get_mut(&key) {
+                fold(r);
+            }
+            return;
+        }
+        for id in self.matching(tenant, q) {
+            fold(&mut self.series[id as usize].buckets);
+        }
     }
 
     /// The rollup that answers `q` exactly, if there is one: `q` names a
