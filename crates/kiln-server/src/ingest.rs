@@ -286,7 +286,7 @@ pub fn parse_name(name: &str) -> Result<LegacyName, ApiError> {
     })
 }
 
-/// The one field `name` of a multipart body, or `None` if the body is not
+/// Every field of a multipart body by name, or `None` if the body is not
 /// multipart.
 async fn multipart_fields(
     headers: &HeaderMap,
