@@ -43,6 +43,8 @@ use kiln_profile::{Merger, Profile};
 pub const NAME_LABEL: &str = "__name__";
 /// Profiles of one series are merged per bucket of this many milliseconds.
 pub const BUCKET_MS: i64 = 60_000;
+/// Whole hours a query covers are read from one merged profile per hour.
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// What can go wrong storing or reading profiles.
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +99,83 @@ type SeriesId = u32;
 struct Series {
     tenant: String,
     labels: Vec<(String, String)>,
-    /// Profiles per bucket start (ms): merged per set of sample types, and
-    /// up to [`FOLD_AT`] more not merged yet.
-    buckets: BTreeMap<i64, Vec<Profile>>,
+    /// Its profiles by time.
+    buckets: Buckets,
+}
+
+/// Profiles by time: per minute (start ms) as they come — merged per set of
+/// sample types, with up to [`FOLD_AT`] more not merged yet — and per hour,
+/// merged from the minutes once a query reads the whole hour; an hour's
+/// entry goes when a profile arrives for one of its minutes.
+#[derive(Default)]
+struct Buckets {
+    minutes: BTreeMap<i64, Vec<Profile>>,
+    hours: BTreeMap<i64, Vec<Profile>>,
+}
+
+/// The whole hours within `[lo, until)`: `[first, end)`, empty if none.
+fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
+    let first = (lo + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let end = until.div_euclid(HOUR_MS) * HOUR_MS;
+    (first, end.max(first))
+}
+
+impl Buckets {
+    fn add(&mut self, time_ms: i64, p: Profile) {
+        let minute = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        fold_into(self.minutes.entry(minute).or_default(), p);
+        self.hours.remove(&(minute.div_euclid(HOUR_MS) * HOUR_MS));
+    }
+
+    /// Readies `[lo, until)` for reading: folds its minutes, and merges
+    /// each whole hour not merged yet.
+    fn prepare(&mut self, lo: i64, until: i64) {
+        for (_, v) in self.minutes.range_mut(lo..until) {
+            if v.len() > 1 {
+                collapse(v);
+            }
+        }
+        let (first, end) = whole_hours(lo, until);
+        let mut h = first;
+        while h < end {
+            if !self.hours.contains_key(&h) {
+                let mut v: Vec<Profile> = self
+                    .minutes
+                    .range(h..h + HOUR_MS)
+                    .flat_map(|(_, v)| v.iter().cloned())
+                    .collect();
+                if !v.is_empty() {
+                    collapse(&mut v);
+                    self.hours.insert(h, v);
+                }
+            }
+            h += HOUR_MS;
+        }
+    }
+
+    /// The profiles that cover `[lo, until)`: merged hours where there are
+    /// any, minutes elsewhere.
+    fn read<'a>(&'a self, lo: i64, until: i64, out: &mut Vec<&'a Profile>) {
+        let (first, end) = whole_hours(lo, until);
+        if first >= end {
+            out.extend(self.minutes.range(lo..until).flat_map(|(_, v)| v.iter()));
+            return;
+        }
+        out.extend(self.minutes.range(lo..first).flat_map(|(_, v)| v.iter()));
+        let mut h = first;
+        while h < end {
+            match self.hours.get(&h) {
+                Some(v) => out.extend(v.iter()),
+                None => out.extend(
+                    self.minutes
+                        .range(h..h + HOUR_MS)
+                        .flat_map(|(_, v)| v.iter()),
+                ),
+            }
+            h += HOUR_MS;
+        }
+        out.extend(self.minutes.range(end..until).flat_map(|(_, v)| v.iter()));
+    }
 }
 
 /// A service's profiles of one kind, all instances merged, per minute:
@@ -110,7 +186,7 @@ type RollupKey = (String, String, String);
 struct Head {
     series: Vec<Series>,
     /// (tenant, `__name__`, `service_name`) → bucket start → merged profiles.
-    rollups: HashMap<RollupKey, BTreeMap<i64, Vec<Profile>>>,
+    rollups: HashMap<RollupKey, Buckets>,
     by_key: HashMap<(String, Vec<(String, String)>), SeriesId>,
     /// tenant → label name → value → series.
     index: HashMap<String, BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>>,
@@ -271,17 +347,18 @@ impl Store {
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         let head = &*head;
         let rollup = head.rollup_for(tenant, q);
-        let buckets = || -> Box<dyn Iterator<Item = &Profile> + '_> {
-            match rollup {
-                Some(r) => Box::new(r.range(lo..until_ms).flat_map(|(_, v)| v.iter())),
-                None => Box::new(ids.iter().flat_map(move |&id| {
+        let mut inputs: Vec<&Profile> = Vec::new();
+        match rollup {
+            Some(r) => r.read(lo, until_ms, &mut inputs),
+            None => {
+                for &id in &ids {
                     head.series[id as usize]
                         .buckets
-                        .range(lo..until_ms)
-                        .flat_map(|(_, v)| v.iter())
-                })),
+                        .read(lo, until_ms, &mut inputs);
+                }
             }
-        };
+        }
+        let buckets = || inputs.iter().copied();
         // Profiles of one kind share their sample types: merge them whole
         // and keep the asked-for type once, at the end.
         let mut m = Merger::new();
@@ -342,7 +419,7 @@ impl Store {
                 .map_or(String::new(), |(_, v)| v.clone());
             let line = out.entry(key).or_default();
             let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-            for (&t, profiles) in s.buckets.range(lo..until_ms) {
+            for (&t, profiles) in s.buckets.minutes.range(lo..until_ms) {
                 for p in profiles {
                     let i = match &ty {
                         Some(t) => p.sample_type_index(t),
@@ -410,7 +487,7 @@ impl Store {
                 .iter()
                 .find(|(k, _)| k == NAME_LABEL)
                 .map_or("", |(_, v)| v.as_str());
-            if let Some(p) = s.buckets.values().next().and_then(|v| v.first()) {
+            if let Some(p) = s.buckets.minutes.values().next().and_then(|v| v.first()) {
                 let (pt, pu) = p
                     .period_type
                     .map(|v| (p.str(v.ty), p.str(v.unit)))
@@ -431,7 +508,11 @@ impl Store {
             series: head.series.len() as u64,
             profiles: self.profiles.load(Ordering::Relaxed),
             samples: head.samples,
-            buckets: head.series.iter().map(|s| s.buckets.len() as u64).sum(),
+            buckets: head
+                .series
+                .iter()
+                .map(|s| s.buckets.minutes.len() as u64)
+                .sum(),
         }
     }
 }
@@ -497,13 +578,12 @@ impl Head {
                 self.series.push(Series {
                     tenant: key.0.clone(),
                     labels: key.1.clone(),
-                    buckets: BTreeMap::new(),
+                    buckets: Buckets::default(),
                 });
                 self.by_key.insert(key, id);
                 id
             }
         };
-        let bucket = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         let get = |k: &str| {
             self.series[id as usize]
                 .labels
@@ -513,32 +593,15 @@ impl Head {
         };
         if let (Some(name), Some(service)) = (get(NAME_LABEL), get("service_name")) {
             let key = (self.series[id as usize].tenant.clone(), name, service);
-            fold_into(
-                self.rollups
-                    .entry(key)
-                    .or_default()
-                    .entry(bucket)
-                    .or_default(),
-                p.clone(),
-            );
+            self.rollups.entry(key).or_default().add(time_ms, p.clone());
         }
-        fold_into(
-            self.series[id as usize].buckets.entry(bucket).or_default(),
-            p,
-        );
+        self.series[id as usize].buckets.add(time_ms, p);
     }
 
-    /// Folds every bucket a query of `q` over the range would read, so each
-    /// holds one merged profile per kind.
+    /// Readies every bucket a query of `q` over the range would read (see
+    /// [`Buckets::prepare`]).
     fn collapse(&mut self, tenant: &str, q: &selector::Query, from_ms: i64, until_ms: i64) {
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        let fold = |buckets: &mut BTreeMap<i64, Vec<Profile>>| {
-            for (_, v) in buckets.range_mut(lo..until_ms) {
-                if v.len() > 1 {
-                    collapse(v);
-                }
-            }
-        };
         if self.rollup_for(tenant, q).is_some() {
             let key = (
                 tenant.to_string(),
@@ -546,22 +609,18 @@ impl Head {
                 q.matchers[0].value.clone(),
             );
             if let Some(r) = self.rollups.get_mut(&key) {
-                fold(r);
+                r.prepare(lo, until_ms);
             }
             return;
         }
         for id in self.matching(tenant, q) {
-            fold(&mut self.series[id as usize].buckets);
+            self.series[id as usize].buckets.prepare(lo, until_ms);
         }
     }
 
     /// The rollup that answers `q` exactly, if there is one: `q` names a
     /// profile and selects by `service_name="…"` alone.
-    fn rollup_for(
-        &self,
-        tenant: &str,
-        q: &selector::Query,
-    ) -> Option<&BTreeMap<i64, Vec<Profile>>> {
+    fn rollup_for(&self, tenant: &str, q: &selector::Query) -> Option<&Buckets> {
         match q.matchers.as_slice() {
             [m] if m.name == "service_name"
                 && m.op == selector::Op::Eq
@@ -666,6 +725,65 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(all.total(0), 3 * (10 + 11 + 12) + 3 * (1 + 2 + 3));
+    }
+
+    #[test]
+    fn whole_hours_read_merged_and_late_data_invalidates_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let labels = vec![
+            (NAME_LABEL.to_string(), "process_cpu".to_string()),
+            ("service_name".to_string(), "svc".to_string()),
+        ];
+        let put = |minute: i64, n: i64| {
+            let text = format!("main;m{} {n}\n", minute % 7);
+            let p = kiln_profile::decode(text.as_bytes(), &Default::default()).unwrap();
+            rt.block_on(store.ingest("", labels.clone(), minute * BUCKET_MS + 1, p))
+                .unwrap();
+        };
+        // Three hours, one profile a minute, value = minute + 1.
+        for minute in 0..180 {
+            put(minute, minute + 1);
+        }
+        let q = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+        let sum = |a: i64, b: i64| (a..b).map(|m| m + 1).sum::<i64>();
+        let total = |from: i64, until: i64| {
+            store
+                .select("", &q, from * BUCKET_MS, until * BUCKET_MS)
+                .unwrap()
+                .map_or(0, |p| p.total(0))
+        };
+        for (from, until) in [(0, 180), (30, 150), (60, 120), (59, 61), (0, 60)] {
+            // Twice: the second read uses the merged hours.
+            assert_eq!(total(from, until), sum(from, until), "{from}..{until}");
+            assert_eq!(
+                total(from, until),
+                sum(from, until),
+                "{from}..{until} again"
+            );
+        }
+        let head = store.head.read().unwrap();
+        let r = head.rollup_for("", &q).unwrap();
+        assert_eq!(r.hours.len(), 3, "every whole hour was merged once asked");
+        drop(head);
+        // A late profile for minute 70 drops hour 1's merge; nothing is lost.
+        put(70, 1000);
+        assert!(
+            !store
+                .head
+                .read()
+                .unwrap()
+                .rollup_for("", &q)
+                .unwrap()
+                .hours
+                .contains_key(&HOUR_MS)
+        );
+        assert_eq!(total(0, 180), sum(0, 180) + 1000);
+        assert_eq!(total(60, 120), sum(60, 120) + 1000);
     }
 
     #[test]
