@@ -7,23 +7,25 @@
 # sample against the gzipped input, server memory per head sample, and the
 # time a restart takes to replay the log.
 #
-#   bench/server.sh            # N=600
-#   N=3600 GO=0 bench/server.sh  # ten minutes of the fleet, Kiln alone
+#   bench/server.sh                       # N=600: 100 instances x 1 minute
+#   N=3600 INSTANCES=10 bench/server.sh     # 10 instances x 1 hour
+#   N=3600 GO=0 bench/server.sh             # 100 instances x 10 minutes, Kiln alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-600}
 GO=${GO:-1}
+INSTANCES=${INSTANCES:-100}
 out=bench/out/server
 mkdir -p "$out"
 cargo build --release -q -p kiln -p kiln-bench
 kiln=target/release/kiln
-dir="$out/in-$N"
+dir="$out/in-$N-$INSTANCES"
 if [ ! -f "$dir/.done" ]; then
   rm -rf "$dir"
-  target/release/make-profiles bench/data/cargo-build.folded.gz "$dir" "$N" >&2
+  target/release/make-profiles bench/data/cargo-build.folded.gz "$dir" "$N" 3000 11400714819323198485 "$INSTANCES" >&2
   touch "$dir/.done"
 fi
-data="$out/data-$N"
+data="$out/data-$N-$INSTANCES"
 rm -rf "$data"
 
 start() { # -> sets PID and URL; writes the seconds it took to listen to $out/start-s

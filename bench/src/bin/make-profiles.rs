@@ -1,8 +1,9 @@
 //! Writes N realistic gzipped pprof profiles drawn from a real capture.
 //!
-//! `make-profiles BASE.folded[.gz] OUT_DIR N [STACKS_PER_PROFILE] [SEED]`
+//! `make-profiles BASE.folded[.gz] OUT_DIR N [STACKS_PER_PROFILE] [SEED] [INSTANCES]`
 //!
-//! Each profile is one 10-second window of one of 100 instances: it draws
+//! Each profile is one 10-second window of one of INSTANCES instances
+//! (default 100): it draws
 //! `STACKS_PER_PROFILE` samples (default 3000) from the capture's stacks,
 //! weighted by their counts, over a subset that drifts with the instance, so
 //! profiles overlap heavily but not fully, as a fleet's do. Functions get
@@ -31,7 +32,9 @@ impl Rng {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        bail!("usage: make-profiles BASE.folded[.gz] OUT_DIR N [STACKS_PER_PROFILE] [SEED]");
+        bail!(
+            "usage: make-profiles BASE.folded[.gz] OUT_DIR N [STACKS_PER_PROFILE] [SEED] [INSTANCES]"
+        );
     }
     let bytes = std::fs::read(&args[1]).with_context(|| args[1].clone())?;
     let base = kiln_profile::decode(&bytes, &kiln_profile::DecodeOptions::default())?;
@@ -45,6 +48,13 @@ fn main() -> Result<()> {
         .get(5)
         .map_or(Ok(0x9e37_79b9_7f4a_7c15), |s| s.parse())
         .context("SEED")?);
+    let instances: usize = args
+        .get(6)
+        .map_or(Ok(100), |s| s.parse())
+        .context("INSTANCES")?;
+    if instances == 0 {
+        bail!("INSTANCES must be at least 1");
+    }
     std::fs::create_dir_all(out)?;
 
     // Stack i of the base, as frame names leaf first, and its weight.
@@ -77,8 +87,8 @@ fn main() -> Result<()> {
     let period = 10_000_000i64;
     let t0 = 1_790_000_000_000_000_000i64;
     for i in 0..n {
-        let instance = i % 100;
-        let window = i / 100;
+        let instance = i % instances;
+        let window = i / instances;
         let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
         p.period_type = Some(p.value_type("cpu", "nanoseconds"));
         p.period = period;
