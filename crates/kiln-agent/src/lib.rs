@@ -92,9 +92,6 @@ pub enum Error {
     /// A builder setting the agent cannot use.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A feature of the contract not built yet.
-    #[error("{0} is not available yet in this version of kiln-agent")]
-    Unsupported(&'static str),
     /// Another agent is running in this process.
     #[error("a Kiln agent is already running in this process")]
     AlreadyRunning,
