@@ -678,14 +678,21 @@ impl Head {
 mod tests {
     use super::*;
 
-    #[test]
-    fn service_rollup_answers_like_the_series_it_merges() {
+    /// A store in a temporary directory (kept alive by the first element)
+    /// and a runtime to ingest with.
+    fn fresh() -> (tempfile::TempDir, Store, tokio::runtime::Runtime) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        (dir, store, rt)
+    }
+
+    #[test]
+    fn service_rollup_answers_like_the_series_it_merges() {
+        let (_dir, store, rt) = fresh();
         let l = |svc: &str, inst: &str| {
             vec![
                 (NAME_LABEL.to_string(), "process_cpu".to_string()),
@@ -729,12 +736,7 @@ mod tests {
 
     #[test]
     fn whole_hours_read_merged_and_late_data_invalidates_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (_dir, store, rt) = fresh();
         let labels = vec![
             (NAME_LABEL.to_string(), "process_cpu".to_string()),
             ("service_name".to_string(), "svc".to_string()),
