@@ -1,6 +1,6 @@
 //! Times in queries, as Pyroscope and Grafana write them: `now`,
-//! `now-1h`, `now-30m`, Unix seconds, Unix milliseconds, RFC 3339
-//! dates are not taken (say so rather than guess).
+//! `now-1h`, `now-30m`, Unix seconds or Unix milliseconds. Anything else
+//! (an RFC 3339 date, say) is refused with a message rather than guessed.
 
 /// Milliseconds since the epoch of `s`, relative to `now_ms`.
 pub fn parse(s: &str, now_ms: i64) -> Result<i64, String> {

@@ -1,6 +1,7 @@
-//! The `kiln` command: a thin clap layer over `kiln-profile` (and, as they
-//! land, the agent, store and server crates). Each subcommand parses its
-//! arguments, calls library functions and prints; see `cli.rs`.
+//! The `kiln` command: a thin clap layer over `kiln-profile`,
+//! `kiln-agent` (the push client, and self-profiling of `kiln server`) and
+//! `kiln-server`. Each subcommand parses its arguments, calls library
+//! functions and prints; see `cli.rs` and `server.rs`.
 
 mod cli;
 mod merge;
