@@ -89,6 +89,41 @@ impl Merger {
         if p.values.len() != p.samples.len() * n {
             return Err(Error::Invalid("values do not match samples".into()));
         }
+        self.begin(p)?;
+        self.begin_tables(p);
+        for (i, s) in p.samples.iter().enumerate() {
+            self.push_row(p, s.stack, s.labels, &p.values[i * n..(i + 1) * n])?;
+        }
+        Ok(())
+    }
+
+    /// Adds samples given as rows over the tables (strings, functions,
+    /// locations, mappings, stacks, label sets) of `tables`, whose own
+    /// samples are ignored; `header` gives the sample types, period and
+    /// time (its tables are not read). How a store that keeps one symbol
+    /// table for many profiles hands them to a merge.
+    pub fn add_rows<'a>(
+        &mut self,
+        header: &Profile,
+        tables: &Profile,
+        rows: impl IntoIterator<Item = (StackId, LabelSetId, &'a [i64])>,
+    ) -> Result<(), Error> {
+        let n = header.sample_types.len();
+        self.begin(header)?;
+        self.begin_tables(tables);
+        for (stack, labels, values) in rows {
+            if values.len() != n {
+                return Err(Error::Invalid(
+                    "a row's values do not match its sample types".into(),
+                ));
+            }
+            self.push_row(tables, stack, labels, values)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `p`'s header: sample types, period, comments, time.
+    fn begin(&mut self, p: &Profile) -> Result<(), Error> {
         self.str_map.clear();
         self.str_map.resize(p.strings.len(), UNMAPPED);
         if self.inputs == 0 {
@@ -108,32 +143,44 @@ impl Merger {
             self.start = self.start.min(p.time_nanos);
             self.end = self.end.max(p.time_nanos.saturating_add(p.duration_nanos));
         }
+        Ok(())
+    }
+
+    /// Readies the remapping of `p`'s tables.
+    fn begin_tables(&mut self, p: &Profile) {
+        reset(&mut self.str_map, p.strings.len());
         reset(&mut self.mapping_map, p.mappings.len());
         reset(&mut self.function_map, p.functions.len());
         reset(&mut self.location_map, p.locations.len());
         reset(&mut self.stack_map, p.stacks.len());
         reset(&mut self.label_map, p.label_sets.len());
+    }
 
-        for (i, s) in p.samples.iter().enumerate() {
-            let values = &p.values[i * n..(i + 1) * n];
-            if values.iter().all(|&v| v == 0) {
-                continue;
+    #[inline]
+    fn push_row(
+        &mut self,
+        p: &Profile,
+        stack: StackId,
+        labels: LabelSetId,
+        values: &[i64],
+    ) -> Result<(), Error> {
+        if values.iter().all(|&v| v == 0) {
+            return Ok(());
+        }
+        let stack = self.stack(p, stack)?;
+        let labels = self.label_set(p, labels)?;
+        let out_n = self.out.sample_types.len();
+        match self.samples.entry((stack, labels)) {
+            hashbrown::hash_map::Entry::Occupied(e) => {
+                let at = *e.get() as usize * out_n;
+                for (o, &v) in self.out.values[at..at + out_n].iter_mut().zip(values) {
+                    *o = o.saturating_add(v);
+                }
             }
-            let stack = self.stack(p, s.stack)?;
-            let labels = self.label_set(p, s.labels)?;
-            let out_n = self.out.sample_types.len();
-            match self.samples.entry((stack, labels)) {
-                hashbrown::hash_map::Entry::Occupied(e) => {
-                    let at = *e.get() as usize * out_n;
-                    for (o, &v) in self.out.values[at..at + out_n].iter_mut().zip(values) {
-                        *o = o.saturating_add(v);
-                    }
-                }
-                hashbrown::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.out.samples.len() as u32);
-                    self.out.samples.push(Sample { stack, labels });
-                    self.out.values.extend_from_slice(values);
-                }
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                e.insert(self.out.samples.len() as u32);
+                self.out.samples.push(Sample { stack, labels });
+                self.out.values.extend_from_slice(values);
             }
         }
         Ok(())
@@ -357,6 +404,85 @@ fn reset(map: &mut Vec<u32>, len: usize) {
     map.resize(len, UNMAPPED);
 }
 
+/// One symbol table for many profiles: each profile added has its stacks
+/// and label sets interned into the shared tables, and its samples handed
+/// back as rows over them, unsummed. A store keeps rows per series and time
+/// over one table instead of a table per profile; [`Merger::add_rows`]
+/// turns rows back into a profile.
+#[derive(Default)]
+pub struct Interner {
+    m: Merger,
+}
+
+impl Interner {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Interns `p`'s samples and calls `row` with each one's stack, label
+    /// set and values in the shared tables; samples whose values are all
+    /// zero are skipped.
+    pub fn add(
+        &mut self,
+        p: &Profile,
+        mut row: impl FnMut(StackId, LabelSetId, &[i64]),
+    ) -> Result<(), Error> {
+        let n = p.sample_types.len();
+        if p.values.len() != p.samples.len() * n {
+            return Err(Error::Invalid("values do not match samples".into()));
+        }
+        self.m.begin_tables(p);
+        for (i, s) in p.samples.iter().enumerate() {
+            let values = &p.values[i * n..(i + 1) * n];
+            if values.iter().all(|&v| v == 0) {
+                continue;
+            }
+            let stack = self.m.stack(p, s.stack)?;
+            let labels = self.m.label_set(p, s.labels)?;
+            row(stack, labels, values);
+        }
+        Ok(())
+    }
+
+    /// The shared tables (a profile without samples).
+    pub fn tables(&self) -> &Profile {
+        &self.m.out
+    }
+
+    /// The shared tables, taken.
+    pub fn into_tables(self) -> Profile {
+        self.m.out
+    }
+}
+
+/// `p`'s header alone — sample types, period, default type, time, comments
+/// — with only the strings they use: what rows over a shared table need
+/// beside it to become a profile again (see [`Merger::add_rows`]).
+pub fn header(p: &Profile) -> Profile {
+    let mut out = Profile::default();
+    let st = |out: &mut Profile, id: StringId| out.strings.intern(p.str(id));
+    out.sample_types = p
+        .sample_types
+        .iter()
+        .map(|vt| ValueType {
+            ty: st(&mut out, vt.ty),
+            unit: st(&mut out, vt.unit),
+        })
+        .collect();
+    out.period_type = p.period_type.map(|vt| ValueType {
+        ty: st(&mut out, vt.ty),
+        unit: st(&mut out, vt.unit),
+    });
+    out.period = p.period;
+    out.default_sample_type = st(&mut out, p.default_sample_type);
+    out.time_nanos = p.time_nanos;
+    out.duration_nanos = p.duration_nanos;
+    out.comments = p.comments.iter().map(|&c| st(&mut out, c)).collect();
+    out.doc_url = st(&mut out, p.doc_url);
+    out
+}
+
 /// Merges `profiles`, which must share sample types.
 pub fn merge<'a>(profiles: impl IntoIterator<Item = &'a Profile>) -> Result<Profile, Error> {
     let mut m = Merger::new();
@@ -473,6 +599,39 @@ mod tests {
         view.validate().unwrap();
         assert_eq!((view.total(0), view.samples.len()), (64, 1));
         assert_eq!(cpu.default_type_index(), Some(0));
+    }
+
+    #[test]
+    fn rows_over_one_interner_merge_like_the_profiles() {
+        let a = folded("main;a 1\nmain;b 2\n");
+        let b = folded("main;b 3\nmain;c 4\nmain;z 0\n");
+        let mut dict = Interner::new();
+        let mut rows: Vec<(StackId, LabelSetId, Vec<i64>)> = Vec::new();
+        for p in [&a, &b] {
+            dict.add(p, |s, l, v| rows.push((s, l, v.to_vec())))
+                .unwrap();
+        }
+        assert_eq!(rows.len(), 4, "the zero sample is skipped");
+        assert_eq!(dict.tables().stacks.len(), 3, "main;b is interned once");
+        let mut m = Merger::new();
+        let h = header(&a);
+        assert!(h.functions.is_empty() && h.samples.is_empty());
+        m.add_rows(
+            &h,
+            dict.tables(),
+            rows.iter().map(|(s, l, v)| (*s, *l, &v[..])),
+        )
+        .unwrap();
+        let out = m.finish();
+        out.validate().unwrap();
+        assert_eq!(out, merge([&a, &b]).unwrap());
+        let mut bad = Merger::new();
+        let wide = Profile::with_sample_types(&[("a", "b"), ("c", "d")]);
+        let short: &[i64] = &[1];
+        assert!(
+            bad.add_rows(&wide, dict.tables(), [(rows[0].0, rows[0].1, short)])
+                .is_err()
+        );
     }
 
     #[test]
