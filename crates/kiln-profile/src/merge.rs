@@ -445,6 +445,16 @@ impl Interner {
         Ok(())
     }
 
+    /// Re-interns rows over another table `tables` into this one: call
+    /// [`Remapper::row`] for each.
+    pub fn remapper<'a>(&'a mut self, tables: &'a Profile) -> Remapper<'a> {
+        self.m.begin_tables(tables);
+        Remapper {
+            m: &mut self.m,
+            tables,
+        }
+    }
+
     /// The shared tables (a profile without samples).
     pub fn tables(&self) -> &Profile {
         &self.m.out
@@ -453,6 +463,28 @@ impl Interner {
     /// The shared tables, taken.
     pub fn into_tables(self) -> Profile {
         self.m.out
+    }
+}
+
+/// Moves rows from one table into an [`Interner`]'s; see
+/// [`Interner::remapper`].
+pub struct Remapper<'a> {
+    m: &'a mut Merger,
+    tables: &'a Profile,
+}
+
+impl Remapper<'_> {
+    /// The stack and label set in the interner's table for a row over the
+    /// other table.
+    pub fn row(
+        &mut self,
+        stack: StackId,
+        labels: LabelSetId,
+    ) -> Result<(StackId, LabelSetId), Error> {
+        Ok((
+            self.m.stack(self.tables, stack)?,
+            self.m.label_set(self.tables, labels)?,
+        ))
     }
 }
 

@@ -26,15 +26,29 @@ const GROUP_BYTES: usize = 32 << 20;
 
 type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
 
+enum Msg {
+    Append(Vec<u8>, Ack),
+    /// Begin a new segment; answers its number.
+    Rotate(tokio::sync::oneshot::Sender<Result<u64, String>>),
+}
+
 /// The log's append side.
 pub struct Wal {
-    tx: SyncSender<(Vec<u8>, Ack)>,
+    tx: SyncSender<Msg>,
+    dir: PathBuf,
 }
 
 /// Opens (creating) the log under `dir`, replays every intact record to
 /// `replay` in order, cuts a torn tail, and starts the writer thread.
-pub fn open(dir: &Path, mut replay: impl FnMut(&[u8])) -> Result<Wal, Error> {
+pub fn open(dir: &Path, replay: impl FnMut(&[u8])) -> Result<Wal, Error> {
+    open_from(dir, 0, replay)
+}
+
+/// As [`open`], but segments numbered below `first` — whose records are
+/// all in blocks already — are removed rather than replayed.
+pub fn open_from(dir: &Path, first: u64, mut replay: impl FnMut(&[u8])) -> Result<Wal, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    remove_below(dir, first)?;
     let mut segments = segments(dir)?;
     for (_, path) in &segments {
         replay_segment(path, &mut replay)?;
@@ -61,7 +75,20 @@ pub fn open(dir: &Path, mut replay: impl FnMut(&[u8])) -> Result<Wal, Error> {
         .name("kiln-wal".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| Error::io(dir, e))?;
-    Ok(Wal { tx })
+    Ok(Wal {
+        tx,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Removes the segments numbered below `seq`.
+pub fn remove_below(dir: &Path, seq: u64) -> Result<(), Error> {
+    for (n, path) in segments(dir)? {
+        if n < seq {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Wal {
@@ -77,13 +104,48 @@ impl Wal {
         let tx = self.tx.clone();
         // The queue is bounded: when the disk falls behind, a request
         // waits here (off the async threads) instead of memory growing.
-        tokio::task::spawn_blocking(move || tx.send((payload, ack)))
+        tokio::task::spawn_blocking(move || tx.send(Msg::Append(payload, ack)))
             .await
             .map_err(|e| Error::Wal(e.to_string()))?
             .map_err(|_| Error::Wal("the WAL writer stopped".into()))?;
         done.await
             .map_err(|_| Error::Wal("the WAL writer stopped".into()))?
             .map_err(Error::Wal)
+    }
+}
+
+impl Wal {
+    /// Closes the current segment (if it holds anything) and begins the
+    /// next: every record appended before this call is in a segment
+    /// numbered below the answer.
+    pub async fn rotate(&self) -> Result<u64, Error> {
+        let (tx_done, done) = tokio::sync::oneshot::channel();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(Msg::Rotate(tx_done)))
+            .await
+            .map_err(|e| Error::Wal(e.to_string()))?
+            .map_err(|_| Error::Wal("the WAL writer stopped".into()))?;
+        done.await
+            .map_err(|_| Error::Wal("the WAL writer stopped".into()))?
+            .map_err(Error::Wal)
+    }
+
+    /// Removes the segments numbered below `seq` (their records are in
+    /// blocks).
+    pub fn truncate_below(&self, seq: u64) -> Result<(), Error> {
+        remove_below(&self.dir, seq)
+    }
+
+    /// Bytes of log on disk.
+    pub fn bytes(&self) -> u64 {
+        segments(&self.dir)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|(_, p)| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -161,21 +223,33 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<(Vec<u8>, Ack)>) {
+    fn run(mut self, rx: Receiver<Msg>) {
         let mut batch: Vec<(Vec<u8>, Ack)> = Vec::new();
         let mut out = Vec::new();
+        let mut rotate = None;
         while let Ok(first) = rx.recv() {
-            batch.push(first);
-            let mut bytes = batch[0].0.len();
-            // Everything already waiting joins this commit.
-            while bytes < GROUP_BYTES {
+            match first {
+                Msg::Append(p, a) => batch.push((p, a)),
+                Msg::Rotate(done) => rotate = Some(done),
+            }
+            let mut bytes = batch.first().map_or(0, |b| b.0.len());
+            // Everything already waiting joins this commit; a rotation
+            // waits for the appends before it.
+            while bytes < GROUP_BYTES && rotate.is_none() {
                 match rx.try_recv() {
-                    Ok(item) => {
-                        bytes += item.0.len();
-                        batch.push(item);
+                    Ok(Msg::Append(p, a)) => {
+                        bytes += p.len();
+                        batch.push((p, a));
                     }
+                    Ok(Msg::Rotate(done)) => rotate = Some(done),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
+            }
+            if batch.is_empty() {
+                if let Some(done) = rotate.take() {
+                    let _ = done.send(self.next_segment().map_err(|e| e.to_string()));
+                }
+                continue;
             }
             out.clear();
             for (payload, _) in &batch {
@@ -190,17 +264,29 @@ impl Writer {
             for (_, ack) in batch.drain(..) {
                 let _ = ack.send(result.clone());
             }
+            if let Some(done) = rotate.take() {
+                let _ = done.send(self.next_segment().map_err(|e| e.to_string()));
+            }
         }
+    }
+
+    /// Begins the next segment unless the current one is empty; answers
+    /// the number of the segment now being written.
+    fn next_segment(&mut self) -> std::io::Result<u64> {
+        if self.size > 0 {
+            self.seq += 1;
+            let path = segment_path(&self.dir, self.seq);
+            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            File::open(&self.dir)?.sync_all()?;
+            self.size = 0;
+        }
+        Ok(self.seq)
     }
 
     fn commit(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if self.size > 0 && self.size + bytes.len() as u64 > SEGMENT_BYTES {
-            self.seq += 1;
-            let path = segment_path(&self.dir, self.seq);
-            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
-            // The new file's directory entry must be durable too.
-            File::open(&self.dir)?.sync_all()?;
-            self.size = 0;
+            // The new file's directory entry is made durable too.
+            self.next_segment()?;
         }
         self.file.write_all(bytes)?;
         self.file.sync_data()?;

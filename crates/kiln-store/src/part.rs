@@ -1,0 +1,785 @@
+//! A part: one tenant's series over one symbol table. The head is a part
+//! that takes profiles; a block, read back from object storage, is a part
+//! that no longer changes. Profiles are kept as rows — (stack, label set,
+//! values) over the part's shared table — per series and minute, so a
+//! thousand profiles of one service share one copy of its functions and
+//! stacks, and merging rows is summing numbers under one key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kiln_profile::{Interner, LabelSetId, Merger, Profile, StackId};
+
+use crate::{BUCKET_MS, Error, HOUR_MS, NAME_LABEL, selector};
+
+/// Series id within a part.
+pub(crate) type SeriesId = u32;
+
+/// Rows are folded (sorted and summed) once this many more arrived since
+/// the last fold, and at least as many as it left.
+const FOLD_ROWS: usize = 4096;
+
+/// Rows over a shared table: keys and their values, `width` per row.
+/// Appended as they come; [`Rows::fold`] sorts and sums equal keys.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rows {
+    pub keys: Vec<(StackId, LabelSetId)>,
+    pub values: Vec<i64>,
+    pub width: usize,
+    folded: usize,
+}
+
+impl Rows {
+    pub fn new(width: usize) -> Rows {
+        Rows {
+            width,
+            ..Rows::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn push(&mut self, stack: StackId, labels: LabelSetId, values: &[i64]) {
+        self.keys.push((stack, labels));
+        self.values.extend_from_slice(values);
+    }
+
+    /// Folds when enough has arrived since the last fold, so an append
+    /// costs its own size on average.
+    pub fn maybe_fold(&mut self) {
+        if self.keys.len() > 2 * self.folded + FOLD_ROWS {
+            self.fold();
+        }
+    }
+
+    /// Sorts by key and sums the values of equal keys.
+    pub fn fold(&mut self) {
+        if self.folded == self.keys.len() {
+            return;
+        }
+        let w = self.width;
+        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| self.keys[i as usize]);
+        let mut keys = Vec::with_capacity(order.len());
+        let mut values: Vec<i64> = Vec::with_capacity(self.values.len());
+        for i in order {
+            let i = i as usize;
+            let v = &self.values[i * w..(i + 1) * w];
+            if keys.last() == Some(&self.keys[i]) {
+                let at = values.len() - w;
+                for (o, &x) in values[at..].iter_mut().zip(v) {
+                    *o = o.saturating_add(x);
+                }
+            } else {
+                keys.push(self.keys[i]);
+                values.extend_from_slice(v);
+            }
+        }
+        keys.shrink_to_fit();
+        values.shrink_to_fit();
+        self.keys = keys;
+        self.values = values;
+        self.folded = self.keys.len();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (StackId, LabelSetId, &[i64])> {
+        self.keys
+            .iter()
+            .zip(self.values.chunks(self.width.max(1)))
+            .map(|(&(s, l), v)| (s, l, v))
+    }
+
+    pub fn extend(&mut self, other: &Rows) {
+        self.keys.extend_from_slice(&other.keys);
+        self.values.extend_from_slice(&other.values);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.keys.capacity() * 8 + self.values.capacity() * 8
+    }
+
+    /// The total of value column `i`.
+    pub fn total(&self, i: usize) -> i64 {
+        self.values
+            .iter()
+            .skip(i)
+            .step_by(self.width.max(1))
+            .fold(0i64, |a, &v| a.saturating_add(v))
+    }
+}
+
+/// The rows of one kind (one header) within a bucket.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// Index into [`Part::headers`].
+    pub header: u32,
+    pub rows: Rows,
+    /// Earliest profile start and latest end, ns (0 when unknown).
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+impl Group {
+    fn widen(&mut self, start_ns: i64, end_ns: i64) {
+        if start_ns != 0 {
+            self.start_ns = if self.start_ns == 0 {
+                start_ns
+            } else {
+                self.start_ns.min(start_ns)
+            };
+            self.end_ns = self.end_ns.max(end_ns);
+        }
+    }
+}
+
+/// A series' (or a rollup's) rows by time: per minute as they come, and
+/// per hour, summed from the minutes once a query reads the whole hour;
+/// an hour's sum goes when a row arrives for one of its minutes.
+#[derive(Default)]
+pub(crate) struct Buckets {
+    pub minutes: BTreeMap<i64, Vec<Group>>,
+    hours: BTreeMap<i64, Vec<Group>>,
+}
+
+/// The whole hours within `[lo, until)`: `[first, end)`, empty if none.
+fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
+    let first = (lo + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let end = until.div_euclid(HOUR_MS) * HOUR_MS;
+    (first, end.max(first))
+}
+
+/// The group of `header` in `groups`, added if missing.
+fn group_of(groups: &mut Vec<Group>, header: u32, width: usize) -> &mut Group {
+    let i = match groups.iter().position(|g| g.header == header) {
+        Some(i) => i,
+        None => {
+            groups.push(Group {
+                header,
+                rows: Rows::new(width),
+                start_ns: 0,
+                end_ns: 0,
+            });
+            groups.len() - 1
+        }
+    };
+    &mut groups[i]
+}
+
+impl Buckets {
+    /// The group that takes rows of `header` for the minute of `time_ms`.
+    fn group(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
+        let minute = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        self.hours.remove(&(minute.div_euclid(HOUR_MS) * HOUR_MS));
+        group_of(self.minutes.entry(minute).or_default(), header, width)
+    }
+
+    /// Readies `[lo, until)` for reading: folds its minutes and sums each
+    /// whole hour not summed yet.
+    fn prepare(&mut self, lo: i64, until: i64) {
+        for (_, groups) in self.minutes.range_mut(lo..until) {
+            for g in groups {
+                g.rows.fold();
+            }
+        }
+        let (first, end) = whole_hours(lo, until);
+        let mut h = first;
+        while h < end {
+            if !self.hours.contains_key(&h) {
+                let mut sum: Vec<Group> = Vec::new();
+                for (_, groups) in self.minutes.range(h..h + HOUR_MS) {
+                    for g in groups {
+                        let s = group_of(&mut sum, g.header, g.rows.width);
+                        s.rows.extend(&g.rows);
+                        s.widen(g.start_ns, g.end_ns);
+                    }
+                }
+                if !sum.is_empty() {
+                    for g in &mut sum {
+                        g.rows.fold();
+                    }
+                    self.hours.insert(h, sum);
+                }
+            }
+            h += HOUR_MS;
+        }
+    }
+
+    /// The groups that cover `[lo, until)`: summed hours where there are
+    /// any, minutes elsewhere.
+    fn read<'a>(&'a self, lo: i64, until: i64, out: &mut Vec<&'a Group>) {
+        let minutes = |a: i64, b: i64, out: &mut Vec<&'a Group>| {
+            if a < b {
+                out.extend(self.minutes.range(a..b).flat_map(|(_, v)| v.iter()));
+            }
+        };
+        let (first, end) = whole_hours(lo, until);
+        if first >= end {
+            minutes(lo, until, out);
+            return;
+        }
+        minutes(lo, first, out);
+        let mut h = first;
+        while h < end {
+            match self.hours.get(&h) {
+                Some(v) => out.extend(v.iter()),
+                None => minutes(h, h + HOUR_MS, out),
+            }
+            h += HOUR_MS;
+        }
+        minutes(end, until, out);
+    }
+
+    pub fn bytes(&self) -> usize {
+        let b = |m: &BTreeMap<i64, Vec<Group>>| -> usize {
+            m.values()
+                .flat_map(|v| v.iter())
+                .map(|g| g.rows.bytes() + 48)
+                .sum()
+        };
+        b(&self.minutes) + b(&self.hours)
+    }
+}
+
+pub(crate) struct Series {
+    pub labels: Vec<(String, String)>,
+    pub buckets: Buckets,
+}
+
+/// The symbol table: growing while the part takes profiles, fixed after.
+pub(crate) enum Dict {
+    Live(Interner),
+    Fixed(Profile),
+}
+
+impl Dict {
+    pub fn tables(&self) -> &Profile {
+        match self {
+            Dict::Live(i) => i.tables(),
+            Dict::Fixed(p) => p,
+        }
+    }
+}
+
+/// One tenant's series, rows and symbols; see the module docs.
+pub(crate) struct Part {
+    pub dict: Dict,
+    /// Profile headers (sample types, period) the rows refer to.
+    pub headers: Vec<Profile>,
+    pub series: Vec<Series>,
+    by_labels: HashMap<Vec<(String, String)>, SeriesId>,
+    /// Label name → value → series.
+    pub index: BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>,
+    /// (`__name__`, `service_name`) → every instance's rows summed.
+    pub rollups: HashMap<(String, String), Buckets>,
+    /// Earliest and latest profile time (ms) held.
+    pub min_ms: i64,
+    pub max_ms: i64,
+    /// Profiles and samples taken.
+    pub profiles: u64,
+    pub samples: u64,
+}
+
+impl Default for Part {
+    fn default() -> Part {
+        Part {
+            dict: Dict::Live(Interner::new()),
+            headers: Vec::new(),
+            series: Vec::new(),
+            by_labels: HashMap::new(),
+            index: BTreeMap::new(),
+            rollups: HashMap::new(),
+            min_ms: i64::MAX,
+            max_ms: i64::MIN,
+            profiles: 0,
+            samples: 0,
+        }
+    }
+}
+
+/// Sample type names and period type of `p`: profiles with equal
+/// signatures share a header.
+fn same_kind(a: &Profile, b: &Profile) -> bool {
+    fn period(p: &Profile) -> Option<(&str, &str)> {
+        p.period_type.map(|v| (p.str(v.ty), p.str(v.unit)))
+    }
+    a.sample_types.len() == b.sample_types.len()
+        && (0..a.sample_types.len()).all(|i| a.sample_type_names(i) == b.sample_type_names(i))
+        && period(a) == period(b)
+        && a.period == b.period
+        && a.str(a.default_sample_type) == b.str(b.default_sample_type)
+}
+
+/// `h` reduced to sample type `i`.
+fn one_type(h: &Profile, i: usize) -> Profile {
+    let mut one = h.clone();
+    one.sample_types = vec![h.sample_types[i]];
+    one.default_sample_type = h.sample_types[i].ty;
+    one
+}
+
+impl Part {
+    /// The header index for `p`'s kind, added if new.
+    pub fn header_for(&mut self, p: &Profile) -> u32 {
+        match self.headers.iter().position(|h| same_kind(h, p)) {
+            Some(i) => i as u32,
+            None => {
+                let mut h = kiln_profile::header(p);
+                h.time_nanos = 0;
+                h.duration_nanos = 0;
+                self.headers.push(h);
+                (self.headers.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The series of `labels` (sorted), added if new.
+    pub fn series_for(&mut self, labels: &[(String, String)]) -> SeriesId {
+        if let Some(&id) = self.by_labels.get(labels) {
+            return id;
+        }
+        let id = self.series.len() as SeriesId;
+        for (k, v) in labels {
+            self.index
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.series.push(Series {
+            labels: labels.to_vec(),
+            buckets: Buckets::default(),
+        });
+        self.by_labels.insert(labels.to_vec(), id);
+        id
+    }
+
+    pub fn rollup_key(labels: &[(String, String)]) -> Option<(String, String)> {
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Some((get(NAME_LABEL)?, get("service_name")?))
+    }
+
+    /// Takes one profile of the series `labels` (sorted) at `time_ms`.
+    pub fn add(
+        &mut self,
+        labels: &[(String, String)],
+        time_ms: i64,
+        p: &Profile,
+    ) -> Result<(), Error> {
+        let Dict::Live(dict) = &mut self.dict else {
+            return Err(Error::Block {
+                block: String::new(),
+                reason: "a block takes no profiles".into(),
+            });
+        };
+        let width = p.sample_types.len();
+        let mut rows = Rows::new(width);
+        dict.add(p, |s, l, v| rows.push(s, l, v))?;
+        let header = self.header_for(p);
+        let id = self.series_for(labels);
+        let end = p.time_nanos.saturating_add(p.duration_nanos);
+        if let Some(key) = Part::rollup_key(labels) {
+            let g = self
+                .rollups
+                .entry(key)
+                .or_default()
+                .group(time_ms, header, width);
+            g.rows.extend(&rows);
+            g.rows.maybe_fold();
+            g.widen(p.time_nanos, end);
+        }
+        let g = self.series[id as usize]
+            .buckets
+            .group(time_ms, header, width);
+        g.rows.extend(&rows);
+        g.rows.maybe_fold();
+        g.widen(p.time_nanos, end);
+        self.min_ms = self.min_ms.min(time_ms);
+        self.max_ms = self.max_ms.max(time_ms);
+        self.profiles += 1;
+        self.samples += p.samples.len() as u64;
+        Ok(())
+    }
+
+    /// Puts one row read back from a block: series `series` (whose rollup
+    /// key is `rollup`), minute, kind, the group's time span.
+    pub fn put_row(
+        &mut self,
+        series: SeriesId,
+        rollup: Option<&(String, String)>,
+        minute: i64,
+        header: u32,
+        (start, end): (i64, i64),
+        (stack, labels): (StackId, LabelSetId),
+        values: &[i64],
+    ) {
+        let width = values.len();
+        if let Some(key) = rollup {
+            let r = match self.rollups.get_mut(key) {
+                Some(r) => r,
+                None => self.rollups.entry(key.clone()).or_default(),
+            };
+            let g = r.group(minute, header, width);
+            g.rows.push(stack, labels, values);
+            g.rows.maybe_fold();
+            g.widen(start, end);
+        }
+        let g = self.series[series as usize]
+            .buckets
+            .group(minute, header, width);
+        g.rows.push(stack, labels, values);
+        g.widen(start, end);
+    }
+
+    /// Adds another part's rows (re-interned into this part's table).
+    pub fn absorb(&mut self, other: &Part) -> Result<(), Error> {
+        let Dict::Live(dict) = &mut self.dict else {
+            return Err(Error::Block {
+                block: String::new(),
+                reason: "a block takes no rows".into(),
+            });
+        };
+        let tables = other.dict.tables();
+        let mut remap = dict.remapper(tables);
+        let headers: Vec<u32> = other
+            .headers
+            .iter()
+            .map(|h| {
+                match self.headers.iter().position(|x| same_kind(x, h)) {
+                    Some(i) => i,
+                    None => {
+                        self.headers.push(h.clone());
+                        self.headers.len() - 1
+                    }
+                }
+                .try_into()
+                .unwrap_or(u32::MAX)
+            })
+            .collect();
+        for s in &other.series {
+            let id = {
+                if let Some(&id) = self.by_labels.get(&s.labels) {
+                    id
+                } else {
+                    let id = self.series.len() as SeriesId;
+                    for (k, v) in &s.labels {
+                        self.index
+                            .entry(k.clone())
+                            .or_default()
+                            .entry(v.clone())
+                            .or_default()
+                            .insert(id);
+                    }
+                    self.series.push(Series {
+                        labels: s.labels.clone(),
+                        buckets: Buckets::default(),
+                    });
+                    self.by_labels.insert(s.labels.clone(), id);
+                    id
+                }
+            };
+            let key = Part::rollup_key(&s.labels);
+            for (&minute, groups) in &s.buckets.minutes {
+                for g in groups {
+                    let mut rows = Rows::new(g.rows.width);
+                    for (st, l, v) in g.rows.iter() {
+                        let (st, l) = remap.row(st, l)?;
+                        rows.push(st, l, v);
+                    }
+                    let header = headers[g.header as usize];
+                    if let Some(key) = &key {
+                        let r = self.rollups.entry(key.clone()).or_default().group(
+                            minute,
+                            header,
+                            g.rows.width,
+                        );
+                        r.rows.extend(&rows);
+                        r.rows.maybe_fold();
+                        r.widen(g.start_ns, g.end_ns);
+                    }
+                    let into = self.series[id as usize]
+                        .buckets
+                        .group(minute, header, g.rows.width);
+                    into.rows.extend(&rows);
+                    into.rows.maybe_fold();
+                    into.widen(g.start_ns, g.end_ns);
+                }
+            }
+        }
+        self.min_ms = self.min_ms.min(other.min_ms);
+        self.max_ms = self.max_ms.max(other.max_ms);
+        self.profiles += other.profiles;
+        self.samples += other.samples;
+        Ok(())
+    }
+
+    /// Fixes the symbol table and folds every row: what a block holds.
+    pub fn seal(&mut self) {
+        if let Dict::Live(_) = self.dict {
+            let Dict::Live(i) = std::mem::replace(&mut self.dict, Dict::Fixed(Profile::default()))
+            else {
+                unreachable!("checked above");
+            };
+            self.dict = Dict::Fixed(i.into_tables());
+        }
+        for s in &mut self.series {
+            for g in s.buckets.minutes.values_mut().flatten() {
+                g.rows.fold();
+            }
+        }
+        for r in self.rollups.values_mut() {
+            for g in r.minutes.values_mut().flatten() {
+                g.rows.fold();
+            }
+        }
+    }
+
+    /// The rollup that answers `q` exactly: `q` names a profile and
+    /// selects by `service_name="…"` alone.
+    fn rollup_key_for(q: &selector::Query) -> Option<(String, String)> {
+        match q.matchers.as_slice() {
+            [m] if m.name == "service_name"
+                && m.op == selector::Op::Eq
+                && !q.profile_name().is_empty() =>
+            {
+                Some((q.profile_name().to_string(), m.value.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `q` is read from a rollup here.
+    #[cfg(test)]
+    pub fn uses_rollup(&self, q: &selector::Query) -> bool {
+        Part::rollup_key_for(q).is_some_and(|k| self.rollups.contains_key(&k))
+    }
+
+    /// Whole hours summed in the rollup `q` reads.
+    #[cfg(test)]
+    pub fn rollup_hours(&self, q: &selector::Query) -> Vec<i64> {
+        Part::rollup_key_for(q)
+            .and_then(|k| self.rollups.get(&k))
+            .map(|r| r.hours.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Series matching `q`: equality matchers narrow through the index,
+    /// the rest are checked on each candidate.
+    pub fn matching(&self, q: &selector::Query) -> Vec<SeriesId> {
+        let mut candidates: Option<BTreeSet<SeriesId>> = None;
+        let mut narrow = |name: &str, value: &str| {
+            let set = self
+                .index
+                .get(name)
+                .and_then(|v| v.get(value))
+                .cloned()
+                .unwrap_or_default();
+            candidates = Some(match candidates.take() {
+                Some(c) => c.intersection(&set).copied().collect(),
+                None => set,
+            });
+        };
+        if !q.profile_name().is_empty() {
+            narrow(NAME_LABEL, q.profile_name());
+        }
+        for m in &q.matchers {
+            if m.op == selector::Op::Eq && !m.value.is_empty() {
+                narrow(&m.name, &m.value);
+            }
+        }
+        let all: Box<dyn Iterator<Item = SeriesId>> = match candidates {
+            Some(c) => Box::new(c.into_iter()),
+            None => Box::new(0..self.series.len() as SeriesId),
+        };
+        all.filter(|&i| q.matches(&self.series[i as usize].labels))
+            .collect()
+    }
+
+    /// Readies every bucket a read of `q` over the range touches.
+    pub fn prepare(&mut self, q: &selector::Query, from_ms: i64, until_ms: i64) {
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        if let Some(r) = Part::rollup_key_for(q).and_then(|k| self.rollups.get_mut(&k)) {
+            r.prepare(lo, until_ms);
+            return;
+        }
+        for id in self.matching(q) {
+            self.series[id as usize].buckets.prepare(lo, until_ms);
+        }
+    }
+
+    /// The groups `q` reads over the range.
+    fn groups(&self, q: &selector::Query, from_ms: i64, until_ms: i64) -> Vec<&Group> {
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let mut out = Vec::new();
+        match Part::rollup_key_for(q).and_then(|k| self.rollups.get(&k)) {
+            Some(r) => r.read(lo, until_ms, &mut out),
+            None => {
+                for id in self.matching(q) {
+                    self.series[id as usize]
+                        .buckets
+                        .read(lo, until_ms, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds what `q` selects over the range to `m`: per kind, every row
+    /// at once. With a sample type in `q`, rows are reduced to it, so kinds
+    /// that share it merge; kinds without it are left out.
+    pub fn read_into(
+        &self,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        m: &mut Merger,
+    ) -> Result<(), Error> {
+        let groups = self.groups(q, from_ms, until_ms);
+        let ty = q.sample_type();
+        for (h, header) in self.headers.iter().enumerate() {
+            let mine: Vec<&Group> = groups
+                .iter()
+                .copied()
+                .filter(|g| g.header as usize == h && g.rows.len() > 0)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let column = match &ty {
+                Some(t) => match header.sample_type_index(t) {
+                    Some(i) => Some(i),
+                    None => continue,
+                },
+                None => None,
+            };
+            let mut head = match column {
+                Some(i) if header.sample_types.len() > 1 => one_type(header, i),
+                _ => header.clone(),
+            };
+            let start = mine
+                .iter()
+                .filter(|g| g.start_ns != 0)
+                .map(|g| g.start_ns)
+                .min();
+            if let Some(start) = start {
+                head.time_nanos = start;
+                head.duration_nanos = mine.iter().map(|g| g.end_ns).max().unwrap_or(start) - start;
+            }
+            let rows = mine.iter().flat_map(|g| {
+                g.rows.iter().map(move |(s, l, v)| match column {
+                    Some(i) if v.len() > 1 => (s, l, std::slice::from_ref(&v[i])),
+                    _ => (s, l, v),
+                })
+            });
+            m.add_rows(&head, self.dict.tables(), rows)?;
+        }
+        Ok(())
+    }
+
+    /// Per bucket start within the range, the total of `q`'s sample type
+    /// (or each kind's default) for each value of `group_by`.
+    pub fn totals(
+        &self,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        group_by: Option<&str>,
+        out: &mut BTreeMap<String, BTreeMap<i64, i64>>,
+    ) {
+        let ty = q.sample_type();
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let columns: Vec<Option<usize>> = self
+            .headers
+            .iter()
+            .map(|h| match &ty {
+                Some(t) => h.sample_type_index(t),
+                None => h.default_type_index(),
+            })
+            .collect();
+        for id in self.matching(q) {
+            let s = &self.series[id as usize];
+            let key = group_by
+                .and_then(|g| s.labels.iter().find(|(k, _)| k == g))
+                .map_or(String::new(), |(_, v)| v.clone());
+            let line = out.entry(key).or_default();
+            for (&t, groups) in s.buckets.minutes.range(lo..until_ms) {
+                for g in groups {
+                    if let Some(i) = columns[g.header as usize] {
+                        let v = line.entry(t).or_default();
+                        *v = v.saturating_add(g.rows.total(i));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Profile type IDs (`name:sample:unit:period:unit`) held.
+    pub fn profile_types(&self, out: &mut BTreeSet<String>) {
+        for s in &self.series {
+            let name = s
+                .labels
+                .iter()
+                .find(|(k, _)| k == NAME_LABEL)
+                .map_or("", |(_, v)| v.as_str());
+            let headers: BTreeSet<u32> = s
+                .buckets
+                .minutes
+                .values()
+                .flatten()
+                .map(|g| g.header)
+                .collect();
+            for h in headers {
+                let p = &self.headers[h as usize];
+                let (pt, pu) = p
+                    .period_type
+                    .map(|v| (p.str(v.ty), p.str(v.unit)))
+                    .unwrap_or(("", ""));
+                for i in 0..p.sample_types.len() {
+                    let (t, u) = p.sample_type_names(i);
+                    out.insert(format!("{name}:{t}:{u}:{pt}:{pu}"));
+                }
+            }
+        }
+    }
+
+    /// Rows held in series buckets (not rollups).
+    pub fn rows(&self) -> u64 {
+        self.series
+            .iter()
+            .flat_map(|s| s.buckets.minutes.values().flatten())
+            .map(|g| g.rows.len() as u64)
+            .sum()
+    }
+
+    /// Minute buckets held.
+    pub fn buckets(&self) -> u64 {
+        self.series
+            .iter()
+            .map(|s| s.buckets.minutes.len() as u64)
+            .sum()
+    }
+
+    /// Approximate bytes of memory held.
+    pub fn bytes(&self) -> usize {
+        let t = self.dict.tables();
+        let tables = t.strings.iter().map(|s| s.len() + 24).sum::<usize>()
+            + t.functions.len() * 32
+            + t.locations
+                .iter()
+                .map(|l| 48 + l.lines.len() * 24)
+                .sum::<usize>()
+            + t.stacks.total_items() * 4
+            + t.stacks.len() * 16
+            + t.label_sets.total_items() * 32
+            + t.label_sets.len() * 16;
+        tables
+            + self
+                .series
+                .iter()
+                .map(|s| s.buckets.bytes() + 64)
+                .sum::<usize>()
+            + self.rollups.values().map(Buckets::bytes).sum::<usize>()
+    }
+}
