@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::part::{Dict, Part};
+use crate::part::{At, Dict, Part};
 
 /// The block format version `meta.json` carries; readers refuse others.
 pub const VERSION: u32 = 1;
@@ -154,8 +154,11 @@ fn batch(block: &str, cols: Vec<(&str, ArrayRef)>) -> Result<RecordBatch, Error>
     RecordBatch::try_from_iter(cols).map_err(|e| err(block, e))
 }
 
-/// The files of `part` as Parquet: (name, bytes).
-pub(crate) fn encode(id: &str, part: &Part) -> Result<(Vec<(String, Vec<u8>)>, Vec<Kind>), Error> {
+/// A block's files: (name, bytes).
+pub(crate) type Files = Vec<(String, Vec<u8>)>;
+
+/// The files of `part` as Parquet, and the kinds its rows refer to.
+pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error> {
     let t = part.dict.tables();
     let s = |x: StringId| t.str(x);
     let mut files = Vec::new();
@@ -379,7 +382,7 @@ pub(crate) fn fill_meta(
 pub(crate) async fn upload(
     store: &dyn ObjectStore,
     meta: &Meta,
-    files: Vec<(String, Vec<u8>)>,
+    files: Files,
 ) -> Result<(), Error> {
     let id = meta.id.as_str();
     for (name, bytes) in files {
@@ -689,18 +692,21 @@ pub(crate) async fn read(store: &dyn ObjectStore, meta: &Meta) -> Result<Part, E
             if v.len() != width {
                 return Err(err(id, "a row's values do not match its kind"));
             }
+            let at = At {
+                minute: minute.value(i),
+                header: k as u32,
+                span: (start.value(i), end.value(i)),
+            };
             part.put_row(
                 s as u32,
                 rollups[s].as_ref(),
-                minute.value(i),
-                k as u32,
-                (start.value(i), end.value(i)),
+                at,
                 (StackId(stack.value(i)), LabelSetId(labels.value(i))),
                 v,
             );
         }
     }
-    part.dict = Dict::Fixed(t);
+    part.dict = Dict::Fixed(Box::new(t));
     part.min_ms = meta.min_ms;
     part.max_ms = meta.max_ms;
     part.profiles = meta.profiles;

@@ -928,7 +928,7 @@ impl Store {
             >= self.opts.flush_every;
         let big =
             read(&self.head).values().map(Part::bytes).sum::<usize>() >= self.opts.head_max_bytes;
-        if due || big || !read(&self.frozen).is_empty() && due {
+        if due || big {
             self.flush().await?;
         }
         self.compact().await?;
@@ -1105,7 +1105,9 @@ mod tests {
 
     /// A profile as a comparable map: (frames root first, sample labels)
     /// → values; independent of table order.
-    fn canon(p: &Profile) -> BTreeMap<(Vec<String>, Vec<(String, String)>), Vec<i64>> {
+    type Canon = BTreeMap<(Vec<String>, Vec<(String, String)>), Vec<i64>>;
+
+    fn canon(p: &Profile) -> Canon {
         let mut out = BTreeMap::new();
         let n = p.sample_types.len();
         for (i, s) in p.samples.iter().enumerate() {

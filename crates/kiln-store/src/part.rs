@@ -242,6 +242,15 @@ impl Buckets {
     }
 }
 
+/// Where a row read back from a block goes: its minute, its kind, and
+/// its group's time span (ns).
+#[derive(Clone, Copy)]
+pub(crate) struct At {
+    pub minute: i64,
+    pub header: u32,
+    pub span: (i64, i64),
+}
+
 pub(crate) struct Series {
     pub labels: Vec<(String, String)>,
     pub buckets: Buckets,
@@ -249,8 +258,8 @@ pub(crate) struct Series {
 
 /// The symbol table: growing while the part takes profiles, fixed after.
 pub(crate) enum Dict {
-    Live(Interner),
-    Fixed(Profile),
+    Live(Box<Interner>),
+    Fixed(Box<Profile>),
 }
 
 impl Dict {
@@ -284,7 +293,7 @@ pub(crate) struct Part {
 impl Default for Part {
     fn default() -> Part {
         Part {
-            dict: Dict::Live(Interner::new()),
+            dict: Dict::Live(Box::default()),
             headers: Vec::new(),
             series: Vec::new(),
             by_labels: HashMap::new(),
@@ -409,9 +418,11 @@ impl Part {
         &mut self,
         series: SeriesId,
         rollup: Option<&(String, String)>,
-        minute: i64,
-        header: u32,
-        (start, end): (i64, i64),
+        At {
+            minute,
+            header,
+            span: (start, end),
+        }: At,
         (stack, labels): (StackId, LabelSetId),
         values: &[i64],
     ) {
@@ -518,11 +529,11 @@ impl Part {
     /// Fixes the symbol table and folds every row: what a block holds.
     pub fn seal(&mut self) {
         if let Dict::Live(_) = self.dict {
-            let Dict::Live(i) = std::mem::replace(&mut self.dict, Dict::Fixed(Profile::default()))
+            let Dict::Live(i) = std::mem::replace(&mut self.dict, Dict::Fixed(Box::default()))
             else {
                 unreachable!("checked above");
             };
-            self.dict = Dict::Fixed(i.into_tables());
+            self.dict = Dict::Fixed(Box::new(i.into_tables()));
         }
         for s in &mut self.series {
             for g in s.buckets.minutes.values_mut().flatten() {
