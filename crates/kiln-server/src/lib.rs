@@ -11,20 +11,23 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = kiln_server::Config::new("./kiln-data");
-//! let app = kiln_server::App::open(config)?;
+//! let app = kiln_server::App::open(config).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:4040").await?;
 //! axum::serve(listener, app.router()).await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod flamebearer;
 mod ingest;
 mod query;
 pub mod time;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -77,15 +80,45 @@ pub struct Config {
     /// request but `/metrics` and `/ready` needs a token, and a token of
     /// tenant A never reads or writes tenant B.
     pub tokens: Vec<(String, String)>,
+    /// Where blocks go: `s3://bucket/prefix` or `file:///path`; `None`
+    /// (the default) is `DATA_DIR/blocks`.
+    pub storage: Option<String>,
+    /// The head is cut into blocks this often. Default 10 minutes.
+    pub flush_every: Duration,
+    /// ... or once it holds this many bytes. Default 512 MiB.
+    pub head_max_bytes: usize,
+    /// How long blocks are kept, per tenant (`""`: every tenant not named).
+    /// Default: no entry, kept forever.
+    pub retention: HashMap<String, Duration>,
+    /// This server's id in the blocks it writes; default: made once and
+    /// kept in `DATA_DIR/server-id`.
+    pub server_id: Option<String>,
+    /// Other servers on the same bucket, asked for their unflushed head
+    /// at each query (`http://host:port`).
+    pub peers: Vec<String>,
+    /// The token peers show each other (`cluster.token`).
+    pub peer_token: Option<String>,
+    /// The bucket is listed again for peers' blocks when a query finds the
+    /// last look older than this. Default 10 s.
+    pub refresh_every: Duration,
 }
 
 impl Config {
     /// The defaults, storing under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        let store = kiln_store::Options::default();
         Config {
             data_dir: data_dir.into(),
             limits: Limits::default(),
             tokens: Vec::new(),
+            storage: None,
+            flush_every: store.flush_every,
+            head_max_bytes: store.head_max_bytes,
+            retention: HashMap::new(),
+            server_id: None,
+            peers: Vec::new(),
+            peer_token: None,
+            refresh_every: store.refresh_every,
         }
     }
 
@@ -99,8 +132,19 @@ impl Config {
     /// max_samples = 1000000
     /// max_labels = 30
     /// max_label_len = 1024
+    /// [storage]
+    /// url = "s3://bucket/prefix"     # default: DATA_DIR/blocks
+    /// flush_every = "10m"
+    /// head_max_bytes = 536870912
+    /// retention = "30d"              # tenants without their own
+    /// refresh_every = "10s"
+    /// [cluster]
+    /// server_id = "kiln-1"
+    /// peers = ["http://kiln-2:4040"]
+    /// token = "a-long-shared-secret"
     /// [tenants.team-a]
     /// tokens = ["a-secret"]
+    /// retention = "7d"
     /// ```
     ///
     /// Unknown keys are errors, so a typo does not silently do nothing.
@@ -113,6 +157,27 @@ impl Config {
             limits: FileLimits,
             #[serde(default)]
             tenants: std::collections::BTreeMap<String, Tenant>,
+            #[serde(default)]
+            storage: Storage,
+            #[serde(default)]
+            cluster: Cluster,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Storage {
+            url: Option<String>,
+            flush_every: Option<String>,
+            head_max_bytes: Option<usize>,
+            retention: Option<String>,
+            refresh_every: Option<String>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Cluster {
+            server_id: Option<String>,
+            #[serde(default)]
+            peers: Vec<String>,
+            token: Option<String>,
         }
         #[derive(serde::Deserialize, Default)]
         #[serde(deny_unknown_fields)]
@@ -126,8 +191,13 @@ impl Config {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Tenant {
+            #[serde(default)]
             tokens: Vec<String>,
+            retention: Option<String>,
         }
+        let span = |key: &str, v: &str| {
+            time::duration(v).map_err(|e| Error::Config(format!("{key} = {v:?}: {e}")))
+        };
         let f: File = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         if let Some(d) = f.data_dir {
             self.data_dir = d;
@@ -138,9 +208,49 @@ impl Config {
         l.max_samples = f.limits.max_samples.unwrap_or(l.max_samples);
         l.max_labels = f.limits.max_labels.unwrap_or(l.max_labels);
         l.max_label_len = f.limits.max_label_len.unwrap_or(l.max_label_len);
+        let st = f.storage;
+        if st.url.is_some() {
+            self.storage = st.url;
+        }
+        if let Some(v) = &st.flush_every {
+            self.flush_every = span("storage.flush_every", v)?;
+        }
+        self.head_max_bytes = st.head_max_bytes.unwrap_or(self.head_max_bytes);
+        if let Some(v) = &st.retention {
+            self.retention
+                .insert(String::new(), span("storage.retention", v)?);
+        }
+        if let Some(v) = &st.refresh_every {
+            self.refresh_every = span("storage.refresh_every", v)?;
+        }
+        if f.cluster.server_id.is_some() {
+            self.server_id = f.cluster.server_id;
+        }
+        for p in &f.cluster.peers {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "cluster.peers: {p:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        self.peers.extend(f.cluster.peers);
+        if let Some(t) = f.cluster.token {
+            if t.len() < 16 {
+                return Err(Error::Config(
+                    "cluster.token: must be at least 16 characters".into(),
+                ));
+            }
+            self.peer_token = Some(t);
+        }
         for (tenant, t) in f.tenants {
             valid_tenant(&tenant)
                 .map_err(|e| Error::Config(format!("tenants.{tenant}: {}", e.1)))?;
+            if let Some(v) = &t.retention {
+                self.retention.insert(
+                    tenant.clone(),
+                    span(&format!("tenants.{tenant}.retention"), v)?,
+                );
+            }
             for token in t.tokens {
                 if token.len() < 16 {
                     return Err(Error::Config(format!(
@@ -178,6 +288,16 @@ struct Metrics {
     ingest_errors: Counter,
     head_series: Gauge,
     head_samples: Gauge,
+    head_rows: Gauge,
+    head_bytes: Gauge,
+    blocks: Gauge,
+    block_bytes: Gauge,
+    wal_bytes: Gauge,
+    flushes: Gauge,
+    flush_errors: Gauge,
+    compactions: Gauge,
+    expired_blocks: Gauge,
+    peer_errors: Counter,
     query_seconds: Histogram,
 }
 
@@ -191,6 +311,16 @@ impl Metrics {
             ingest_errors: Counter::default(),
             head_series: Gauge::default(),
             head_samples: Gauge::default(),
+            head_rows: Gauge::default(),
+            head_bytes: Gauge::default(),
+            blocks: Gauge::default(),
+            block_bytes: Gauge::default(),
+            wal_bytes: Gauge::default(),
+            flushes: Gauge::default(),
+            flush_errors: Gauge::default(),
+            compactions: Gauge::default(),
+            expired_blocks: Gauge::default(),
+            peer_errors: Counter::default(),
             query_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0]),
         };
         registry.register(
@@ -214,6 +344,56 @@ impl Metrics {
             "Samples held in the head",
             m.head_samples.clone(),
         );
+        for (name, help, g) in [
+            (
+                "head_rows",
+                "Rows (stack x label set x minute) in the head",
+                &m.head_rows,
+            ),
+            (
+                "head_bytes",
+                "Approximate memory the head holds",
+                &m.head_bytes,
+            ),
+            (
+                "blocks",
+                "Blocks known, this server's and its peers'",
+                &m.blocks,
+            ),
+            (
+                "block_bytes",
+                "Bytes of those blocks in storage",
+                &m.block_bytes,
+            ),
+            (
+                "wal_bytes",
+                "Bytes of write-ahead log on disk",
+                &m.wal_bytes,
+            ),
+            ("flushes", "Cuts of the head into blocks", &m.flushes),
+            (
+                "flush_errors",
+                "Cuts that failed and wait for a retry",
+                &m.flush_errors,
+            ),
+            (
+                "compactions",
+                "Compactions of an hour's blocks",
+                &m.compactions,
+            ),
+            (
+                "expired_blocks",
+                "Blocks deleted for retention",
+                &m.expired_blocks,
+            ),
+        ] {
+            registry.register(name, help, g.clone());
+        }
+        registry.register(
+            "peer_errors",
+            "Peers that did not answer a query",
+            m.peer_errors.clone(),
+        );
         registry.register(
             "query_seconds",
             "Time to answer a query",
@@ -227,6 +407,8 @@ struct Inner {
     config: Config,
     store: kiln_store::Store,
     metrics: Metrics,
+    /// For asking peers.
+    http: reqwest::Client,
 }
 
 /// Shared state of every handler.
@@ -246,16 +428,59 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store under `config.data_dir` (replaying its log).
-    pub fn open(config: Config) -> Result<App, Error> {
-        let store = kiln_store::Store::open(&config.data_dir)?;
-        Ok(App {
-            state: AppState(Arc::new(Inner {
-                config,
-                store,
-                metrics: Metrics::new(),
-            })),
-        })
+    /// Opens the store under `config.data_dir` (loading its blocks and
+    /// replaying the log since the last cut) and starts its upkeep: every
+    /// second a task cuts the head when due, compacts, expires and looks
+    /// for peers' blocks. Needs a Tokio runtime; the task ends with the
+    /// last handle on the app.
+    pub async fn open(config: Config) -> Result<App, Error> {
+        let opts = kiln_store::Options {
+            storage: match &config.storage {
+                Some(url) => Some(cluster::storage(url)?),
+                None => None,
+            },
+            server_id: config.server_id.clone(),
+            flush_every: config.flush_every,
+            head_max_bytes: config.head_max_bytes,
+            retention: config.retention.clone(),
+            refresh_every: config.refresh_every,
+            ..kiln_store::Options::default()
+        };
+        let store = kiln_store::Store::open(&config.data_dir, opts).await?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let state = AppState(Arc::new(Inner {
+            config,
+            store,
+            metrics: Metrics::new(),
+            http,
+        }));
+        let weak = Arc::downgrade(&state.0);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = inner.store.tick().await {
+                    tracing::error!(target: "kiln_server", "storage upkeep: {e}");
+                }
+            }
+        });
+        Ok(App { state })
+    }
+
+    /// Cuts the head into blocks now (as the upkeep does every
+    /// `flush_every`); returns the ids written.
+    pub async fn flush(&self) -> Result<Vec<String>, Error> {
+        Ok(self.state.store.flush().await?)
+    }
+
+    /// The store, for tools and tests that look beneath the API.
+    pub fn store(&self) -> &kiln_store::Store {
+        &self.state.store
     }
 
     /// Every route.
@@ -281,6 +506,8 @@ impl App {
             .route("/api/v1/profile-types", get(query::profile_types))
             .route("/api/v1/pprof", get(query::pprof))
             .route("/api/v1/threads", get(query::threads))
+            .route(cluster::HEAD_PATH, post(cluster::head))
+            .route("/api/v1/admin/flush", post(admin_flush))
             .route("/metrics", get(metrics))
             .route("/ready", get(|| async { "ready\n" }))
             .layer(DefaultBodyLimit::max(limit))
@@ -389,10 +616,35 @@ fn tenant(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// `POST /api/v1/admin/flush`: cut the head into blocks now (see
+/// [`cluster::operator`] for who may).
+async fn admin_flush(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    cluster::operator(&st, &headers)?;
+    let ids = st.store.flush().await?;
+    Ok(axum::Json(serde_json::json!({ "blocks": ids })).into_response())
+}
+
 async fn metrics(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
     let s = st.store.stats();
     st.metrics.head_series.set(s.series as i64);
     st.metrics.head_samples.set(s.samples as i64);
+    let m = &st.metrics;
+    for (g, v) in [
+        (&m.head_rows, s.head_rows),
+        (&m.head_bytes, s.head_bytes),
+        (&m.blocks, s.blocks),
+        (&m.block_bytes, s.block_bytes),
+        (&m.wal_bytes, s.wal_bytes),
+        (&m.flushes, s.flushes),
+        (&m.flush_errors, s.flush_errors),
+        (&m.compactions, s.compactions),
+        (&m.expired_blocks, s.expired),
+    ] {
+        g.set(v as i64);
+    }
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();

@@ -66,10 +66,15 @@ fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, Api
     Ok(Selection { q, from, until })
 }
 
-/// The merged profile of a selection and the index of its sample type.
-fn load(st: &AppState, tenant: &str, s: &Selection) -> Result<Option<(Profile, usize)>, ApiError> {
+/// The merged profile of a selection — this server's blocks and head and
+/// every peer's unflushed head — and the index of its sample type.
+async fn load(
+    st: &AppState,
+    tenant: &str,
+    s: &Selection,
+) -> Result<Option<(Profile, usize)>, ApiError> {
     let t = Instant::now();
-    let p = st.store.select(tenant, &s.q, s.from, s.until)?;
+    let p = crate::cluster::select(st, tenant, &s.q, s.from, s.until).await?;
     st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
     Ok(p.and_then(|p| {
         let ty = match s.q.sample_type() {
@@ -133,7 +138,7 @@ pub async fn render(
     }
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
-    let loaded = load(&st, &tenant, &s)?;
+    let loaded = load(&st, &tenant, &s).await?;
     let (fb, unit) = match &loaded {
         Some((prof, ty)) => {
             let tree = kiln_profile::flame_tree(prof, *ty, max)
@@ -180,15 +185,18 @@ pub async fn render_diff(
             children: Vec::new(),
         }],
     };
-    let tree = |s: &Selection| -> Result<kiln_profile::FlameTree, ApiError> {
-        match load(&st, &tenant, s)? {
+    let tree = |loaded: Option<(Profile, usize)>| -> Result<kiln_profile::FlameTree, ApiError> {
+        match loaded {
             Some((prof, ty)) => {
                 kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))
             }
             None => Ok(empty()),
         }
     };
-    let (lt, rt) = (tree(&l)?, tree(&r)?);
+    let (lt, rt) = (
+        tree(load(&st, &tenant, &l).await?)?,
+        tree(load(&st, &tenant, &r).await?)?,
+    );
     let unit = if lt.unit.is_empty() {
         rt.unit.clone()
     } else {
@@ -264,7 +272,7 @@ pub async fn top(
             .parse()
             .map_err(|_| ApiError::bad(format!("n={v:?}: expected a whole number")))?,
     };
-    let Some((prof, ty)) = load(&st, &tenant, &s)? else {
+    let Some((prof, ty)) = load(&st, &tenant, &s).await? else {
         return Ok(axum::Json(
             json!({"type": s.q.profile_type, "unit": "", "total": 0, "rows": []}),
         )
@@ -294,7 +302,7 @@ pub async fn flamegraph(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
-    match load(&st, &tenant, &s)? {
+    match load(&st, &tenant, &s).await? {
         Some((prof, ty)) => {
             let tree = kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))?;
             Ok(axum::Json(tree).into_response())
@@ -313,7 +321,8 @@ pub async fn diff(
     let tenant = tenant(&st, &headers)?;
     let l = selection(&p, "left")?;
     let r = selection(&p, "right")?;
-    let (Some((lp, lt)), Some((rp, rt))) = (load(&st, &tenant, &l)?, load(&st, &tenant, &r)?)
+    let (Some((lp, lt)), Some((rp, rt))) =
+        (load(&st, &tenant, &l).await?, load(&st, &tenant, &r).await?)
     else {
         return Err(ApiError(
             axum::http::StatusCode::NOT_FOUND,
@@ -390,7 +399,7 @@ pub async fn pprof(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let t = Instant::now();
-    let merged = st.store.select(&tenant, &s.q, s.from, s.until)?;
+    let merged = crate::cluster::select(&st, &tenant, &s.q, s.from, s.until).await?;
     st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
     let Some(prof) = merged else {
         return Err(ApiError(
@@ -422,7 +431,7 @@ pub async fn threads(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
-    let Some((prof, ty)) = load(&st, &tenant, &s)? else {
+    let Some((prof, ty)) = load(&st, &tenant, &s).await? else {
         return Ok(axum::Json(json!({"total": 0, "pools": [], "threads": []})).into_response());
     };
     let total = prof.total(ty);

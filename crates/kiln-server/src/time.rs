@@ -2,6 +2,35 @@
 //! `now-1h`, `now-30m`, Unix seconds or Unix milliseconds. Anything else
 //! (an RFC 3339 date, say) is refused with a message rather than guessed.
 
+/// A span written `<number><unit>` (`ms`, `s`, `m`, `h`, `d`, `w`), in ms.
+fn span_ms(rest: &str) -> Result<i64, String> {
+    let split = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("expected a unit after the number (s, m, h, d)")?;
+    let n: i64 = rest[..split]
+        .parse()
+        .map_err(|_| "expected <number><unit>")?;
+    let unit = match &rest[split..] {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: expected ms, s, m, h, d or w"
+            ));
+        }
+    };
+    n.checked_mul(unit).ok_or_else(|| "too long".to_string())
+}
+
+/// A duration written `30s`, `10m`, `7d`, … (as in `now-7d`).
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    span_ms(s.trim()).map(|ms| std::time::Duration::from_millis(ms as u64))
+}
+
 /// Milliseconds since the epoch of `s`, relative to `now_ms`.
 pub fn parse(s: &str, now_ms: i64) -> Result<i64, String> {
     let s = s.trim();
@@ -9,29 +38,9 @@ pub fn parse(s: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(now_ms);
     }
     if let Some(rest) = s.strip_prefix("now-") {
-        let split = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or("expected a unit after the number (s, m, h, d)")?;
-        let n: i64 = rest[..split]
-            .parse()
-            .map_err(|_| "expected now-<number><unit>, e.g. now-1h")?;
-        let unit = match &rest[split..] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?}: expected ms, s, m, h, d or w"
-                ));
-            }
-        };
-        return n
-            .checked_mul(unit)
-            .map(|d| now_ms - d)
-            .ok_or_else(|| "too far back".to_string());
+        return span_ms(rest)
+            .map_err(|e| format!("{e}, e.g. now-1h"))
+            .map(|d| now_ms - d);
     }
     let n: i64 = s
         .parse()

@@ -43,6 +43,10 @@
 
 pub mod block;
 mod part;
+
+/// The `object_store` this crate writes blocks with, for callers that
+/// build a storage to hand it.
+pub use object_store;
 pub mod selector;
 pub mod wal;
 

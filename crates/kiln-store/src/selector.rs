@@ -53,6 +53,24 @@ pub struct Query {
     pub matchers: Vec<Matcher>,
 }
 
+/// Written back as a query that parses to the same thing.
+impl std::fmt::Display for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{{", self.profile_type)?;
+        for (i, m) in self.matchers.iter().enumerate() {
+            let op = match m.op {
+                Op::Eq => "=",
+                Op::Ne => "!=",
+                Op::Re => "=~",
+                Op::NotRe => "!~",
+            };
+            let v = m.value.replace('\\', "\\\\").replace('"', "\\\"");
+            write!(f, "{}{}{op}\"{v}\"", if i > 0 { "," } else { "" }, m.name)?;
+        }
+        write!(f, "}}")
+    }
+}
+
 impl Query {
     /// The profile name (`__name__`) the type names: its first field.
     pub fn profile_name(&self) -> &str {
@@ -202,6 +220,27 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn writes_back_what_parses_the_same() {
+        for text in [
+            r#"process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="a\"b\\c", region=~"eu-.*",v!="x"}"#,
+            r#"{host!~"canary.*"}"#,
+            "memory{}",
+        ] {
+            let q = parse(text).unwrap();
+            let again = parse(&q.to_string()).unwrap();
+            assert_eq!(again.to_string(), q.to_string());
+            assert_eq!(again.profile_type, q.profile_type);
+            let mv = |q: &Query| -> Vec<(String, String)> {
+                q.matchers
+                    .iter()
+                    .map(|m| (m.name.clone(), m.value.clone()))
+                    .collect()
+            };
+            assert_eq!(mv(&again), mv(&q), "{text}");
+        }
     }
 
     #[test]

@@ -47,7 +47,9 @@ struct ServerArgs {
     /// else `./kiln-data`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Object storage for blocks, `s3://bucket/prefix` (not available yet).
+    /// Object storage for blocks: `s3://bucket/prefix` (credentials and
+    /// endpoint from the AWS_* variables) or `file:///path`. Default:
+    /// DATA_DIR/blocks.
     #[arg(long, value_name = "URL")]
     storage: Option<String>,
     /// Configuration file (TOML): data_dir, [limits], [tenants.NAME]

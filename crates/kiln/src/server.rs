@@ -13,11 +13,6 @@ pub fn run(
     config: Option<&Path>,
     self_profile: bool,
 ) -> Result<()> {
-    if let Some(s) = storage {
-        bail!(
-            "--storage {s}: object storage for blocks is not available yet; profiles are kept under --data-dir"
-        );
-    }
     let mut cfg = kiln_server::Config::new("./kiln-data");
     if let Some(c) = config {
         let text =
@@ -29,6 +24,9 @@ pub fn run(
     if let Some(d) = data_dir {
         cfg.data_dir = d.to_path_buf();
     }
+    if let Some(s) = storage {
+        cfg.storage = Some(s.to_string());
+    }
     let data_dir = cfg.data_dir.clone();
     let authenticated = !cfg.tokens.is_empty();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -36,8 +34,9 @@ pub fn run(
         .thread_name("kiln-server")
         .build()
         .context("starting the runtime")?;
-    let app =
-        kiln_server::App::open(cfg).with_context(|| format!("opening {}", data_dir.display()))?;
+    let app = rt
+        .block_on(kiln_server::App::open(cfg))
+        .with_context(|| format!("opening {}", data_dir.display()))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("binding {listen}"))?;
@@ -77,6 +76,11 @@ pub fn run(
     .context("serving")?;
     if let Some(a) = agent {
         a.stop()?;
+    }
+    // What the head holds goes to a block now rather than to the log's
+    // replay at the next start.
+    if let Err(e) = rt.block_on(app.flush()) {
+        eprintln!("kiln server: the head stays in the log: {e}");
     }
     Ok(())
 }

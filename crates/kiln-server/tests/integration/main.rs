@@ -35,7 +35,7 @@ impl Server {
         let config = kiln_server::Config::new(dir.path())
             .apply_toml(toml)
             .unwrap();
-        let app = kiln_server::App::open(config).unwrap();
+        let app = rt.block_on(kiln_server::App::open(config)).unwrap();
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();

@@ -1,6 +1,7 @@
 //! Integration tests of the `kiln` binary: real files in, real tools
 //! (`go tool pprof`) reading what it writes.
 
+mod cluster;
 mod files;
 mod gopprof;
 mod push;

@@ -12,7 +12,7 @@ use crate::kiln_ok;
 
 /// A server process, killed when dropped: a failing test must not leave
 /// it running (it holds the test runner's output pipe open).
-struct Running(Child);
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -23,15 +23,28 @@ impl Drop for Running {
 
 /// Starts `kiln server` on a free port over `dir`; the process and its URL.
 fn start(dir: &std::path::Path) -> (Running, String) {
+    start_with(dir, "127.0.0.1:0", &[], &[])
+}
+
+/// Starts `kiln server` listening on `listen` over `dir`, with more
+/// arguments and environment; the process and its URL.
+pub fn start_with(
+    dir: &std::path::Path,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Running, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
             "server",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--no-self-profile",
             "--data-dir",
         ])
         .arg(dir)
+        .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -134,8 +147,12 @@ fn kill_9_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn server_refuses_what_it_cannot_do_yet() {
-    let out = crate::kiln(["server", "--storage", "s3://bucket/prefix"]);
+fn server_refuses_storage_it_cannot_use() {
+    let out = crate::kiln(["server", "--storage", "ftp://bucket/prefix"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--storage ftp://bucket/prefix: expected s3://bucket/prefix or file:///path"),
+        "{err}"
+    );
 }

@@ -1,0 +1,182 @@
+//! Several servers on one bucket. Each writes its own blocks and reads
+//! everyone's (the store lists the bucket again when its view is stale);
+//! what a peer holds but has not flushed, it is asked for over HTTP:
+//! `POST /api/v1/internal/head` answers its head (and the blocks it flushed
+//! lately that the asker does not know yet) for one query, as gzipped pprof.
+//! Also: the block storage named by a URL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_profile::{Merger, Profile};
+use kiln_store::object_store::{self, ObjectStore};
+use kiln_store::selector;
+
+use crate::{ApiError, AppState, Error};
+
+/// Path of the peer endpoint.
+pub const HEAD_PATH: &str = "/api/v1/internal/head";
+
+/// What a server asks a peer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HeadRequest {
+    tenant: String,
+    query: String,
+    from: i64,
+    until: i64,
+    /// Blocks of the peer's the asker already reads.
+    known: Vec<String>,
+}
+
+/// Block storage for `url`: `s3://bucket[/prefix]` (credentials, region
+/// and endpoint from the `AWS_*` variables, as the AWS tools read them;
+/// `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for an S3-compatible server)
+/// or `file:///path`.
+pub fn storage(url: &str) -> Result<Arc<dyn ObjectStore>, Error> {
+    let bad = |why: String| Error::Config(format!("--storage {url}: {why}"));
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket named".into()));
+        }
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
+            b = b.with_endpoint(e);
+        }
+        let s3: Arc<dyn ObjectStore> = Arc::new(b.build().map_err(|e| bad(e.to_string()))?);
+        let prefix = prefix.trim_matches('/');
+        return Ok(if prefix.is_empty() {
+            s3
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        });
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(path).map_err(|e| bad(e.to_string()))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
+            .map_err(|e| bad(e.to_string()))?;
+        return Ok(Arc::new(fs));
+    }
+    Err(bad("expected s3://bucket/prefix or file:///path".into()))
+}
+
+/// Every profile of `tenant` matching `q` over the range: this server's
+/// view of the bucket and its head, and each peer's unflushed head,
+/// merged. A peer that does not answer is logged and counted, and the
+/// answer is made of the rest.
+pub(crate) async fn select(
+    st: &AppState,
+    tenant: &str,
+    q: &selector::Query,
+    from: i64,
+    until: i64,
+) -> Result<Option<Profile>, ApiError> {
+    if let Err(e) = st.store.refresh_if_stale().await {
+        tracing::warn!(target: "kiln_server", "looking at storage: {e}");
+    }
+    let local = st.store.select(tenant, q, from, until)?;
+    if st.config.peers.is_empty() {
+        return Ok(local);
+    }
+    let ask = HeadRequest {
+        tenant: tenant.to_string(),
+        query: q.to_string(),
+        from,
+        until,
+        known: st.store.peer_blocks().into_iter().collect(),
+    };
+    let answers = futures_util::future::join_all(st.config.peers.iter().map(|peer| async {
+        let url = format!("{}{HEAD_PATH}", peer.trim_end_matches('/'));
+        let mut req = st.http.post(&url).json(&ask);
+        if let Some(t) = &st.config.peer_token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        match resp.status() {
+            StatusCode::NO_CONTENT => Ok(None),
+            StatusCode::OK => {
+                let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+                // A peer's head may be larger than one pushed profile: the
+                // decoder's own 1 GiB cap applies.
+                kiln_profile::decode(&body, &kiln_profile::DecodeOptions::default())
+                    .map(Some)
+                    .map_err(|e| format!("{url}: {e}"))
+            }
+            s => Err(format!(
+                "{url}: {s}: {}",
+                resp.text().await.unwrap_or_default()
+            )),
+        }
+    }))
+    .await;
+    let mut m = Merger::new();
+    if let Some(p) = &local {
+        m.add(p).map_err(|e| ApiError::bad(e.to_string()))?;
+    }
+    for a in answers {
+        match a {
+            Ok(Some(p)) => m.add(&p).map_err(|e| ApiError::bad(e.to_string()))?,
+            Ok(None) => {}
+            Err(e) => {
+                st.metrics.peer_errors.inc();
+                tracing::warn!(target: "kiln_server", "peer head: {e}");
+            }
+        }
+    }
+    Ok((m.inputs() > 0).then(|| m.finish()))
+}
+
+/// Admits a peer or an operator: with `cluster.token` set, only a request
+/// bearing it; with tenant tokens but no cluster token, none; with neither
+/// (an open server), anyone.
+pub(crate) fn operator(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim();
+    match &st.config.peer_token {
+        Some(t) if !crate::constant_time_eq(given.as_bytes(), t.as_bytes()) => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "the cluster token is required".into(),
+        )),
+        None if !st.config.tokens.is_empty() => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "tenants have tokens: set cluster.token to allow this".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /api/v1/internal/head`: this server's share of a peer's query
+/// (see [`operator`] for who may ask).
+pub(crate) async fn head(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    operator(&st, &headers)?;
+    let ask: HeadRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("body: {e}")))?;
+    if !ask.tenant.is_empty() {
+        crate::valid_tenant(&ask.tenant)?;
+    }
+    let q = selector::parse(&ask.query).map_err(|e| ApiError::bad(format!("query: {e}")))?;
+    let known: HashSet<String> = ask.known.into_iter().collect();
+    match st
+        .store
+        .select_head(&ask.tenant, &q, ask.from, ask.until, &known)?
+    {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(p) => Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            kiln_profile::pprof::encode_gzip(&p),
+        )
+            .into_response()),
+    }
+}
