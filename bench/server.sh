@@ -3,9 +3,10 @@
 # (bench/src/bin/make-profiles.rs; N=600 is one minute of the fleet) into
 # `kiln server` over the Connect push API, then time a flame graph over
 # all of it (`/pyroscope/render`, median of 5) against `go tool pprof -proto`
-# merging the same files, in one run. Also: ingest rate, bytes on disk per
-# sample against the gzipped input, server memory per head sample, and the
-# time a restart takes to replay the log.
+# merging the same files, in one run. Also: ingest rate, server memory per
+# head sample, bytes on disk per sample in blocks against the gzipped input
+# (after POST /api/v1/admin/flush), the flame graph read from blocks, and
+# the time a restart takes: from blocks, and replaying the log alone.
 #
 #   bench/server.sh                       # N=600: 100 instances x 1 minute
 #   N=3600 INSTANCES=10 bench/server.sh     # 10 instances x 1 hour
@@ -30,7 +31,9 @@ rm -rf "$data"
 
 start() { # -> sets PID and URL; writes the seconds it took to listen to $out/start-s
   local t0; t0=$(date +%s.%N)
-  $kiln server --listen 127.0.0.1:0 --data-dir "$data" --no-self-profile >"$out/server.out" 2>"$out/server.err" &
+  # No cut but the bench's own: the head holds everything until then.
+  printf '[storage]\nflush_every = "10d"\nhead_max_bytes = 100000000000\n' > "$out/kiln.toml"
+  $kiln server --listen 127.0.0.1:0 --data-dir "$data" --no-self-profile --config "$out/kiln.toml" >"$out/server.out" 2>"$out/server.err" &
   PID=$!
   until grep -q 'http://' "$out/server.out" 2>/dev/null; do
     kill -0 "$PID" 2>/dev/null || { cat "$out/server.err"; exit 1; }
@@ -40,30 +43,55 @@ start() { # -> sets PID and URL; writes the seconds it took to listen to $out/st
   echo "$(date +%s.%N) - $t0" | bc > "$out/start-s"
 }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
+metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+render_s() { # median of 5 flame graphs over everything
+  for _ in 1 2 3 4 5; do
+    curl -s -o /dev/null -w '%{time_total}\n' -G "$URL/pyroscope/render" \
+      --data-urlencode 'query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="bench"}' \
+      --data-urlencode from=0 --data-urlencode until=now --data-urlencode maxNodes=8192
+  done | sort -n | sed -n 3p
+}
 
 start
 rss0=$(rss_kb)
 result=$(target/release/load "$URL" "$dir" 8 5)
 rss1=$(rss_kb)
-samples=$(curl -s "$URL/metrics" | awk '/^kiln_server_head_samples / {print $2}')
-ingested=$(curl -s "$URL/metrics" | awk '/^kiln_server_ingested_samples_total / {print $2}')
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+samples=$(metric kiln_server_head_samples)
+ingested=$(metric kiln_server_ingested_samples_total)
+head_bytes=$(metric kiln_server_head_bytes)
+head_rows=$(metric kiln_server_head_rows)
+echo "head_rows=$head_rows head_bytes=$head_bytes samples=$samples" >&2
 wal=$(du -sb "$data/wal" | cut -f1)
+# The log alone: a restart replays all of it.
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 start
-restart=$(cat "$out/start-s")
+restart_wal=$(cat "$out/start-s")
+# Cut the head into blocks; read them back.
+curl -s -X POST "$URL/api/v1/admin/flush" > /dev/null
+blocks=$(du -sb "$data/blocks" | cut -f1)
+block_q=$(render_s)
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+start
+restart_blocks=$(cat "$out/start-s")
+rss_blocks=$(rss_kb)
+first_q=$(curl -s -o /dev/null -w '%{time_total}' -G "$URL/pyroscope/render" \
+  --data-urlencode 'query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="bench"}' \
+  --data-urlencode from=0 --data-urlencode until=now --data-urlencode maxNodes=8192)
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
 gzbytes=$(du -sb --exclude=.done "$dir" | cut -f1)
-python3 - "$result" "$N" "$rss0" "$rss1" "$samples" "$ingested" "$wal" "$gzbytes" "$restart" <<'PY' > "$out/kiln.txt"
+python3 - "$result" "$N" "$rss0" "$rss1" "$samples" "$ingested" "$wal" "$gzbytes" "$blocks" "$head_bytes" "$rss_blocks" "$restart_wal" "$restart_blocks" "$block_q" "$first_q" <<'PY' > "$out/kiln.txt"
 import json, sys, statistics
 r = json.loads(sys.argv[1]); n = int(sys.argv[2])
-rss0, rss1, head, ingested, wal, gz = map(int, sys.argv[3:9]); restart = float(sys.argv[9])
+rss0, rss1, head, ingested, wal, gz, blocks, head_bytes, rss_blocks = map(int, sys.argv[3:12])
+restart_wal, restart_blocks, block_q, first_q = map(float, sys.argv[12:16])
 q = statistics.median(r["query_s"])
 print(f"files={n} ingest_s={r['ingest_s']:.2f} profiles_per_s={n / r['ingest_s']:.0f} samples_per_s={ingested / r['ingest_s']:.0f}")
 print(f"query_median_s={q:.3f} query_all={','.join(f'{x:.3f}' for x in r['query_s'])} ticks={r['ticks']}")
-print(f"wal_bytes={wal} input_gz_bytes={gz} wal_per_sample={wal / ingested:.1f} gz_per_sample={gz / ingested:.1f}")
-print(f"rss_growth_mb={(rss1 - rss0) / 1024:.1f} head_samples={head} bytes_per_head_sample={(rss1 - rss0) * 1024 / max(head, 1):.1f}")
-print(f"restart_s={restart:.2f}")
+print(f"from_blocks_query_median_s={block_q:.3f} first_query_after_restart_s={first_q:.3f}")
+print(f"input_gz_bytes={gz} gz_per_sample={gz / ingested:.1f} wal_per_sample={wal / ingested:.1f} block_bytes={blocks} block_per_sample={blocks / ingested:.2f} gz_over_block={gz / blocks:.1f}")
+print(f"rss_growth_mb={(rss1 - rss0) / 1024:.1f} head_samples={head} bytes_per_head_sample={(rss1 - rss0) * 1024 / max(head, 1):.1f} head_bytes_metric_per_sample={head_bytes / max(head, 1):.1f}")
+print(f"restart_replaying_log_s={restart_wal:.2f} restart_from_blocks_s={restart_blocks:.2f} rss_after_restart_mb={rss_blocks / 1024:.0f}")
 PY
 cat "$out/kiln.txt"
 if [ "$GO" = 1 ]; then

@@ -141,6 +141,10 @@ impl Group {
 pub(crate) struct Buckets {
     pub minutes: BTreeMap<i64, Vec<Group>>,
     hours: BTreeMap<i64, Vec<Group>>,
+    /// The newest minute rows arrived for: when rows arrive for a newer
+    /// one, its rows are folded (minutes fill one after another, so a
+    /// minute left behind is usually complete).
+    open: Option<i64>,
 }
 
 /// The whole hours within `[lo, until)`: `[first, end)`, empty if none.
@@ -172,6 +176,14 @@ impl Buckets {
     fn group(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
         let minute = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         self.hours.remove(&(minute.div_euclid(HOUR_MS) * HOUR_MS));
+        if self.open.is_none_or(|m| m < minute) {
+            if let Some(left) = self.open.and_then(|m| self.minutes.get_mut(&m)) {
+                for g in left {
+                    g.rows.fold();
+                }
+            }
+            self.open = Some(minute);
+        }
         group_of(self.minutes.entry(minute).or_default(), header, width)
     }
 
@@ -184,8 +196,7 @@ impl Buckets {
             }
         }
         let (first, end) = whole_hours(lo, until);
-        let mut h = first;
-        while h < end {
+        for h in self.hours_held(first, end) {
             if !self.hours.contains_key(&h) {
                 let mut sum: Vec<Group> = Vec::new();
                 for (_, groups) in self.minutes.range(h..h + HOUR_MS) {
@@ -202,8 +213,24 @@ impl Buckets {
                     self.hours.insert(h, sum);
                 }
             }
-            h += HOUR_MS;
         }
+    }
+
+    /// The hours within `[first, end)` that hold any minute, found by
+    /// skipping from one to the next (a range of years costs what it
+    /// holds, not one step per hour).
+    fn hours_held(&self, first: i64, end: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut at = first;
+        while at < end {
+            let Some((&m, _)) = self.minutes.range(at..end).next() else {
+                break;
+            };
+            let h = m.div_euclid(HOUR_MS) * HOUR_MS;
+            out.push(h);
+            at = h + HOUR_MS;
+        }
+        out
     }
 
     /// The groups that cover `[lo, until)`: summed hours where there are
@@ -220,13 +247,11 @@ impl Buckets {
             return;
         }
         minutes(lo, first, out);
-        let mut h = first;
-        while h < end {
+        for h in self.hours_held(first, end) {
             match self.hours.get(&h) {
                 Some(v) => out.extend(v.iter()),
                 None => minutes(h, h + HOUR_MS, out),
             }
-            h += HOUR_MS;
         }
         minutes(end, until, out);
     }
