@@ -23,6 +23,7 @@ mod flamebearer;
 mod ingest;
 mod query;
 pub mod time;
+mod ui;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -508,6 +509,9 @@ impl App {
             .route("/api/v1/threads", get(query::threads))
             .route(cluster::HEAD_PATH, post(cluster::head))
             .route("/api/v1/admin/flush", post(admin_flush))
+            .route("/", get(ui::index))
+            .route("/ui/app.js", get(ui::app))
+            .route("/ui/style.css", get(ui::style))
             .route("/metrics", get(metrics))
             .route("/ready", get(|| async { "ready\n" }))
             .layer(DefaultBodyLimit::max(limit))

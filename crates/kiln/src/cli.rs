@@ -36,6 +36,30 @@ enum Command {
     Server(ServerArgs),
     /// Query a Kiln server: top table, flame graph or merged pprof.
     Query(QueryArgs),
+    /// A server and a small sample service profiling itself into it: see
+    /// live data in the web UI with one command.
+    Demo(DemoArgs),
+    /// The demo's sample service (started by `kiln demo`).
+    #[command(hide = true)]
+    DemoService(DemoServiceArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    listen: String,
+    /// Where the demo's profiles are stored (default: a `kiln-demo`
+    /// directory in the system's temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DemoServiceArgs {
+    /// The server to push to.
+    #[arg(long)]
+    push: String,
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +342,8 @@ pub fn run(cli: Cli) -> Result<()> {
             a.config.as_deref(),
             !a.no_self_profile,
         )?,
+        Command::Demo(a) => crate::demo::run(&a.listen, a.data_dir.as_deref())?,
+        Command::DemoService(a) => crate::demo::service(&a.push)?,
         Command::Query(a) => {
             let q = crate::server::QueryRequest {
                 server: &a.server,

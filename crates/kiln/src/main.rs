@@ -4,6 +4,7 @@
 //! functions and prints; see `cli.rs` and `server.rs`.
 
 mod cli;
+mod demo;
 mod merge;
 mod render;
 mod server;

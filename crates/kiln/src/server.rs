@@ -13,6 +13,16 @@ pub fn run(
     config: Option<&Path>,
     self_profile: bool,
 ) -> Result<()> {
+    let cfg = config_for(data_dir, storage, config)?;
+    serve(cfg, listen, self_profile, |_| Ok(None))
+}
+
+/// The server's configuration: defaults, then the file, then the flags.
+pub fn config_for(
+    data_dir: Option<&Path>,
+    storage: Option<&str>,
+    config: Option<&Path>,
+) -> Result<kiln_server::Config> {
     let mut cfg = kiln_server::Config::new("./kiln-data");
     if let Some(c) = config {
         let text =
@@ -27,6 +37,17 @@ pub fn run(
     if let Some(s) = storage {
         cfg.storage = Some(s.to_string());
     }
+    Ok(cfg)
+}
+
+/// Serves `cfg` on `listen` until Ctrl-C; `beside(url)` may start a
+/// process that lives as long as the server (killed at the end).
+pub fn serve(
+    cfg: kiln_server::Config,
+    listen: &str,
+    self_profile: bool,
+    beside: impl FnOnce(&str) -> Result<Option<std::process::Child>>,
+) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
     let authenticated = !cfg.tokens.is_empty();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -45,6 +66,7 @@ pub fn run(
         "kiln server: http://{addr} (data in {})",
         data_dir.display()
     );
+    let mut child = beside(&format!("http://{addr}"))?;
     // The server profiles itself into itself: a fresh server already
     // shows a real flame graph. (With tokens configured the agent would
     // need one: self-profiling is then off until that is configurable.)
@@ -74,6 +96,10 @@ pub fn run(
             .await
     })
     .context("serving")?;
+    if let Some(c) = &mut child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     if let Some(a) = agent {
         a.stop()?;
     }

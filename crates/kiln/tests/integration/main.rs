@@ -6,6 +6,7 @@ mod files;
 mod gopprof;
 mod push;
 mod server;
+mod ui;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -156,3 +156,74 @@ fn server_refuses_storage_it_cannot_use() {
         "{err}"
     );
 }
+
+#[test]
+fn demo_shows_live_data_of_its_shop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _demo = Running(child);
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let open = lines.next().unwrap().unwrap();
+    assert!(
+        open.contains("/?query=") && open.contains("demo-shop"),
+        "{open}"
+    );
+    let c = reqwest::blocking::Client::new();
+    let get = |path: &str| -> serde_json::Value {
+        c.get(format!("{url}{path}"))
+            .query(&[
+                ("query", r#"process_cpu{service_name="demo-shop"}"#),
+                ("from", "now-10m"),
+                ("until", "now"),
+                ("n", "0"),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    // The shop's own functions and threads, from its agent's pushes.
+    let t = Instant::now();
+    loop {
+        let top = get("/api/v1/top");
+        let names: Vec<&str> = top["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        let threads = get("/api/v1/threads");
+        let pools: Vec<&str> = threads["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        if names.iter().any(|n| n.ends_with("demo::evict_cold"))
+            && names.iter().any(|n| n.ends_with("demo::price_cart"))
+            && pools.contains(&"shop-worker-*")
+            && pools.contains(&"cache-evictor")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no demo data after 60 s: {names:?} {pools:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The UI is served.
+    let page = c.get(&url).send().unwrap().text().unwrap();
+    assert!(page.contains("/ui/app.js"));
+}

@@ -1,0 +1,151 @@
+//! `kiln demo`: a server and, beside it, a small shop service that embeds
+//! kiln-agent and pushes to it — a thread pool serving requests (parsing,
+//! pricing, a database call that slows down every other two minutes,
+//! rendering) and a cache evictor that keeps one core busy. A newcomer runs
+//! one command and sees live data: the flame graph, the top table, the
+//! comparison of two phases, the bottleneck thread.
+//!
+//! The service is this binary again (`kiln demo-service`, hidden), so the
+//! server's own profile and the shop's stay apart.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// Runs the demo until Ctrl-C.
+pub fn run(listen: &str, data_dir: Option<&Path>) -> Result<()> {
+    let dir = data_dir.map_or_else(|| std::env::temp_dir().join("kiln-demo"), Path::to_path_buf);
+    let mut cfg = crate::server::config_for(Some(&dir), None, None)?;
+    // Blocks every minute, so the demo shows them too.
+    cfg.flush_every = Duration::from_secs(60);
+    crate::server::serve(cfg, listen, true, |url| {
+        let exe = std::env::current_exe().context("finding this program")?;
+        let child = Command::new(exe)
+            .args(["demo-service", "--push", url])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the demo service")?;
+        println!(
+            "kiln demo: open {url}/?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds%7Bservice_name%3D%22demo-shop%22%7D&from=now-15m"
+        );
+        println!("kiln demo: the first profiles arrive within 5 seconds; Ctrl-C stops");
+        Ok(Some(child))
+    })
+}
+
+/// The shop service: profiles itself into `url` until its parent exits.
+pub fn service(url: &str) -> Result<()> {
+    let agent = kiln_agent::Agent::builder()
+        .service("demo-shop")
+        .window(Duration::from_secs(5))
+        .push_to(url)
+        .start()
+        .context("starting the agent")?;
+    let parent = std::os::unix::process::parent_id();
+    let mut threads = Vec::new();
+    for i in 1..=3 {
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("shop-worker-{i}"))
+                .spawn(move || worker(i))?,
+        );
+    }
+    threads.push(
+        std::thread::Builder::new()
+            .name("cache-evictor".into())
+            .spawn(evictor)?,
+    );
+    // Gone with the server: a parent killed outright leaves this process
+    // adopted by another.
+    while std::os::unix::process::parent_id() == parent {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    agent.stop().context("stopping the agent")?;
+    Ok(())
+}
+
+/// Serves "requests": about a third of a core.
+fn worker(seed: u64) {
+    let mut x = seed;
+    loop {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(30) {
+            x = handle_request(x);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+}
+
+#[inline(never)]
+fn handle_request(x: u64) -> u64 {
+    let body = parse_request(x);
+    let total = price_cart(body);
+    let rows = query_db(total);
+    render_response(rows)
+}
+
+#[inline(never)]
+fn parse_request(x: u64) -> u64 {
+    let mut h = x;
+    for b in
+        black_box(b"{\"cart\":[{\"sku\":\"kiln-42\",\"qty\":3},{\"sku\":\"glaze\",\"qty\":1}]}")
+    {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+#[inline(never)]
+fn price_cart(x: u64) -> u64 {
+    let mut p = (x % 1000) as f64;
+    for i in 0..400 {
+        p = (p * 1.000_1 + f64::from(i)).sqrt() * 3.0;
+    }
+    black_box(p) as u64 ^ x
+}
+
+/// Slow every other two minutes: what a comparison of two ranges finds.
+#[inline(never)]
+fn query_db(x: u64) -> u64 {
+    let slow = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        / 120)
+        % 2
+        == 1;
+    let rounds = if slow { 3_000 } else { 600 };
+    let mut h = x;
+    for i in 0..rounds {
+        h = h.rotate_left(7) ^ black_box(i);
+    }
+    h
+}
+
+#[inline(never)]
+fn render_response(x: u64) -> u64 {
+    let s = format!("{{\"total\":{x},\"currency\":\"EUR\"}}");
+    black_box(s.len() as u64) ^ x
+}
+
+/// Walks the cache nearly all the time: the bottleneck thread.
+fn evictor() {
+    let mut cache: Vec<u64> = (0..50_000).collect();
+    loop {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(90) {
+            evict_cold(&mut cache);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[inline(never)]
+fn evict_cold(cache: &mut [u64]) {
+    for v in cache.iter_mut() {
+        *v = v.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    }
+    black_box(cache);
+}

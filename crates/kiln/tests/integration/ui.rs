@@ -1,0 +1,161 @@
+//! The web UI in a real browser: a real `kiln server` with profiles pushed
+//! through its Connect API, and `e2e/ui.test.mjs` driving Debian's Chromium
+//! (playwright-core) against it — shared URL, top table, zoom by clicking
+//! the canvas, search, sandwich, comparison, threads. Screenshots land in
+//! `target/e2e/` for a human look.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_profile::{Function, Label, Line, Location, Profile};
+
+use crate::server::start_with;
+
+/// A CPU profile of the "shop" service at `time_ms`: `(thread, stack root
+/// first, seconds of CPU)` per sample.
+fn profile(time_ms: i64, samples: &[(&str, &str, f64)]) -> Profile {
+    let mut p = Profile::with_sample_types(&[("cpu", "nanoseconds")]);
+    p.period_type = Some(p.value_type("cpu", "nanoseconds"));
+    p.period = 10_000_000;
+    p.time_nanos = time_ms * 1_000_000;
+    p.duration_nanos = 10_000_000_000;
+    let mut locs = std::collections::HashMap::new();
+    let (tn, tp) = (
+        p.strings.intern("thread_name"),
+        p.strings.intern("thread_pool"),
+    );
+    for &(thread, stack, secs) in samples {
+        let mut ids = Vec::new();
+        for frame in stack.split(';').rev() {
+            let id = *locs.entry(frame.to_string()).or_insert_with(|| {
+                let name = p.strings.intern(frame);
+                let f = p.add_function(Function {
+                    name,
+                    ..Default::default()
+                });
+                p.add_location(Location {
+                    lines: vec![Line {
+                        function: f,
+                        line: 0,
+                        column: 0,
+                    }],
+                    ..Default::default()
+                })
+            });
+            ids.push(id);
+        }
+        let pool = kiln_profile::thread_pool(thread);
+        let labels = [
+            Label {
+                key: tn,
+                str: p.strings.intern(thread),
+                ..Default::default()
+            },
+            Label {
+                key: tp,
+                str: p.strings.intern(&pool),
+                ..Default::default()
+            },
+        ];
+        p.push_sample(&ids, &labels, &[(secs * 1e9) as i64]);
+    }
+    p
+}
+
+fn push(url: &str, p: &Profile, instance: &str) {
+    let req = kiln_profile::push::request_for(
+        p,
+        &[
+            ("service_name".into(), "shop".into()),
+            ("instance".into(), instance.into()),
+        ],
+    );
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}{}", kiln_profile::push::PUSH_PATH))
+        .header("content-type", "application/proto")
+        .body(req.to_bytes())
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "push: {}", r.status());
+}
+
+#[test]
+fn web_ui_in_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = root.join("e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "e2e/node_modules is missing: run `npm ci --prefix e2e` (scripts/test does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: install Debian's chromium (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = start_with(dir.path(), "127.0.0.1:0", &[], &[]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // One instance, a 10-second profile every 10 s. From 50 to 40 minutes
+    // ago pricing is hot; in the last 10 minutes the database is. A
+    // `hot-loop` thread burns 9.5 s of every 10; workers share the rest.
+    let handle = "main;shop::server::run;shop::checkout::handle";
+    for (start_min, price, db) in [(50, 3.0, 0.5), (10, 0.75, 3.5)] {
+        for k in 0..60 {
+            let t = now - start_min * 60_000 + k * 10_000;
+            let p = profile(
+                t,
+                &[
+                    (
+                        "worker-1",
+                        &format!("{handle};shop::checkout::price"),
+                        price,
+                    ),
+                    (
+                        "worker-2",
+                        &format!("{handle};shop::checkout::price;shop::checkout::tax"),
+                        price / 4.0,
+                    ),
+                    ("worker-2", &format!("{handle};shop::db::query"), db),
+                    (
+                        "worker-3",
+                        &format!("{handle};shop::db::query;tokio_postgres::query"),
+                        db / 3.0,
+                    ),
+                    (
+                        "worker-1",
+                        &format!("{handle};serde_json::de::from_str"),
+                        0.4,
+                    ),
+                    (
+                        "worker-3",
+                        "main;shop::search::run;serde_json::de::from_str",
+                        0.2,
+                    ),
+                    ("io-1", "main;tokio::runtime::park;epoll_wait", 0.1),
+                    ("hot-loop", "main;shop::cache::evict_loop", 9.5),
+                ],
+            );
+            push(&url, &p, "shop-1");
+        }
+    }
+    let shots = root.join("target/e2e");
+    let out = Command::new("node")
+        .arg(e2e.join("ui.test.mjs"))
+        .env("KILN_URL", &url)
+        .env("KILN_SHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node (Debian's nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the UI test failed (screenshots in {}):\n{stdout}\n{stderr}",
+        shots.display()
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}

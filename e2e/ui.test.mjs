@@ -1,0 +1,166 @@
+// End-to-end test of Kiln's web UI in Debian's Chromium (headless), driven
+// by playwright-core. Run by crates/kiln/tests/integration/ui.rs, which
+// starts a real `kiln server`, pushes profiles, and passes KILN_URL; the
+// data it pushed is described in that file. Screenshots go to KILN_SHOTS.
+// Exits non-zero with the failed check's message.
+
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const url = process.env.KILN_URL;
+const shots = process.env.KILN_SHOTS || "target/e2e";
+if (!url) throw new Error("KILN_URL is not set");
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+const errors = [];
+page.on("pageerror", (e) => errors.push(e.message));
+page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+
+let step = 0;
+const check = (ok, what) => {
+  if (!ok) throw new Error("check failed: " + what);
+  console.log("ok", ++step, what);
+};
+const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+const ready = () => page.waitForSelector("body[data-ready='1']", { timeout: 30000 });
+const attr = (sel, a) => page.$eval(sel, (e, a) => e.dataset[a], a);
+
+const Q = 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="shop"}';
+const shared = `${url}/?query=${encodeURIComponent(Q)}&from=now-1h&until=now`;
+
+try {
+  // A shared link loads the graph, the top table and the timeline.
+  await page.goto(shared);
+  await ready();
+  await page.waitForSelector("#top tbody tr");
+  const rows = await page.$$eval("#top tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, self: +r.dataset.self, pareto: r.dataset.pareto })));
+  check(rows.length >= 6, `top table has rows (${rows.length})`);
+  check(rows[0].name === "shop::cache::evict_loop", `hottest function first: ${rows[0].name}`);
+  check(rows.every((r, i) => i === 0 || rows[i - 1].self >= r.self), "sorted by self");
+  check(await page.$("#top tr.pareto-cut") !== null, "the Pareto-80% cut is marked");
+  check(Number(await attr("#flame", "nodes")) > 10, "the flame graph has nodes");
+  check(Number(await attr("#flame", "drawn")) > 10, "frames are drawn");
+  check(Number(await attr("#timeline", "points")) >= 2, "the timeline has points");
+  await shot("1-loaded");
+
+  // Click a frame (canvas hit-testing) to zoom; the breadcrumb leads back.
+  const r = await page.evaluate(() => window.kiln.rectOf("shop::checkout::handle"));
+  check(r && r.w > 10, "the handler frame is drawn wide enough to click");
+  check(await page.evaluate(([x, y]) => window.kiln.hit(x, y), [r.x, r.y]) === "shop::checkout::handle", "hit-testing finds the frame under the point");
+  await page.mouse.click(r.x, r.y);
+  const zoom = await attr("#flame", "zoom");
+  check(zoom.endsWith("shop::checkout::handle"), `zoomed to the handler (${zoom})`);
+  check(page.url().includes("focus="), "the zoom is in the URL");
+  check((await page.$$("#crumbs a")).length >= 2, "a breadcrumb appears");
+  const zoomedTotal = await page.evaluate(() => window.kiln.rectOf("shop::checkout::price").w);
+  check(zoomedTotal > r.w * 0.3, "children of the zoomed frame widen");
+  await shot("2-zoomed");
+
+  // The link is shareable: a reload shows the same zoom.
+  await page.reload();
+  await ready();
+  check((await attr("#flame", "zoom")) === zoom, "reload keeps the zoom");
+  await page.click("#crumbs a[data-depth='0']");
+  check((await attr("#flame", "zoom")) === "", "the breadcrumb's root unzooms");
+
+  // Search highlights matches and sums their share.
+  await page.keyboard.press("/");
+  check(await page.evaluate(() => document.activeElement.id) === "search", "/ focuses search");
+  await page.keyboard.type("db::");
+  await page.waitForFunction(() => document.querySelector("#flame").dataset.matches > 0);
+  const share = Number(await attr("#flame", "matchShare"));
+  // shop::db::query with its callee, of everything pushed (ui.rs):
+  // 60 profiles of each phase; per profile, the seconds of each stack.
+  const base = 3 + 3 / 4 + 0.5 + 0.5 / 3 + 0.4 + 0.2 + 0.1 + 9.5;
+  const late = 0.75 + 0.75 / 4 + 3.5 + 3.5 / 3 + 0.4 + 0.2 + 0.1 + 9.5;
+  const want = (0.5 + 0.5 / 3 + 3.5 + 3.5 / 3) / (base + late);
+  check(Math.abs(share - want) < 0.001, `search sums the matches' share (${share}, want ${want.toFixed(4)})`);
+  check((await page.textContent("#matches")).includes("% of total"), "the share is shown");
+  await shot("3-search");
+  await page.keyboard.press("Escape");
+  check((await page.inputValue("#search")) === "", "Escape clears the search");
+
+  // A click in the top table focuses the function in the graph.
+  await page.click('#top tbody tr[data-name="serde_json::de::from_str"]');
+  check(Number(await attr("#flame", "matches")) >= 1, "a top-table click lights the function up");
+  // Filter, sort.
+  await page.fill("#filter", "shop::");
+  const filtered = await page.$$eval("#top tbody tr", (t) => t.map((r) => r.dataset.name));
+  check(filtered.length >= 3 && filtered.every((n) => n.includes("shop::")), "the filter keeps matching rows");
+  await page.click('#top th[data-sort="name"]');
+  const names = await page.$$eval("#top tbody tr", (t) => t.map((r) => r.dataset.name));
+  check(names.join() === [...names].sort((a, b) => a.localeCompare(b)).join(), "sorting by name");
+  await page.fill("#filter", "");
+
+  // Sandwich of one function: callers above, callees below.
+  await page.dblclick('#top tbody tr[data-name="serde_json::de::from_str"]');
+  check((await attr("#flame", "sandwich")) === "serde_json::de::from_str", "sandwich view");
+  const callers = await page.evaluate(() => window.kiln.rectOf("shop::checkout::handle"));
+  check(callers !== null, "the sandwich shows a caller");
+  await shot("4-sandwich");
+  await page.click("#sandwich-close");
+
+  // Icicle toggle flips the graph.
+  const before = await page.evaluate(() => window.kiln.rectOf("total").y);
+  await page.check("#icicle");
+  const after = await page.evaluate(() => window.kiln.rectOf("total").y);
+  check(after < before, "icicle draws roots at the top");
+  await page.uncheck("#icicle");
+
+  // Exports.
+  const pprofHref = await page.getAttribute("#export-pprof", "href");
+  const status = await page.evaluate(async (h) => (await fetch(h)).status, pprofHref);
+  check(status === 200, "the pprof export downloads");
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#export-svg")]);
+  check(dl.suggestedFilename() === "flamegraph.svg", "the SVG export downloads");
+
+  // Theme.
+  const t0 = await page.evaluate(() => document.documentElement.dataset.theme);
+  await page.click("#theme");
+  const t1 = await page.evaluate(() => document.documentElement.dataset.theme);
+  check(t0 !== t1, `theme toggles (${t0} → ${t1})`);
+  await shot("5-theme");
+
+  // Comparison: the first half hour against the second.
+  await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-1h&until=now-30m&tab=compare&rfrom=now-30m&runtil=now`);
+  await ready();
+  await page.waitForSelector("#movers tbody tr");
+  const movers = await page.$$eval("#movers tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, delta: +r.dataset.delta, cls: r.className })));
+  const db = movers.find((m) => m.name === "shop::db::query");
+  const price = movers.find((m) => m.name === "shop::checkout::price");
+  check(db && db.delta > 2 && db.cls === "grew", `the database query grew (${db && db.delta})`);
+  check(price && price.delta < -2 && price.cls === "shrank", `pricing shrank (${price && price.delta})`);
+  check(Number(await attr("#diff", "stacks")) > 3, "the diff flame graph has stacks");
+  check(await page.evaluate(() => window.kiln.diffRectOf("shop::db::query")) !== null, "the diff graph draws the grown frame");
+  await shot("6-compare");
+
+  // Threads over the last 10 minutes: pools and threads, the busy one
+  // marked.
+  await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-10m&until=now&tab=threads`);
+  await ready();
+  await page.waitForSelector("#threads tbody tr");
+  const threads = await page.$$eval("#threads tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, cores: +r.dataset.cores, hot: r.classList.contains("hot") })));
+  const hot = threads.find((t) => t.name === "hot-loop");
+  check(hot && hot.hot && hot.cores > 0.8, `a thread near a full core stands out (${hot && hot.cores})`);
+  check(threads.filter((t) => t.hot).length === 1, "only that one");
+  const pools = await page.$$eval("#pools tbody tr", (t) => t.map((r) => r.dataset.name));
+  check(pools.includes("worker-*"), `pools are listed (${pools})`);
+  check(page.url().includes("tab=threads"), "the tab is in the URL");
+  await shot("7-threads");
+
+  check(errors.length === 0, "no errors in the page: " + errors.join("; "));
+  console.log(`all ${step} checks passed`);
+} catch (e) {
+  await shot("failed").catch(() => {});
+  console.error(e.message);
+  if (errors.length) console.error("page errors:", errors.join("; "));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
