@@ -464,7 +464,9 @@ async function loadFlame() {
   const params = { query: state.query, ...r, maxNodes: "100000" };
   const [tree, top] = await Promise.all([
     api("/api/v1/flamegraph", params),
-    api("/api/v1/top", { query: state.query, ...r, n: "0" }),
+    // The 5,000 heaviest functions: the table shows 2,000 at a time, and
+    // the rest would weigh megabytes for rows of a few samples.
+    api("/api/v1/top", { query: state.query, ...r, n: "5000" }),
   ]);
   lastTree = treeFrom(tree);
   topRows = top.rows; topMeta = top;
@@ -723,8 +725,11 @@ function init() {
   });
   addEventListener("popstate", () => { readUrl(); syncForm(); load(); });
 
+  // A shared link names its query: draw it at once, and fill the type
+  // list beside it.
+  if (state.query) { syncForm(); load(); }
   loadTypes()
-    .then(() => { syncForm(); return load(); })
+    .then(() => { syncForm(); if (!loading) return load(); })
     .catch((e) => status(e.message, true));
   loadCompletions().catch(() => {});
 }

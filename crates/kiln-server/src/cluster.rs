@@ -18,6 +18,37 @@ use kiln_store::selector;
 
 use crate::{ApiError, AppState, Error};
 
+/// The last few merged answers, keyed by (tenant, query, first minute,
+/// end minute, store generation): the UI asks for a flame graph and a top
+/// table of one selection at once, and both read one merge — the second
+/// waits for the first rather than merging again.
+#[derive(Default)]
+pub(crate) struct Answers(std::sync::Mutex<Vec<(AnswerKey, Arc<AnswerCell>)>>);
+
+type AnswerKey = (String, String, i64, i64, u64);
+type AnswerCell = tokio::sync::OnceCell<Arc<Option<Profile>>>;
+
+/// Answers kept.
+const ANSWERS: usize = 4;
+
+impl Answers {
+    /// The cell of `key`, made (and the oldest dropped) if new.
+    fn cell(&self, key: AnswerKey) -> Arc<AnswerCell> {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = v.iter().find(|(k, _)| *k == key) {
+            return c.clone();
+        }
+        // An older generation can never be asked for again.
+        v.retain(|(k, _)| k.4 == key.4);
+        let c = Arc::new(AnswerCell::new());
+        v.push((key, c.clone()));
+        if v.len() > ANSWERS {
+            v.remove(0);
+        }
+        c
+    }
+}
+
 /// Path of the peer endpoint.
 pub const HEAD_PATH: &str = "/api/v1/internal/head";
 
@@ -78,10 +109,32 @@ pub(crate) async fn select(
     if let Err(e) = st.store.refresh_if_stale().await {
         tracing::warn!(target: "kiln_server", "looking at storage: {e}");
     }
-    let local = st.store.select(tenant, q, from, until)?;
+    // Minutes are read whole: every `until` within one minute reads the
+    // same buckets, so the key rounds it up (and `from` down) to minutes.
+    let key = (
+        tenant.to_string(),
+        q.to_string(),
+        from.div_euclid(kiln_store::BUCKET_MS),
+        (until + kiln_store::BUCKET_MS - 1).div_euclid(kiln_store::BUCKET_MS),
+        st.store.generation(),
+    );
+    // Merging is CPU work: off the async threads, so other requests
+    // (the UI's timeline, label lists) are not held behind it.
+    let merge = || async {
+        let (st, tenant, q) = (st.clone(), tenant.to_string(), q.clone());
+        tokio::task::spawn_blocking(move || st.store.select(&tenant, &q, from, until))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(ApiError::from)
+    };
     if st.config.peers.is_empty() {
-        return Ok(local);
+        let cell = st.answers.cell(key);
+        let answer = cell
+            .get_or_try_init(|| async { merge().await.map(Arc::new) })
+            .await?;
+        return Ok((**answer).clone());
     }
+    let local = merge().await?;
     let ask = HeadRequest {
         tenant: tenant.to_string(),
         query: q.to_string(),

@@ -410,6 +410,8 @@ struct Inner {
     metrics: Metrics,
     /// For asking peers.
     http: reqwest::Client,
+    /// Recent merged answers.
+    answers: cluster::Answers,
 }
 
 /// Shared state of every handler.
@@ -457,6 +459,7 @@ impl App {
             store,
             metrics: Metrics::new(),
             http,
+            answers: cluster::Answers::default(),
         }));
         let weak = Arc::downgrade(&state.0);
         tokio::spawn(async move {

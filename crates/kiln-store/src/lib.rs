@@ -239,6 +239,8 @@ pub struct Store {
     flush_errors: AtomicU64,
     compactions: AtomicU64,
     expired: AtomicU64,
+    /// Peers' blocks found or forgotten.
+    found: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -430,7 +432,19 @@ impl Store {
             flush_errors: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            found: AtomicU64::new(0),
         })
+    }
+
+    /// A number that changes whenever what a query could read changes
+    /// (ingest, cut, compaction, expiry, peers' blocks found): a cache of
+    /// answers keyed on it is never stale.
+    pub fn generation(&self) -> u64 {
+        self.profiles.load(Ordering::Relaxed)
+            + self.flushes.load(Ordering::Relaxed)
+            + self.compactions.load(Ordering::Relaxed)
+            + self.expired.load(Ordering::Relaxed)
+            + self.found.load(Ordering::Relaxed)
     }
 
     /// This server's id (in the names of the blocks it writes).
@@ -790,6 +804,7 @@ impl Store {
                 continue;
             }
             let part = block::read(&*self.storage, &meta).await?;
+            self.found.fetch_add(1, Ordering::Relaxed);
             write(&self.blocks).insert(
                 meta.id.clone(),
                 Arc::new(Block {
@@ -799,7 +814,13 @@ impl Store {
                 }),
             );
         }
-        write(&self.blocks).retain(|id, b| b.meta.server == self.server || present.contains(id));
+        write(&self.blocks).retain(|id, b| {
+            let keep = b.meta.server == self.server || present.contains(id);
+            if !keep {
+                self.found.fetch_add(1, Ordering::Relaxed);
+            }
+            keep
+        });
         *self.last_refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
     }
