@@ -112,6 +112,17 @@ fn bad_configuration_is_refused() {
             "tenants.a/b",
         ),
         ("[limits]\nmax_body = -1", "max_body"),
+        (
+            "[storage]\nflush_every = \"10 minutes\"",
+            "storage.flush_every",
+        ),
+        (
+            &format!("[tenants.a]\ntokens = [\"{A}\"]\nretention = \"7y\""),
+            "tenants.a.retention",
+        ),
+        ("[cluster]\npeers = [\"kiln-2:4040\"]", "cluster.peers"),
+        ("[cluster]\ntoken = \"short\"", "cluster.token"),
+        ("[storage]\nbucket = \"x\"", "bucket"),
     ] {
         let e = kiln_server::Config::new("x")
             .apply_toml(text)
@@ -119,4 +130,44 @@ fn bad_configuration_is_refused() {
             .to_string();
         assert!(e.contains(word), "{text}: {e}");
     }
+}
+
+#[test]
+fn peers_and_operators_need_the_cluster_token() {
+    let head = |s: &Server, token: Option<&str>| {
+        let mut r = s
+            .client()
+            .post(format!("{}/api/v1/internal/head", s.url))
+            .body(r#"{"tenant":"a","query":"process_cpu{}","from":0,"until":1,"known":[]}"#);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    let flush = |s: &Server, token: Option<&str>| {
+        let mut r = s.client().post(format!("{}/api/v1/admin/flush", s.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    // Tenants have tokens and no cluster token is set: nobody, not even a
+    // tenant's token.
+    let s = Server::start_with(&format!("[tenants.a]\ntokens = [\"{A}\"]"));
+    assert_eq!(head(&s, Some(A)), 403);
+    assert_eq!(flush(&s, Some(A)), 403);
+    // With a cluster token: only it.
+    let cluster = "cluster-secret-of-some-length";
+    let s = Server::start_with(&format!(
+        "[cluster]\ntoken = \"{cluster}\"\n[tenants.a]\ntokens = [\"{A}\"]"
+    ));
+    assert_eq!(head(&s, None), 401);
+    assert_eq!(
+        head(&s, Some(A)),
+        401,
+        "a tenant's token is not the cluster's"
+    );
+    assert_eq!(head(&s, Some(cluster)), 204, "nothing stored yet");
+    assert_eq!(flush(&s, Some(A)), 401);
+    assert_eq!(flush(&s, Some(cluster)), 200);
 }
