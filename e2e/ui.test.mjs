@@ -127,6 +127,21 @@ try {
   check(t0 !== t1, `theme toggles (${t0} → ${t1})`);
   await shot("5-theme");
 
+  // The timeline: one line per value of a label; a drag zooms the range.
+  await page.selectOption("#group-by", "instance");
+  await page.waitForFunction(() => document.querySelector("#legend").textContent.includes("shop-1") || document.querySelector("#timeline").dataset.lines === "1");
+  check(page.url().includes("groupBy=instance"), "group by is in the URL");
+  const tl = await page.$eval("#timeline", (c) => { const b = c.getBoundingClientRect(); return { x: b.left, y: b.top, w: b.width, h: b.height }; });
+  await page.mouse.move(tl.x + tl.w * 0.1, tl.y + tl.h / 2);
+  await page.mouse.down();
+  await page.mouse.move(tl.x + tl.w * 0.3, tl.y + tl.h / 2, { steps: 4 });
+  await page.mouse.up();
+  await ready();
+  const u = new URL(page.url());
+  const from = Number(u.searchParams.get("from")), until = Number(u.searchParams.get("until"));
+  check(from > 0 && until > from && until - from < 30 * 60_000, `dragging the timeline zooms the range (${(until - from) / 60000} min)`);
+  check((await page.inputValue("#preset")) === "custom", "the range is now custom");
+
   // Comparison: the first half hour against the second.
   await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-1h&until=now-30m&tab=compare&rfrom=now-30m&runtil=now`);
   await ready();
