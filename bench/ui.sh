@@ -3,8 +3,8 @@
 # Debian's Chromium (headless, playwright-core from e2e/): Kiln's web UI
 # against the same profile as an inferno SVG flame graph (`kiln flamegraph`,
 # the flamegraph.pl format most tools emit) opened in the same browser.
-# Each is timed to the second animation frame after it is drawn; median of
-# RUNS (default 7), one run of each side after the other.
+# Each is timed from navigation to the first animation frame after it is
+# drawn; median of RUNS (default 7), one run of each side after the other.
 #
 #   bench/ui.sh                 # 50k nodes
 #   NODES=100000 bench/ui.sh
