@@ -41,7 +41,8 @@ pub use analysis::{
 pub use error::Error;
 pub use ids::{FunctionId, LabelSetId, LocationId, MappingId, StackId, StringId};
 pub use merge::{
-    Interner, Merger, Remapper, compact, header, merge, scale, select_type, select_types, view_type,
+    Interner, Merger, Remapper, RowSink, compact, header, merge, scale, select_type, select_types,
+    view_type,
 };
 pub use model::{
     FrameName, Function, Label, Line, Location, Mapping, Profile, Sample, ValueType, thread_pool,

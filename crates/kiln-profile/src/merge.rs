@@ -122,6 +122,23 @@ impl Merger {
         Ok(())
     }
 
+    /// As [`Merger::add_rows`], for rows that are pushed rather than
+    /// iterated (decoded into a buffer one at a time, say): push each with
+    /// [`RowSink::push`].
+    pub fn rows<'a>(
+        &'a mut self,
+        header: &Profile,
+        tables: &'a Profile,
+    ) -> Result<RowSink<'a>, Error> {
+        self.begin(header)?;
+        self.begin_tables(tables);
+        Ok(RowSink {
+            width: header.sample_types.len(),
+            m: self,
+            tables,
+        })
+    }
+
     /// Takes `p`'s header: sample types, period, comments, time.
     fn begin(&mut self, p: &Profile) -> Result<(), Error> {
         self.str_map.clear();
@@ -463,6 +480,30 @@ impl Interner {
     /// The shared tables, taken.
     pub fn into_tables(self) -> Profile {
         self.m.out
+    }
+}
+
+/// Rows going into a [`Merger`]; see [`Merger::rows`].
+pub struct RowSink<'a> {
+    m: &'a mut Merger,
+    tables: &'a Profile,
+    width: usize,
+}
+
+impl RowSink<'_> {
+    /// Adds one row over the tables given to [`Merger::rows`].
+    pub fn push(
+        &mut self,
+        stack: StackId,
+        labels: LabelSetId,
+        values: &[i64],
+    ) -> Result<(), Error> {
+        if values.len() != self.width {
+            return Err(Error::Invalid(
+                "a row's values do not match its sample types".into(),
+            ));
+        }
+        self.m.push_row(self.tables, stack, labels, values)
     }
 }
 

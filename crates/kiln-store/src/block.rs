@@ -198,7 +198,7 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
     for (i, se) in part.series.iter().enumerate() {
         for (&m, groups) in &se.buckets.minutes {
             for g in groups {
-                for (st, l, v) in g.rows.iter() {
+                g.rows.for_each(|st, l, v| {
                     series.append_value(i as u32);
                     minute.append_value(m);
                     kind.append_value(g.header);
@@ -208,7 +208,7 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
                     labels.append_value(l.0);
                     vals.values().append_slice(v);
                     vals.append(true);
-                }
+                });
             }
         }
     }
