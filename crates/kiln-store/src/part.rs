@@ -76,9 +76,10 @@ impl Rows {
     }
 
     /// Folds when enough has arrived since the last fold, so an append
-    /// costs its own size on average.
+    /// costs its own size on average: the tail may grow to twice what the
+    /// last fold left (sorted or packed) before it is folded again.
     pub fn maybe_fold(&mut self) {
-        if self.keys.len() > 2 * self.folded + FOLD_ROWS {
+        if self.keys.len() > 2 * self.folded.max(self.packed_rows) + FOLD_ROWS {
             self.fold();
         }
     }
