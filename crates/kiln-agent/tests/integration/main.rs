@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use kiln_profile::{DecodeOptions, Merger, Profile};
 use serde_json::Value;
 
-/// The unit of work: `units` × 1M multiply-adds. One round of
-/// hot_a + hot_b + hot_c is several sampling periods long, so a strictly
-/// periodic sampler cannot alias with the loop.
+/// The unit of work: `units` × 10M multiply-adds. One round of
+/// hot_a + hot_b + hot_c (~100 ms on a 1 ns multiply-add) is many sampling
+/// periods long even at 100 Hz, so a periodic sampler cannot alias with
+/// the loop. (At 1M per unit a round was ~10 ms here: one 100 Hz period,
+/// and the split drifted to 56/30/14.)
 #[inline(never)]
 pub fn spin(units: u64) -> u64 {
     let mut x = 1u64;
-    for i in 0..units * 1_000_000 {
+    for i in 0..units * 10_000_000 {
         x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
     }
     x
