@@ -700,6 +700,29 @@ impl Store {
         }
     }
 
+    /// The meta of a level-0 block `id` of this server holding `part`;
+    /// counts, kinds and files are filled in when it is encoded.
+    fn meta(&self, id: String, tenant: String, part: &Part, wal_cut: u64) -> block::Meta {
+        block::Meta {
+            version: block::VERSION,
+            id,
+            tenant,
+            server: self.server.clone(),
+            created_ms: now_ms(),
+            min_ms: part.min_ms,
+            max_ms: part.max_ms,
+            level: 0,
+            sources: Vec::new(),
+            wal_cut,
+            series: 0,
+            rows: 0,
+            profiles: 0,
+            samples: 0,
+            kinds: Vec::new(),
+            files: BTreeMap::new(),
+        }
+    }
+
     fn block_id(&self, min_ms: i64) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("{:013}-{}-{:013}-{n}", min_ms.max(0), self.server, now_ms())
@@ -721,24 +744,7 @@ impl Store {
                 continue;
             }
             let id = self.block_id(part.min_ms);
-            let meta = block::Meta {
-                version: block::VERSION,
-                id,
-                tenant,
-                server: self.server.clone(),
-                created_ms: now_ms(),
-                min_ms: part.min_ms,
-                max_ms: part.max_ms,
-                level: 0,
-                sources: Vec::new(),
-                wal_cut: cut,
-                series: 0,
-                rows: 0,
-                profiles: 0,
-                samples: 0,
-                kinds: Vec::new(),
-                files: BTreeMap::new(),
-            };
+            let meta = self.meta(id, tenant, &part, cut);
             write(&self.frozen).push(Arc::new(Block {
                 meta,
                 part: RwLock::new(part),
@@ -866,24 +872,14 @@ impl Store {
                 part.absorb(&read(&s.part))?;
             }
             part.seal();
-            let mut meta = block::Meta {
-                version: block::VERSION,
-                id: self.block_id(hour),
-                tenant: tenant.clone(),
-                server: self.server.clone(),
-                created_ms: now_ms(),
-                min_ms: part.min_ms,
-                max_ms: part.max_ms,
-                level: sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1,
-                sources: sources.iter().map(|s| s.meta.id.clone()).collect(),
-                wal_cut: sources.iter().map(|s| s.meta.wal_cut).max().unwrap_or(0),
-                series: 0,
-                rows: 0,
-                profiles: 0,
-                samples: 0,
-                kinds: Vec::new(),
-                files: BTreeMap::new(),
-            };
+            let mut meta = self.meta(
+                self.block_id(hour),
+                tenant.clone(),
+                &part,
+                sources.iter().map(|s| s.meta.wal_cut).max().unwrap_or(0),
+            );
+            meta.level = sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
+            meta.sources = sources.iter().map(|s| s.meta.id.clone()).collect();
             let (files, kinds) = block::encode(&meta.id, &part)?;
             block::fill_meta(&mut meta, &part, kinds, &files);
             block::upload(&*self.storage, &meta, files).await?;
