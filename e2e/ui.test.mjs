@@ -53,6 +53,11 @@ try {
   const r = await page.evaluate(() => window.kiln.rectOf("shop::checkout::handle"));
   check(r && r.w > 10, "the handler frame is drawn wide enough to click");
   check(await page.evaluate(([x, y]) => window.kiln.hit(x, y), [r.x, r.y]) === "shop::checkout::handle", "hit-testing finds the frame under the point");
+  // The tooltip counts samples: the handler's stacks hold 482 samples of
+  // 10 ms a profile in the first phase, 601 in the second, 60 profiles each.
+  await page.mouse.move(r.x, r.y);
+  const tip = await page.textContent("#tip");
+  check(tip.includes("shop::checkout::handle") && tip.includes("64,980 samples"), `the tooltip counts the handler's samples (${tip})`);
   await page.mouse.click(r.x, r.y);
   const zoom = await attr("#flame", "zoom");
   check(zoom.endsWith("shop::checkout::handle"), `zoomed to the handler (${zoom})`);

@@ -93,10 +93,11 @@ function frameColor(name) {
 
 // ---------------------------------------------------------------- flame graph
 
-// A tree: {name, self, total, children: [node]} built from the API's flat
-// nodes. Diff trees carry `base` and `new` too.
+// A tree: {name, self, total, samples, children: [node]} built from the
+// API's flat nodes (`samples` when the server counted them). Diff trees
+// carry `base` and `new` too.
 function treeFrom(api) {
-  const nodes = api.nodes.map((n) => ({ name: n.name, self: n.self, total: n.total, children: [] }));
+  const nodes = api.nodes.map((n) => ({ name: n.name, self: n.self, total: n.total, samples: n.samples, children: [] }));
   api.nodes.forEach((n, i) => { for (const c of n.children) nodes[i].children.push(nodes[c]); });
   return nodes[0];
 }
@@ -302,6 +303,7 @@ class Flame {
       html += `base ${fmtValue(n.base, this.unit)} (${pct(n.base, this.opts.baseTotal())}) → new ${fmtValue(n.new, this.unit)} (${pct(n.new, this.opts.newTotal())})`;
     } else {
       html += `total ${fmtValue(n.total, this.unit)} (${pct(n.total, total)})<br>self ${fmtValue(n.self, this.unit)} (${pct(n.self, total)})`;
+      if (n.samples !== undefined) html += `<br>${n.samples.toLocaleString("en-US")} samples`;
     }
     html += `<br><span class="hint">package ${esc(packageOf(n.name))} · click to zoom</span>`;
     t.innerHTML = html;
@@ -316,8 +318,9 @@ class Flame {
 function sandwich(root, fn) {
   const callees = { name: fn, self: 0, total: 0, children: [] };
   const callers = { name: fn, self: 0, total: 0, children: [] };
+  const addSamples = (dst, k) => { if (k !== undefined) dst.samples = (dst.samples || 0) + k; };
   const mergeInto = (dst, src) => {
-    dst.total += src.total; dst.self += src.self;
+    dst.total += src.total; dst.self += src.self; addSamples(dst, src.samples);
     for (const k of src.children) {
       let d = dst.children.find((c) => c.name === k.name);
       if (!d) { d = { name: k.name, self: 0, total: 0, children: [] }; dst.children.push(d); }
@@ -334,10 +337,10 @@ function sandwich(root, fn) {
       for (let i = stack.length - 1; i >= 1; i--) {
         let d = at.children.find((c) => c.name === stack[i].name);
         if (!d) { d = { name: stack[i].name, self: 0, total: 0, children: [] }; at.children.push(d); }
-        d.total += n.total;
+        d.total += n.total; addSamples(d, n.samples);
         at = d;
       }
-      callers.total += n.total;
+      callers.total += n.total; addSamples(callers, n.samples);
     }
     stack.push(n);
     for (const k of n.children) visit(k, inside || here);
@@ -464,7 +467,7 @@ function range() { return { from: toServerTime(state.from), until: toServerTime(
 
 async function loadFlame() {
   const r = range();
-  const params = { query: state.query, ...r, maxNodes: "100000" };
+  const params = { query: state.query, ...r, maxNodes: "100000", samples: "true" };
   performance.mark("kiln-fetch");
   const [tree, top] = await Promise.all([
     api("/api/v1/flamegraph", params),

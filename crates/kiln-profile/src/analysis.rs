@@ -190,6 +190,9 @@ pub struct FlameNode {
     pub total: i64,
     /// Children, by descending total.
     pub children: Vec<u32>,
+    /// Samples through here, when counted ([`FlameTree::add_samples`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<i64>,
 }
 
 /// A flame-graph tree, root at index 0.
@@ -261,21 +264,22 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
     let mut nodes: Vec<FlameNode> = Vec::new();
     let mut other_of: HashMap<u32, u32> = HashMap::new();
     for i in 0..n {
-        let name = if i == 0 {
-            "total".to_string()
-        } else {
-            frames
-                .names
-                .get(crate::ids::StringId(name_of[i]))
-                .to_string()
-        };
         if keep[i] {
+            let name = if i == 0 {
+                "total".to_string()
+            } else {
+                frames
+                    .names
+                    .get(crate::ids::StringId(name_of[i]))
+                    .to_string()
+            };
             out_index[i] = nodes.len() as u32;
             nodes.push(FlameNode {
                 name,
                 self_value: self_v[i],
                 total: total_v[i],
                 children: Vec::new(),
+                samples: None,
             });
             if i != 0 {
                 let parent = out_index[parent_of[i] as usize];
@@ -289,6 +293,7 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
                     self_value: 0,
                     total: 0,
                     children: Vec::new(),
+                    samples: None,
                 });
                 let o = (nodes.len() - 1) as u32;
                 nodes[parent as usize].children.push(o);
@@ -312,6 +317,52 @@ pub fn flame_tree(p: &Profile, ty: usize, max_nodes: usize) -> Result<FlameTree,
 }
 
 impl FlameTree {
+    /// Counts into every node the samples through it: `p` is the same
+    /// selection as the tree's (any sample type), `ty` its column holding
+    /// sample counts. A stack that leaves the tree where the node budget
+    /// cut it counts in that parent's [`OTHER`] node, as its value did.
+    pub fn add_samples(&mut self, p: &Profile, ty: usize) -> Result<(), Error> {
+        check_type(p, ty)?;
+        let frames = Frames::new(p);
+        let sums = per_stack(p, ty);
+        let mut child: HashMap<(u32, &str), u32> = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &c in &n.children {
+                child.insert((i as u32, self.nodes[c as usize].name.as_str()), c);
+            }
+        }
+        let mut samples = vec![0i64; self.nodes.len()];
+        let mut buf = Vec::new();
+        for (s, &c) in sums.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            frames.stack_into(p, StackId::from_index(s), &mut buf);
+            let mut node = 0u32;
+            samples[0] += c;
+            for &f in buf.iter().rev() {
+                let name = frames.names.get(crate::ids::StringId(f));
+                match child.get(&(node, name)) {
+                    Some(&next) => {
+                        node = next;
+                        samples[node as usize] += c;
+                    }
+                    None => {
+                        if let Some(&o) = child.get(&(node, OTHER)) {
+                            samples[o as usize] += c;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        drop(child);
+        for (n, c) in self.nodes.iter_mut().zip(samples) {
+            n.samples = Some(c);
+        }
+        Ok(())
+    }
+
     /// The tree as folded lines (`root;…;leaf self`), the input of
     /// `inferno`'s flame-graph writer.
     pub fn folded(&self) -> Vec<String> {
@@ -662,6 +713,29 @@ mod tests {
         let mut lines = cut.folded();
         lines.sort();
         assert_eq!(lines, ["main;a 50", "main;b 30", "main;other 20"]);
+    }
+
+    #[test]
+    fn samples_follow_the_tree_and_its_cut() {
+        // Values weigh stacks differently from their counts.
+        let values = folded("main;a 50\nmain;b 30\nmain;c 15\nmain;d 5\nmain 1\n");
+        let counts = folded("main;a 1\nmain;b 2\nmain;c 3\nmain;d 4\nmain 5\nmain;e 6\n");
+        let mut tree = flame_tree(&values, 0, 4).unwrap();
+        tree.add_samples(&counts, 0).unwrap();
+        let samples = |n: &str| {
+            let node = tree.nodes.iter().find(|x| x.name == n).unwrap();
+            node.samples.unwrap()
+        };
+        assert_eq!(samples("total"), 21);
+        assert_eq!(samples("main"), 21);
+        assert_eq!((samples("a"), samples("b")), (1, 2));
+        // c and d were cut into `other`; e, absent from the values, too.
+        assert_eq!(samples(OTHER), 13);
+        assert!(
+            flame_tree(&values, 0, 0).unwrap().nodes[0]
+                .samples
+                .is_none()
+        );
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub async fn render_diff(
             self_value: 0,
             total: 0,
             children: Vec::new(),
+            samples: None,
         }],
     };
     let tree = |loaded: Option<(Profile, usize)>| -> Result<kiln_profile::FlameTree, ApiError> {
@@ -293,7 +294,42 @@ pub async fn top(
     )
 }
 
-/// `GET /api/v1/flamegraph`: the flame-graph tree.
+/// The selection of `s`'s sample counts: the stored profile type with the
+/// same name and period whose sample unit is `count` (for
+/// `process_cpu:cpu:nanoseconds:cpu:nanoseconds`,
+/// `process_cpu:samples:count:cpu:nanoseconds`). `s` itself when its unit
+/// is `count`; `None` when its profile has no count column.
+fn counts_of(st: &AppState, tenant: &str, s: &Selection) -> Option<Selection> {
+    let parts: Vec<&str> = s.q.profile_type.split(':').collect();
+    let [name, _, unit, period, period_unit] = parts.as_slice() else {
+        return None;
+    };
+    let q = |profile_type: String| selector::Query {
+        profile_type,
+        matchers: s.q.matchers.clone(),
+    };
+    if *unit == "count" {
+        return Some(Selection {
+            q: q(s.q.profile_type.clone()),
+            ..*s
+        });
+    }
+    st.store.profile_types(tenant).into_iter().find_map(|t| {
+        let p: Vec<&str> = t.split(':').collect();
+        (p.len() == 5
+            && p[0] == *name
+            && p[2] == "count"
+            && p[3] == *period
+            && p[4] == *period_unit)
+            .then(|| Selection {
+                q: q(t.clone()),
+                ..*s
+            })
+    })
+}
+
+/// `GET /api/v1/flamegraph`: the flame-graph tree; with `samples=true`
+/// each node also carries the samples through it.
 pub async fn flamegraph(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -302,9 +338,24 @@ pub async fn flamegraph(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
-    match load(&st, &tenant, &s).await? {
+    let counts = match p.get("samples").map(String::as_str) {
+        None | Some("false") => None,
+        Some("true") => counts_of(&st, &tenant, &s),
+        Some(v) => return Err(ApiError::bad(format!("samples={v:?}: true or false"))),
+    };
+    let (loaded, counted) = match &counts {
+        Some(c) => {
+            let (a, b) = tokio::join!(load(&st, &tenant, &s), load(&st, &tenant, c));
+            (a?, b?)
+        }
+        None => (load(&st, &tenant, &s).await?, None),
+    };
+    match loaded {
         Some((prof, ty)) => {
-            let tree = kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))?;
+            let mut tree = kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))?;
+            if let Some((cp, cty)) = counted {
+                tree.add_samples(&cp, cty).map_err(|e| ApiError::bad(e.to_string()))?;
+            }
             Ok(axum::Json(tree).into_response())
         }
         None => Ok(axum::Json(json!({"type": "", "unit": "", "nodes": [{"name": "total", "self": 0, "total": 0, "children": []}]})).into_response()),

@@ -13,9 +13,10 @@ use kiln_profile::{Function, Label, Line, Location, Profile};
 use crate::server::start_with;
 
 /// A CPU profile of the "shop" service at `time_ms`: `(thread, stack root
-/// first, seconds of CPU)` per sample.
+/// first, seconds of CPU)` per sample, counted as samples of 10 ms
+/// (rounded) beside the nanoseconds.
 fn profile(time_ms: i64, samples: &[(&str, &str, f64)]) -> Profile {
-    let mut p = Profile::with_sample_types(&[("cpu", "nanoseconds")]);
+    let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
     p.period_type = Some(p.value_type("cpu", "nanoseconds"));
     p.period = 10_000_000;
     p.time_nanos = time_ms * 1_000_000;
@@ -58,7 +59,11 @@ fn profile(time_ms: i64, samples: &[(&str, &str, f64)]) -> Profile {
                 ..Default::default()
             },
         ];
-        p.push_sample(&ids, &labels, &[(secs * 1e9) as i64]);
+        p.push_sample(
+            &ids,
+            &labels,
+            &[(secs * 100.0).round() as i64, (secs * 1e9) as i64],
+        );
     }
     p
 }
