@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_profile::{Merger, Profile};
 use kiln_store::object_store::{self, ObjectStore};
-use kiln_store::selector;
+use kiln_store::{Detail, selector};
 
 use crate::{ApiError, AppState, Error};
 
@@ -25,8 +25,8 @@ use crate::{ApiError, AppState, Error};
 #[derive(Default)]
 pub(crate) struct Answers(std::sync::Mutex<Vec<(AnswerKey, Arc<AnswerCell>)>>);
 
-type AnswerKey = (String, String, i64, i64, u64);
-type AnswerCell = tokio::sync::OnceCell<Arc<Option<Profile>>>;
+type AnswerKey = (String, String, Detail, i64, i64, u64);
+type AnswerCell = tokio::sync::OnceCell<Option<Arc<Profile>>>;
 
 /// Answers kept.
 const ANSWERS: usize = 4;
@@ -39,7 +39,7 @@ impl Answers {
             return c.clone();
         }
         // An older generation can never be asked for again.
-        v.retain(|(k, _)| k.4 == key.4);
+        v.retain(|(k, _)| k.5 == key.5);
         let c = Arc::new(AnswerCell::new());
         v.push((key, c.clone()));
         if v.len() > ANSWERS {
@@ -61,6 +61,9 @@ struct HeadRequest {
     until: i64,
     /// Blocks of the peer's the asker already reads.
     known: Vec<String>,
+    /// Per stack only, sample labels dropped ([`Detail::Stacks`]).
+    #[serde(default)]
+    stacks_only: bool,
 }
 
 /// Block storage for `url`: `s3://bucket[/prefix]` (credentials, region
@@ -105,7 +108,8 @@ pub(crate) async fn select(
     q: &selector::Query,
     from: i64,
     until: i64,
-) -> Result<Option<Profile>, ApiError> {
+    detail: Detail,
+) -> Result<Option<Arc<Profile>>, ApiError> {
     if let Err(e) = st.store.refresh_if_stale().await {
         tracing::warn!(target: "kiln_server", "looking at storage: {e}");
     }
@@ -114,6 +118,7 @@ pub(crate) async fn select(
     let key = (
         tenant.to_string(),
         q.to_string(),
+        detail,
         from.div_euclid(kiln_store::BUCKET_MS),
         (until + kiln_store::BUCKET_MS - 1).div_euclid(kiln_store::BUCKET_MS),
         st.store.generation(),
@@ -122,7 +127,7 @@ pub(crate) async fn select(
     // (the UI's timeline, label lists) are not held behind it.
     let merge = || async {
         let (st, tenant, q) = (st.clone(), tenant.to_string(), q.clone());
-        tokio::task::spawn_blocking(move || st.store.select(&tenant, &q, from, until))
+        tokio::task::spawn_blocking(move || st.store.select(&tenant, &q, from, until, detail))
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(ApiError::from)
@@ -130,9 +135,9 @@ pub(crate) async fn select(
     if st.config.peers.is_empty() {
         let cell = st.answers.cell(key);
         let answer = cell
-            .get_or_try_init(|| async { merge().await.map(Arc::new) })
+            .get_or_try_init(|| async { merge().await.map(|p| p.map(Arc::new)) })
             .await?;
-        return Ok((**answer).clone());
+        return Ok(answer.clone());
     }
     let local = merge().await?;
     let ask = HeadRequest {
@@ -141,6 +146,7 @@ pub(crate) async fn select(
         from,
         until,
         known: st.store.peer_blocks().into_iter().collect(),
+        stacks_only: detail == Detail::Stacks,
     };
     let answers = futures_util::future::join_all(st.config.peers.iter().map(|peer| async {
         let url = format!("{}{HEAD_PATH}", peer.trim_end_matches('/'));
@@ -180,7 +186,7 @@ pub(crate) async fn select(
             }
         }
     }
-    Ok((m.inputs() > 0).then(|| m.finish()))
+    Ok((m.inputs() > 0).then(|| Arc::new(m.finish())))
 }
 
 /// Admits a peer or an operator: with `cluster.token` set, only a request
@@ -221,9 +227,14 @@ pub(crate) async fn head(
     }
     let q = selector::parse(&ask.query).map_err(|e| ApiError::bad(format!("query: {e}")))?;
     let known: HashSet<String> = ask.known.into_iter().collect();
+    let detail = if ask.stacks_only {
+        Detail::Stacks
+    } else {
+        Detail::Labels
+    };
     match st
         .store
-        .select_head(&ask.tenant, &q, ask.from, ask.until, &known)?
+        .select_head(&ask.tenant, &q, ask.from, ask.until, detail, &known)?
     {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
         Some(p) => Ok((

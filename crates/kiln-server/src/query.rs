@@ -3,13 +3,14 @@
 //! diff, timeline, series, labels, profile types, merged pprof, threads).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use kiln_profile::Profile;
-use kiln_store::selector;
+use kiln_store::{Detail, selector};
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState, flamebearer, tenant};
@@ -72,9 +73,10 @@ async fn load(
     st: &AppState,
     tenant: &str,
     s: &Selection,
-) -> Result<Option<(Profile, usize)>, ApiError> {
+    detail: Detail,
+) -> Result<Option<(Arc<Profile>, usize)>, ApiError> {
     let t = Instant::now();
-    let p = crate::cluster::select(st, tenant, &s.q, s.from, s.until).await?;
+    let p = crate::cluster::select(st, tenant, &s.q, s.from, s.until, detail).await?;
     st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
     Ok(p.and_then(|p| {
         let ty = match s.q.sample_type() {
@@ -138,7 +140,7 @@ pub async fn render(
     }
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
-    let loaded = load(&st, &tenant, &s).await?;
+    let loaded = load(&st, &tenant, &s, Detail::Stacks).await?;
     let (fb, unit) = match &loaded {
         Some((prof, ty)) => {
             let tree = kiln_profile::flame_tree(prof, *ty, max)
@@ -186,17 +188,17 @@ pub async fn render_diff(
             samples: None,
         }],
     };
-    let tree = |loaded: Option<(Profile, usize)>| -> Result<kiln_profile::FlameTree, ApiError> {
-        match loaded {
-            Some((prof, ty)) => {
-                kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))
+    let tree =
+        |loaded: Option<(Arc<Profile>, usize)>| -> Result<kiln_profile::FlameTree, ApiError> {
+            match loaded {
+                Some((prof, ty)) => kiln_profile::flame_tree(&prof, ty, max)
+                    .map_err(|e| ApiError::bad(e.to_string())),
+                None => Ok(empty()),
             }
-            None => Ok(empty()),
-        }
-    };
+        };
     let (lt, rt) = (
-        tree(load(&st, &tenant, &l).await?)?,
-        tree(load(&st, &tenant, &r).await?)?,
+        tree(load(&st, &tenant, &l, Detail::Stacks).await?)?,
+        tree(load(&st, &tenant, &r, Detail::Stacks).await?)?,
     );
     let unit = if lt.unit.is_empty() {
         rt.unit.clone()
@@ -273,7 +275,7 @@ pub async fn top(
             .parse()
             .map_err(|_| ApiError::bad(format!("n={v:?}: expected a whole number")))?,
     };
-    let Some((prof, ty)) = load(&st, &tenant, &s).await? else {
+    let Some((prof, ty)) = load(&st, &tenant, &s, Detail::Stacks).await? else {
         return Ok(axum::Json(
             json!({"type": s.q.profile_type, "unit": "", "total": 0, "rows": []}),
         )
@@ -345,10 +347,13 @@ pub async fn flamegraph(
     };
     let (loaded, counted) = match &counts {
         Some(c) => {
-            let (a, b) = tokio::join!(load(&st, &tenant, &s), load(&st, &tenant, c));
+            let (a, b) = tokio::join!(
+                load(&st, &tenant, &s, Detail::Stacks),
+                load(&st, &tenant, c, Detail::Stacks)
+            );
             (a?, b?)
         }
-        None => (load(&st, &tenant, &s).await?, None),
+        None => (load(&st, &tenant, &s, Detail::Stacks).await?, None),
     };
     match loaded {
         Some((prof, ty)) => {
@@ -372,9 +377,10 @@ pub async fn diff(
     let tenant = tenant(&st, &headers)?;
     let l = selection(&p, "left")?;
     let r = selection(&p, "right")?;
-    let (Some((lp, lt)), Some((rp, rt))) =
-        (load(&st, &tenant, &l).await?, load(&st, &tenant, &r).await?)
-    else {
+    let (Some((lp, lt)), Some((rp, rt))) = (
+        load(&st, &tenant, &l, Detail::Stacks).await?,
+        load(&st, &tenant, &r, Detail::Stacks).await?,
+    ) else {
         return Err(ApiError(
             axum::http::StatusCode::NOT_FOUND,
             "one side of the comparison has no data".into(),
@@ -450,7 +456,8 @@ pub async fn pprof(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let t = Instant::now();
-    let merged = crate::cluster::select(&st, &tenant, &s.q, s.from, s.until).await?;
+    let merged =
+        crate::cluster::select(&st, &tenant, &s.q, s.from, s.until, Detail::Labels).await?;
     st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
     let Some(prof) = merged else {
         return Err(ApiError(
@@ -482,7 +489,7 @@ pub async fn threads(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
-    let Some((prof, ty)) = load(&st, &tenant, &s).await? else {
+    let Some((prof, ty)) = load(&st, &tenant, &s, Detail::Labels).await? else {
         return Ok(axum::Json(json!({"total": 0, "pools": [], "threads": []})).into_response());
     };
     let total = prof.total(ty);

@@ -32,11 +32,11 @@
 //! ];
 //! store.ingest("", labels, 1_000, p).await.unwrap();
 //! let q = kiln_store::selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
-//! let merged = store.select("", &q, 0, 2_000).unwrap().unwrap();
+//! let merged = store.select("", &q, 0, 2_000, kiln_store::Detail::Stacks).unwrap().unwrap();
 //! assert_eq!(merged.total(0), 7);
 //! // Written as a block and read back from it: the same answer.
 //! store.flush().await.unwrap();
-//! assert_eq!(store.select("", &q, 0, 2_000).unwrap().unwrap().total(0), 7);
+//! assert_eq!(store.select("", &q, 0, 2_000, kiln_store::Detail::Stacks).unwrap().unwrap().total(0), 7);
 //! # });
 //! ```
 #![forbid(unsafe_code)]
@@ -47,6 +47,26 @@ mod part;
 /// The `object_store` this crate writes blocks with, for callers that
 /// build a storage to hand it.
 pub use object_store;
+
+/// What a merged answer keeps of its samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Detail {
+    /// Per stack and label set: for thread tables, pprof downloads and
+    /// peers' questions.
+    Labels,
+    /// Per stack, sample labels dropped: all a flame graph, a top table or
+    /// a diff reads, and cheaper to merge (rows sum by stack before the
+    /// merge sees them).
+    Stacks,
+}
+
+/// One read of a part: the query, its range and the detail kept.
+pub(crate) struct Read<'a> {
+    pub q: &'a selector::Query,
+    pub from_ms: i64,
+    pub until_ms: i64,
+    pub detail: Detail,
+}
 pub mod selector;
 pub mod wal;
 
@@ -510,37 +530,38 @@ impl Store {
 
     /// Every profile of tenant `tenant` matching `q` within
     /// `[from_ms, until_ms)`, reduced to the query's sample type (when it
-    /// names one) and merged; `None` when nothing matches.
+    /// names one) and merged, keeping `detail`; `None` when nothing
+    /// matches.
     pub fn select(
         &self,
         tenant: &str,
         q: &selector::Query,
         from_ms: i64,
         until_ms: i64,
+        detail: Detail,
     ) -> Result<Option<Profile>, Error> {
         let mut m = Merger::new();
-        self.head_into(tenant, q, from_ms, until_ms, &mut m)?;
+        let at = Read {
+            q,
+            from_ms,
+            until_ms,
+            detail,
+        };
+        self.head_into(tenant, &at, &mut m)?;
         for b in self.stored_parts(tenant, from_ms, until_ms) {
-            read_part(&b.part, q, from_ms, until_ms, &mut m)?;
+            read_part(&b.part, &at, &mut m)?;
         }
         Ok((m.inputs() > 0).then(|| m.finish()))
     }
 
-    fn head_into(
-        &self,
-        tenant: &str,
-        q: &selector::Query,
-        from_ms: i64,
-        until_ms: i64,
-        m: &mut Merger,
-    ) -> Result<(), Error> {
+    fn head_into(&self, tenant: &str, at: &Read, m: &mut Merger) -> Result<(), Error> {
         // Fold what the range's buckets still hold unfolded, once, so this
         // and later queries read one sorted run per bucket.
         if let Some(p) = write(&self.head).get_mut(tenant) {
-            p.prepare(q, from_ms, until_ms);
+            p.prepare(at.q, at.from_ms, at.until_ms);
         }
         if let Some(p) = read(&self.head).get(tenant) {
-            p.read_into(q, from_ms, until_ms, m)?;
+            p.read_into(at, m)?;
         }
         Ok(())
     }
@@ -554,10 +575,17 @@ impl Store {
         q: &selector::Query,
         from_ms: i64,
         until_ms: i64,
+        detail: Detail,
         known: &HashSet<String>,
     ) -> Result<Option<Profile>, Error> {
         let mut m = Merger::new();
-        self.head_into(tenant, q, from_ms, until_ms, &mut m)?;
+        let at = Read {
+            q,
+            from_ms,
+            until_ms,
+            detail,
+        };
+        self.head_into(tenant, &at, &mut m)?;
         let recent: Vec<Arc<Block>> = read(&self.frozen)
             .iter()
             .filter(|b| b.meta.tenant == tenant && !known.contains(&b.meta.id))
@@ -575,7 +603,7 @@ impl Store {
             )
             .collect();
         for b in recent {
-            read_part(&b.part, q, from_ms, until_ms, &mut m)?;
+            read_part(&b.part, &at, &mut m)?;
         }
         Ok((m.inputs() > 0).then(|| m.finish()))
     }
@@ -959,15 +987,9 @@ impl Store {
 }
 
 /// Adds what `q` selects of one stored part to `m`.
-fn read_part(
-    part: &RwLock<Part>,
-    q: &selector::Query,
-    from_ms: i64,
-    until_ms: i64,
-    m: &mut Merger,
-) -> Result<(), Error> {
-    write(part).prepare(q, from_ms, until_ms);
-    read(part).read_into(q, from_ms, until_ms, m)
+fn read_part(part: &RwLock<Part>, at: &Read, m: &mut Merger) -> Result<(), Error> {
+    write(part).prepare(at.q, at.from_ms, at.until_ms);
+    read(part).read_into(at, m)
 }
 
 /// The WAL record of one ingested profile.
@@ -1060,13 +1082,19 @@ mod tests {
         assert!(!head[""].uses_rollup(&per_series));
         drop(head);
         for (from, until) in [(0, 3 * BUCKET_MS), (BUCKET_MS, 2 * BUCKET_MS)] {
-            let a = store.select("", &rolled, from, until).unwrap().unwrap();
-            let b = store.select("", &per_series, from, until).unwrap().unwrap();
+            let a = store
+                .select("", &rolled, from, until, Detail::Labels)
+                .unwrap()
+                .unwrap();
+            let b = store
+                .select("", &per_series, from, until, Detail::Labels)
+                .unwrap()
+                .unwrap();
             let top = |p: &Profile| kiln_profile::top(p, 0).unwrap().rows;
             assert_eq!(top(&a), top(&b), "{from}..{until}");
         }
         let all = store
-            .select("", &rolled, 0, 3 * BUCKET_MS)
+            .select("", &rolled, 0, 3 * BUCKET_MS, Detail::Labels)
             .unwrap()
             .unwrap();
         assert_eq!(all.total(0), 3 * (10 + 11 + 12) + 3 * (1 + 2 + 3));
@@ -1093,7 +1121,7 @@ mod tests {
         let sum = |a: i64, b: i64| (a..b).map(|m| m + 1).sum::<i64>();
         let total = |from: i64, until: i64| {
             store
-                .select("", &q, from * BUCKET_MS, until * BUCKET_MS)
+                .select("", &q, from * BUCKET_MS, until * BUCKET_MS, Detail::Labels)
                 .unwrap()
                 .map_or(0, |p| p.total(0))
         };
@@ -1147,6 +1175,38 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `c` with sample labels dropped: what [`Detail::Stacks`] answers.
+    fn unlabelled(c: &Canon) -> Canon {
+        let mut out = Canon::new();
+        for ((frames, _), v) in c {
+            let e = out
+                .entry((frames.clone(), Vec::new()))
+                .or_insert_with(|| vec![0; v.len()]);
+            for (o, x) in e.iter_mut().zip(v) {
+                *o += x;
+            }
+        }
+        out
+    }
+
+    /// Asserts that `q` answers per stack what it answers per label set,
+    /// labels dropped.
+    fn stacks_agree(store: &Store, q: &selector::Query) {
+        let full = store
+            .select("", q, 0, 3_600_000, Detail::Labels)
+            .unwrap()
+            .unwrap();
+        let stacks = store
+            .select("", q, 0, 3_600_000, Detail::Stacks)
+            .unwrap()
+            .unwrap();
+        assert_eq!(canon(&stacks), unlabelled(&canon(&full)), "{q}");
+        assert!(
+            canon(&full).len() > canon(&stacks).len(),
+            "labels were there"
+        );
     }
 
     fn labels(svc: &str, inst: &str) -> Vec<(String, String)> {
@@ -1217,16 +1277,29 @@ mod tests {
                 .ingest("t2", labels("svc", "a"), 5, profile(99))
                 .await
                 .unwrap();
-            let before = store.select("", &q, 0, 3_600_000).unwrap().unwrap();
-            let before_b = store.select("", &by_inst, 0, 3_600_000).unwrap().unwrap();
+            let before = store
+                .select("", &q, 0, 3_600_000, Detail::Labels)
+                .unwrap()
+                .unwrap();
+            let before_b = store
+                .select("", &by_inst, 0, 3_600_000, Detail::Labels)
+                .unwrap()
+                .unwrap();
+            stacks_agree(&store, &q);
             let ids = store.flush().await.unwrap();
             assert_eq!(ids.len(), 2, "one block per tenant");
             let st = store.stats();
             assert_eq!((st.blocks, st.head_rows, st.flushes), (2, 0, 1));
             assert_eq!(st.wal_bytes, 0, "the log the blocks hold is gone");
-            let after = store.select("", &q, 0, 3_600_000).unwrap().unwrap();
+            let after = store
+                .select("", &q, 0, 3_600_000, Detail::Labels)
+                .unwrap()
+                .unwrap();
             assert_eq!(canon(&after), canon(&before));
-            let after_b = store.select("", &by_inst, 0, 3_600_000).unwrap().unwrap();
+            let after_b = store
+                .select("", &by_inst, 0, 3_600_000, Detail::Labels)
+                .unwrap()
+                .unwrap();
             assert_eq!(canon(&after_b), canon(&before_b));
             assert_eq!(store.label_values("", "instance", None), ["a", "b"]);
             assert_eq!(
@@ -1237,7 +1310,10 @@ mod tests {
                 ]
             );
             // Tenants stay apart in blocks too.
-            let t2 = store.select("t2", &q, 0, 3_600_000).unwrap().unwrap();
+            let t2 = store
+                .select("t2", &q, 0, 3_600_000, Detail::Labels)
+                .unwrap()
+                .unwrap();
             assert_eq!(t2.total(0), 99 + 100);
             // The tail, after the cut, lives in the log only.
             store
@@ -1255,7 +1331,10 @@ mod tests {
             (2, 1),
             "blocks loaded, one record replayed"
         );
-        let now = store.select("", &q, 0, 3_600_000).unwrap().unwrap();
+        let now = store
+            .select("", &q, 0, 3_600_000, Detail::Labels)
+            .unwrap()
+            .unwrap();
         let mut want = canon(&before);
         for (k, v) in canon(&tail) {
             let e = want.entry(k).or_insert_with(|| vec![0; v.len()]);
@@ -1268,9 +1347,15 @@ mod tests {
         let cpu =
             selector::parse(r#"process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="svc"}"#)
                 .unwrap();
-        let p = store.select("", &cpu, 0, 3_600_000).unwrap().unwrap();
+        let p = store
+            .select("", &cpu, 0, 3_600_000, Detail::Labels)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.sample_types.len(), 1);
         assert_eq!(p.total(0), now.total(1));
+        // Per stack, from blocks and head together, whole and typed.
+        stacks_agree(&store, &q);
+        stacks_agree(&store, &cpu);
     }
 
     #[test]
@@ -1304,7 +1389,10 @@ mod tests {
             .block_on(Store::open(dir.path(), Options::default()))
             .unwrap();
         assert_eq!(store.stats().blocks, 0, "the unfinished block is removed");
-        let p = store.select("", &q, 0, 60_000).unwrap().unwrap();
+        let p = store
+            .select("", &q, 0, 60_000, Detail::Labels)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.total(0), (0..10).map(|i| 2 * i + 1).sum::<i64>());
     }
 
@@ -1336,7 +1424,7 @@ mod tests {
                 store.flush().await.unwrap();
             }
             let total = |s: &Store| {
-                s.select("", &q, old, old + HOUR_MS)
+                s.select("", &q, old, old + HOUR_MS, Detail::Labels)
                     .unwrap()
                     .unwrap()
                     .total(0)
@@ -1358,10 +1446,15 @@ mod tests {
                 1,
                 "the default tenant's hour is past 2 h"
             );
-            assert!(store.select("", &q, old, old + HOUR_MS).unwrap().is_none());
             assert!(
                 store
-                    .select("keep", &q, old, old + HOUR_MS)
+                    .select("", &q, old, old + HOUR_MS, Detail::Labels)
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                store
+                    .select("keep", &q, old, old + HOUR_MS, Detail::Labels)
                     .unwrap()
                     .is_some()
             );
@@ -1404,8 +1497,8 @@ mod tests {
             let answer = |me: &Store, peer: &Store| {
                 let mut m = Merger::new();
                 for p in [
-                    me.select("", &q, 0, HOUR_MS).unwrap(),
-                    peer.select_head("", &q, 0, HOUR_MS, &me.peer_blocks())
+                    me.select("", &q, 0, HOUR_MS, Detail::Labels).unwrap(),
+                    peer.select_head("", &q, 0, HOUR_MS, Detail::Labels, &me.peer_blocks())
                         .unwrap(),
                 ]
                 .into_iter()

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kiln_profile::{Interner, LabelSetId, Merger, Profile, StackId};
 
-use crate::{BUCKET_MS, Error, HOUR_MS, NAME_LABEL, selector};
+use crate::{BUCKET_MS, Detail, Error, HOUR_MS, NAME_LABEL, Read, selector};
 
 /// Series id within a part.
 pub(crate) type SeriesId = u32;
@@ -775,16 +775,16 @@ impl Part {
 
     /// Adds what `q` selects over the range to `m`: per kind, every row
     /// at once. With a sample type in `q`, rows are reduced to it, so kinds
-    /// that share it merge; kinds without it are left out.
-    pub fn read_into(
-        &self,
-        q: &selector::Query,
-        from_ms: i64,
-        until_ms: i64,
-        m: &mut Merger,
-    ) -> Result<(), Error> {
-        let groups = self.groups(q, from_ms, until_ms);
-        let ty = q.sample_type();
+    /// that share it merge; kinds without it are left out. With
+    /// [`Detail::Stacks`], rows are summed per stack here, over the part's
+    /// own ids, and the merge sees each stack once, unlabelled.
+    pub fn read_into(&self, at: &Read, m: &mut Merger) -> Result<(), Error> {
+        let groups = self.groups(at.q, at.from_ms, at.until_ms);
+        let ty = at.q.sample_type();
+        // Per stack id, its sums (`width` each), and the stacks touched.
+        let mut sums: Vec<i64> = Vec::new();
+        let mut touched: Vec<u32> = Vec::new();
+        let mut seen: Vec<bool> = Vec::new();
         for (h, header) in self.headers.iter().enumerate() {
             let mine: Vec<&Group> = groups
                 .iter()
@@ -814,18 +814,67 @@ impl Part {
                 head.time_nanos = start;
                 head.duration_nanos = mine.iter().map(|g| g.end_ns).max().unwrap_or(start) - start;
             }
-            let mut sink = m.rows(&head, self.dict.tables())?;
+            let tables = self.dict.tables();
+            let mut sink = m.rows(&head, tables)?;
             let mut failed = None;
-            for g in mine {
-                g.rows.for_each(|s, l, v| {
-                    let v = match column {
-                        Some(i) if v.len() > 1 => std::slice::from_ref(&v[i]),
-                        _ => v,
-                    };
-                    if let Err(e) = sink.push(s, l, v) {
-                        failed = Some(e);
+            let pick = |v: &[i64]| -> usize {
+                match column {
+                    Some(i) if v.len() > 1 => i,
+                    _ => usize::MAX,
+                }
+            };
+            match at.detail {
+                Detail::Labels => {
+                    for g in mine {
+                        g.rows.for_each(|s, l, v| {
+                            let v = match pick(v) {
+                                usize::MAX => v,
+                                i => std::slice::from_ref(&v[i]),
+                            };
+                            if let Err(e) = sink.push(s, l, v) {
+                                failed = Some(e);
+                            }
+                        });
                     }
-                });
+                }
+                Detail::Stacks => {
+                    let width = head.sample_types.len();
+                    sums.clear();
+                    sums.resize(tables.stacks.len() * width, 0);
+                    seen.clear();
+                    seen.resize(tables.stacks.len(), false);
+                    touched.clear();
+                    for g in mine {
+                        g.rows.for_each(|s, _, v| {
+                            let Some(slot) =
+                                sums.get_mut(s.index() * width..(s.index() + 1) * width)
+                            else {
+                                failed = Some(kiln_profile::Error::Invalid(
+                                    "a row names a stack out of range".into(),
+                                ));
+                                return;
+                            };
+                            if !seen[s.index()] {
+                                seen[s.index()] = true;
+                                touched.push(s.0);
+                            }
+                            match pick(v) {
+                                usize::MAX => {
+                                    for (o, &x) in slot.iter_mut().zip(v) {
+                                        *o = o.saturating_add(x);
+                                    }
+                                }
+                                i => slot[0] = slot[0].saturating_add(v[i]),
+                            }
+                        });
+                    }
+                    for &s in &touched {
+                        let i = s as usize * width;
+                        if let Err(e) = sink.push(StackId(s), LabelSetId(0), &sums[i..i + width]) {
+                            failed = Some(e);
+                        }
+                    }
+                }
             }
             if let Some(e) = failed {
                 return Err(e.into());
