@@ -578,14 +578,18 @@ impl Part {
 
     /// Adds another part's rows (re-interned into this part's table).
     pub fn absorb(&mut self, other: &Part) -> Result<(), Error> {
-        let Dict::Live(dict) = &mut self.dict else {
-            return Err(Error::Block {
-                block: String::new(),
-                reason: "a block takes no rows".into(),
-            });
+        let fixed = || Error::Block {
+            block: String::new(),
+            reason: "a block takes no rows".into(),
         };
-        let tables = other.dict.tables();
-        let mut remap = dict.remapper(tables);
+        if !matches!(self.dict, Dict::Live(_)) {
+            return Err(fixed());
+        }
+        let ids: Vec<SeriesId> = other
+            .series
+            .iter()
+            .map(|s| self.series_for(&s.labels))
+            .collect();
         let headers: Vec<u32> = other
             .headers
             .iter()
@@ -601,28 +605,11 @@ impl Part {
                 .unwrap_or(u32::MAX)
             })
             .collect();
-        for s in &other.series {
-            let id = {
-                if let Some(&id) = self.by_labels.get(&s.labels) {
-                    id
-                } else {
-                    let id = self.series.len() as SeriesId;
-                    for (k, v) in &s.labels {
-                        self.index
-                            .entry(k.clone())
-                            .or_default()
-                            .entry(v.clone())
-                            .or_default()
-                            .insert(id);
-                    }
-                    self.series.push(Series {
-                        labels: s.labels.clone(),
-                        buckets: Buckets::default(),
-                    });
-                    self.by_labels.insert(s.labels.clone(), id);
-                    id
-                }
-            };
+        let Dict::Live(dict) = &mut self.dict else {
+            return Err(fixed());
+        };
+        let mut remap = dict.remapper(other.dict.tables());
+        for (s, &id) in other.series.iter().zip(&ids) {
             let key = Part::rollup_key(&s.labels);
             for (&minute, groups) in &s.buckets.minutes {
                 for g in groups {

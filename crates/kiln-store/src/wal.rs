@@ -100,11 +100,20 @@ impl Wal {
                 limit: MAX_RECORD,
             });
         }
-        let (ack, done) = tokio::sync::oneshot::channel();
+        self.ask(|ack| Msg::Append(payload, ack)).await
+    }
+
+    /// Sends the writer the message `msg` makes around its answer's
+    /// sender, and waits for the answer. The queue is bounded: when the
+    /// disk falls behind, a request waits here (off the async threads)
+    /// instead of memory growing.
+    async fn ask<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Msg + Send + 'static,
+    ) -> Result<T, Error> {
+        let (answer, done) = tokio::sync::oneshot::channel();
         let tx = self.tx.clone();
-        // The queue is bounded: when the disk falls behind, a request
-        // waits here (off the async threads) instead of memory growing.
-        tokio::task::spawn_blocking(move || tx.send(Msg::Append(payload, ack)))
+        tokio::task::spawn_blocking(move || tx.send(msg(answer)))
             .await
             .map_err(|e| Error::Wal(e.to_string()))?
             .map_err(|_| Error::Wal("the WAL writer stopped".into()))?;
@@ -119,15 +128,7 @@ impl Wal {
     /// next: every record appended before this call is in a segment
     /// numbered below the answer.
     pub async fn rotate(&self) -> Result<u64, Error> {
-        let (tx_done, done) = tokio::sync::oneshot::channel();
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || tx.send(Msg::Rotate(tx_done)))
-            .await
-            .map_err(|e| Error::Wal(e.to_string()))?
-            .map_err(|_| Error::Wal("the WAL writer stopped".into()))?;
-        done.await
-            .map_err(|_| Error::Wal("the WAL writer stopped".into()))?
-            .map_err(Error::Wal)
+        self.ask(Msg::Rotate).await
     }
 
     /// Removes the segments numbered below `seq` (their records are in
