@@ -298,6 +298,7 @@ struct Metrics {
     flush_errors: Gauge,
     compactions: Gauge,
     expired_blocks: Gauge,
+    hours_summed: Gauge,
     peer_errors: Counter,
     query_seconds: Histogram,
 }
@@ -320,6 +321,7 @@ impl Metrics {
             flushes: Gauge::default(),
             flush_errors: Gauge::default(),
             compactions: Gauge::default(),
+            hours_summed: Gauge::default(),
             expired_blocks: Gauge::default(),
             peer_errors: Counter::default(),
             query_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0]),
@@ -381,6 +383,11 @@ impl Metrics {
                 "compactions",
                 "Compactions of an hour's blocks",
                 &m.compactions,
+            ),
+            (
+                "hours_summed",
+                "Whole hours of a service summed ahead of queries",
+                &m.hours_summed,
             ),
             (
                 "expired_blocks",
@@ -471,6 +478,18 @@ impl App {
                 if let Err(e) = inner.store.tick().await {
                     tracing::error!(target: "kiln_server", "storage upkeep: {e}");
                 }
+            }
+        });
+        // Whole hours that are over are summed ahead of the first query
+        // over them, one at a time, off the async threads.
+        let weak = Arc::downgrade(&state.0);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let _ = tokio::task::spawn_blocking(move || inner.store.sum_an_hour()).await;
             }
         });
         Ok(App { state })
@@ -648,6 +667,7 @@ async fn metrics(axum::extract::State(st): axum::extract::State<AppState>) -> Re
         (&m.flushes, s.flushes),
         (&m.flush_errors, s.flush_errors),
         (&m.compactions, s.compactions),
+        (&m.hours_summed, s.hours_summed),
         (&m.expired_blocks, s.expired),
     ] {
         g.set(v as i64);

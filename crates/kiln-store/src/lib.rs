@@ -167,6 +167,9 @@ pub struct Options {
     /// queries this long (unless the peer says it has them), so a peer
     /// that has not listed them yet still counts them once.
     pub peer_grace: Duration,
+    /// A whole hour of the head is summed ahead of queries
+    /// ([`Store::sum_an_hour`]) once no rows arrived for it this long.
+    pub quiet_before_sum: Duration,
 }
 
 impl Default for Options {
@@ -179,6 +182,7 @@ impl Default for Options {
             retention: HashMap::new(),
             refresh_every: Duration::from_secs(10),
             peer_grace: Duration::from_secs(120),
+            quiet_before_sum: Duration::from_secs(60),
         }
     }
 }
@@ -214,6 +218,8 @@ pub struct Stats {
     pub compactions: u64,
     /// Blocks deleted for retention.
     pub expired: u64,
+    /// Whole hours summed ahead of queries ([`Store::sum_an_hour`]).
+    pub hours_summed: u64,
 }
 
 /// A part in storage (or on its way there).
@@ -259,6 +265,7 @@ pub struct Store {
     flush_errors: AtomicU64,
     compactions: AtomicU64,
     expired: AtomicU64,
+    hours_summed: AtomicU64,
     /// Peers' blocks found or forgotten.
     found: AtomicU64,
 }
@@ -451,6 +458,7 @@ impl Store {
             flushes: AtomicU64::new(0),
             flush_errors: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            hours_summed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             found: AtomicU64::new(0),
         })
@@ -608,6 +616,44 @@ impl Store {
         Ok((m.inputs() > 0).then(|| m.finish()))
     }
 
+    /// Sums one whole hour of a service's rollup that is over and not
+    /// summed yet, in a block or in the head (there once no rows arrived
+    /// for it for `quiet_before_sum`): what a query over that hour would
+    /// otherwise do first, for seconds. The minutes are copied under the
+    /// lock and summed without it, so ingest and queries go on meanwhile.
+    /// Returns whether there was one. The server calls it from its
+    /// upkeep, off the async threads.
+    pub fn sum_an_hour(&self) -> bool {
+        let before = now_ms();
+        let blocks: Vec<Arc<Block>> = read(&self.blocks).values().cloned().collect();
+        for b in blocks {
+            let job = read(&b.part).unsummed_hour(before, Duration::ZERO);
+            if let Some(job) = job {
+                let sum = job.sum();
+                if write(&b.part).put_hour(job, sum) {
+                    self.hours_summed.fetch_add(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
+        let tenants: Vec<String> = read(&self.head).keys().cloned().collect();
+        for t in tenants {
+            let job = read(&self.head)
+                .get(&t)
+                .and_then(|p| p.unsummed_hour(before, self.opts.quiet_before_sum));
+            if let Some(job) = job {
+                let sum = job.sum();
+                if let Some(p) = write(&self.head).get_mut(&t)
+                    && p.put_hour(job, sum)
+                {
+                    self.hours_summed.fetch_add(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
     /// Ids of the blocks this server knows that another server wrote.
     pub fn peer_blocks(&self) -> HashSet<String> {
         read(&self.blocks)
@@ -724,6 +770,7 @@ impl Store {
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_errors: self.flush_errors.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
+            hours_summed: self.hours_summed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
         }
     }
@@ -1150,6 +1197,84 @@ mod tests {
         );
         assert_eq!(total(0, 180), sum(0, 180) + 1000);
         assert_eq!(total(60, 120), sum(60, 120) + 1000);
+    }
+
+    #[test]
+    fn hours_that_are_over_are_summed_ahead_of_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let opts = || Options {
+            quiet_before_sum: Duration::ZERO,
+            ..Options::default()
+        };
+        let store = rt.block_on(Store::open(dir.path(), opts())).unwrap();
+        let labels = vec![
+            (NAME_LABEL.to_string(), "process_cpu".to_string()),
+            ("service_name".to_string(), "svc".to_string()),
+        ];
+        let put = |minute: i64, n: i64| {
+            let text = format!("main;m{} {n}\n", minute % 5);
+            let p = kiln_profile::decode(text.as_bytes(), &Default::default()).unwrap();
+            rt.block_on(store.ingest("", labels.clone(), minute * BUCKET_MS + 1, p))
+                .unwrap();
+        };
+        for minute in 0..120 {
+            put(minute, minute + 1);
+        }
+        let q = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+        let hours = || store.head.read().unwrap()[""].rollup_hours(&q);
+        assert!(hours().is_empty(), "no query asked yet");
+        let mut summed = 0;
+        while store.sum_an_hour() {
+            summed += 1;
+            assert!(summed <= 2, "each hour once");
+        }
+        assert_eq!(hours(), [0, HOUR_MS], "both hours summed, unasked");
+        assert_eq!(store.stats().hours_summed, 2);
+        let total = || {
+            store
+                .select("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
+                .unwrap()
+                .map_or(0, |p| p.total(0))
+        };
+        assert_eq!(total(), (1..=120).sum::<i64>());
+        // A sum taken before a late profile arrived is not kept.
+        let job = store.head.read().unwrap()[""].unsummed_hour(i64::MAX, Duration::ZERO);
+        assert!(job.is_none());
+        put(10, 1000);
+        assert_eq!(hours(), [HOUR_MS], "the late profile dropped hour 0's sum");
+        let job = store.head.read().unwrap()[""]
+            .unsummed_hour(i64::MAX, Duration::ZERO)
+            .unwrap();
+        let sum = job.sum();
+        put(11, 100);
+        let kept = store
+            .head
+            .write()
+            .unwrap()
+            .get_mut("")
+            .unwrap()
+            .put_hour(job, sum);
+        assert!(!kept);
+        assert_eq!(hours(), [HOUR_MS], "rows arrived meanwhile: not kept");
+        assert!(store.sum_an_hour());
+        assert_eq!(hours(), [0, HOUR_MS]);
+        assert_eq!(total(), (1..=120).sum::<i64>() + 1100);
+        // Blocks too: read back after a restart, nothing is summed until
+        // the upkeep sums it.
+        rt.block_on(store.flush()).unwrap();
+        drop(store);
+        let store = rt.block_on(Store::open(dir.path(), opts())).unwrap();
+        let blocks: Vec<Arc<Block>> = store.blocks.read().unwrap().values().cloned().collect();
+        assert_eq!(blocks.len(), 1);
+        let block_hours = || blocks[0].part.read().unwrap().rollup_hours(&q);
+        assert!(block_hours().is_empty());
+        while store.sum_an_hour() {}
+        assert_eq!(block_hours(), [0, HOUR_MS]);
+        let p = store
+            .select("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
+            .unwrap();
+        assert_eq!(p.unwrap().total(0), (1..=120).sum::<i64>() + 1100);
     }
 
     /// A profile as a comparable map: (frames root first, sample labels)

@@ -6,6 +6,7 @@
 //! stacks, and merging rows is summing numbers under one key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use kiln_profile::{Interner, LabelSetId, Merger, Profile, StackId};
 
@@ -242,12 +243,18 @@ impl Group {
 }
 
 /// A series' (or a rollup's) rows by time: per minute as they come, and
-/// per hour, summed from the minutes once a query reads the whole hour;
-/// an hour's sum goes when a row arrives for one of its minutes.
+/// per hour, summed from the minutes once a query reads the whole hour
+/// (or, for rollups, in the background once the hour is over: see
+/// [`Part::unsummed_hour`]); an hour's sum goes when a row arrives for one
+/// of its minutes.
 #[derive(Default)]
 pub(crate) struct Buckets {
     pub minutes: BTreeMap<i64, Vec<Group>>,
     hours: BTreeMap<i64, Vec<Group>>,
+    /// Per hour, how many times rows were added to it, and when last: a
+    /// sum made off the lock is kept only if its hour saw no rows
+    /// meanwhile, and is made only once the hour has been quiet a while.
+    edits: BTreeMap<i64, (u64, Instant)>,
     /// The newest minute rows arrived for: when rows arrive for a newer
     /// one, its rows are folded (minutes fill one after another, so a
     /// minute left behind is usually complete).
@@ -259,6 +266,38 @@ fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
     let first = (lo + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let end = until.div_euclid(HOUR_MS) * HOUR_MS;
     (first, end.max(first))
+}
+
+/// `groups` summed per kind and packed.
+fn sum_groups<'a>(groups: impl Iterator<Item = &'a Group>) -> Vec<Group> {
+    let mut sum: Vec<Group> = Vec::new();
+    for g in groups {
+        let s = group_of(&mut sum, g.header, g.rows.width);
+        s.rows.extend(&g.rows);
+        s.rows.maybe_fold();
+        s.widen(g.start_ns, g.end_ns);
+    }
+    for g in &mut sum {
+        g.rows.pack();
+    }
+    sum
+}
+
+/// One whole hour of a service rollup to sum away from the part's lock:
+/// taken by [`Part::unsummed_hour`], summed by [`HourToSum::sum`], kept by
+/// [`Part::put_hour`] unless rows arrived for the hour meanwhile.
+pub(crate) struct HourToSum {
+    part: u64,
+    key: (String, String),
+    hour: i64,
+    edits: u64,
+    minutes: Vec<Group>,
+}
+
+impl HourToSum {
+    pub fn sum(&self) -> Vec<Group> {
+        sum_groups(self.minutes.iter())
+    }
 }
 
 /// The group of `header` in `groups`, added if missing.
@@ -282,7 +321,10 @@ impl Buckets {
     /// The group that takes rows of `header` for the minute of `time_ms`.
     fn group(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
         let minute = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        self.hours.remove(&(minute.div_euclid(HOUR_MS) * HOUR_MS));
+        let hour = minute.div_euclid(HOUR_MS) * HOUR_MS;
+        self.hours.remove(&hour);
+        let e = self.edits.entry(hour).or_insert((0, Instant::now()));
+        *e = (e.0 + 1, Instant::now());
         if self.open.is_none_or(|m| m < minute) {
             if let Some(left) = self.open.and_then(|m| self.minutes.get_mut(&m)) {
                 for g in left {
@@ -305,22 +347,30 @@ impl Buckets {
         let (first, end) = whole_hours(lo, until);
         for h in self.hours_held(first, end) {
             if !self.hours.contains_key(&h) {
-                let mut sum: Vec<Group> = Vec::new();
-                for (_, groups) in self.minutes.range(h..h + HOUR_MS) {
-                    for g in groups {
-                        let s = group_of(&mut sum, g.header, g.rows.width);
-                        s.rows.extend(&g.rows);
-                        s.widen(g.start_ns, g.end_ns);
-                    }
-                }
+                let sum = sum_groups(self.minutes.range(h..h + HOUR_MS).flat_map(|(_, v)| v));
                 if !sum.is_empty() {
-                    for g in &mut sum {
-                        g.rows.pack();
-                    }
                     self.hours.insert(h, sum);
                 }
             }
         }
+    }
+
+    /// The first hour over by `before` that holds minutes, is not summed,
+    /// and took no rows for `quiet`.
+    fn unsummed_hour(&self, before: i64, quiet: Duration) -> Option<i64> {
+        let first = *self.minutes.keys().next()?;
+        let end = before.div_euclid(HOUR_MS) * HOUR_MS;
+        self.hours_held(first.div_euclid(HOUR_MS) * HOUR_MS, end)
+            .into_iter()
+            .find(|h| {
+                !self.hours.contains_key(h)
+                    && self.edits.get(h).is_none_or(|e| e.1.elapsed() >= quiet)
+            })
+    }
+
+    /// How many times rows were added to hour `h`.
+    fn edits_of(&self, h: i64) -> u64 {
+        self.edits.get(&h).map_or(0, |e| e.0)
     }
 
     /// The hours within `[first, end)` that hold any minute, found by
@@ -420,6 +470,10 @@ pub(crate) struct Part {
     /// Profiles and samples taken.
     pub profiles: u64,
     pub samples: u64,
+    /// This part among all made in the process: a sum made off the lock
+    /// goes back only to the part it was taken from (the head may have
+    /// been cut and replaced meanwhile).
+    id: u64,
 }
 
 impl Default for Part {
@@ -435,9 +489,13 @@ impl Default for Part {
             max_ms: i64::MIN,
             profiles: 0,
             samples: 0,
+            id: PART_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
+
+/// Where [`Part::id`]s come from.
+static PART_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Sample type names and period type of `p`: profiles with equal
 /// signatures share a header.
@@ -682,6 +740,39 @@ impl Part {
             }
             _ => None,
         }
+    }
+
+    /// A rollup's whole hour that ended by `before_ms` and that no query
+    /// summed yet, with a copy of its minutes (packed rows: a copy is a
+    /// fraction of the sum's work), so it can be summed off the lock.
+    pub fn unsummed_hour(&self, before_ms: i64, quiet: Duration) -> Option<HourToSum> {
+        self.rollups.iter().find_map(|(key, b)| {
+            let hour = b.unsummed_hour(before_ms, quiet)?;
+            Some(HourToSum {
+                part: self.id,
+                key: key.clone(),
+                hour,
+                edits: b.edits_of(hour),
+                minutes: b
+                    .minutes
+                    .range(hour..hour + HOUR_MS)
+                    .flat_map(|(_, v)| v.iter().cloned())
+                    .collect(),
+            })
+        })
+    }
+
+    /// Keeps the sum of `job`'s hour, unless rows arrived for the hour
+    /// since it was taken (then a later call takes it again); says which.
+    pub fn put_hour(&mut self, job: HourToSum, sum: Vec<Group>) -> bool {
+        if job.part == self.id
+            && let Some(b) = self.rollups.get_mut(&job.key)
+            && b.edits_of(job.hour) == job.edits
+        {
+            b.hours.insert(job.hour, sum);
+            return true;
+        }
+        false
     }
 
     /// Whether `q` is read from a rollup here.
