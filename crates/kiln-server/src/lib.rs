@@ -437,6 +437,25 @@ pub struct App {
     state: AppState,
 }
 
+/// Runs `work` a second after it last finished, for as long as the app
+/// lives.
+fn every_second<F, W>(state: &AppState, work: W)
+where
+    W: Fn(Arc<Inner>) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(&state.0);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            work(inner).await;
+        }
+    });
+}
+
 impl App {
     /// Opens the store under `config.data_dir` (loading its blocks and
     /// replaying the log since the last cut) and starts its upkeep: every
@@ -468,29 +487,16 @@ impl App {
             http,
             answers: cluster::Answers::default(),
         }));
-        let weak = Arc::downgrade(&state.0);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                if let Err(e) = inner.store.tick().await {
-                    tracing::error!(target: "kiln_server", "storage upkeep: {e}");
-                }
+        // Cuts, compaction, retention, the bucket's listing.
+        every_second(&state, |inner| async move {
+            if let Err(e) = inner.store.tick().await {
+                tracing::error!(target: "kiln_server", "storage upkeep: {e}");
             }
         });
         // Whole hours that are over are summed ahead of the first query
         // over them, one at a time, off the async threads.
-        let weak = Arc::downgrade(&state.0);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                let _ = tokio::task::spawn_blocking(move || inner.store.sum_an_hour()).await;
-            }
+        every_second(&state, |inner| async move {
+            let _ = tokio::task::spawn_blocking(move || inner.store.sum_an_hour()).await;
         });
         Ok(App { state })
     }

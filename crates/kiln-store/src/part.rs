@@ -320,11 +320,19 @@ fn group_of(groups: &mut Vec<Group>, header: u32, width: usize) -> &mut Group {
 impl Buckets {
     /// The group that takes rows of `header` for the minute of `time_ms`.
     fn group(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
+        let hour = time_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let now = Instant::now();
+        let e = self.edits.entry(hour).or_insert((0, now));
+        *e = (e.0 + 1, now);
+        self.slot(time_ms, header, width)
+    }
+
+    /// As [`Buckets::group`], but not counted as an edit of its hour: for
+    /// rows read back from a block, which takes none after (a block's rows
+    /// come one at a time, and this is per row).
+    fn slot(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
         let minute = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        let hour = minute.div_euclid(HOUR_MS) * HOUR_MS;
-        self.hours.remove(&hour);
-        let e = self.edits.entry(hour).or_insert((0, Instant::now()));
-        *e = (e.0 + 1, Instant::now());
+        self.hours.remove(&(minute.div_euclid(HOUR_MS) * HOUR_MS));
         if self.open.is_none_or(|m| m < minute) {
             if let Some(left) = self.open.and_then(|m| self.minutes.get_mut(&m)) {
                 for g in left {
@@ -622,14 +630,14 @@ impl Part {
                 Some(r) => r,
                 None => self.rollups.entry(key.clone()).or_default(),
             };
-            let g = r.group(minute, header, width);
+            let g = r.slot(minute, header, width);
             g.rows.push(stack, labels, values);
             g.rows.maybe_fold();
             g.widen(start, end);
         }
         let g = self.series[series as usize]
             .buckets
-            .group(minute, header, width);
+            .slot(minute, header, width);
         g.rows.push(stack, labels, values);
         g.widen(start, end);
     }
