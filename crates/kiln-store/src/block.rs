@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::part::{At, Dict, Part};
+use crate::part::{At, Dict, Part, Rows};
 
 /// The block format version `meta.json` carries; readers refuse others.
 pub const VERSION: u32 = 1;
@@ -661,6 +661,9 @@ pub(crate) async fn read(store: &dyn ObjectStore, meta: &Meta) -> Result<Part, E
         .collect();
     let stacks = t.stacks.len() as u32;
     let sets = t.label_sets.len() as u32;
+    // Rows come sorted by series, minute and kind: each run of one
+    // (series, minute, kind, span) goes into the part at once.
+    let mut run: Option<(u32, At, Rows)> = None;
     for b in batches(store, meta, "samples.parquet").await? {
         for n in ["series", "kind", "stack", "label_set"] {
             check(id, &b, n, &D::UInt32)?;
@@ -697,14 +700,22 @@ pub(crate) async fn read(store: &dyn ObjectStore, meta: &Meta) -> Result<Part, E
                 header: k as u32,
                 span: (start.value(i), end.value(i)),
             };
-            part.put_row(
-                s as u32,
-                rollups[s].as_ref(),
-                at,
-                (StackId(stack.value(i)), LabelSetId(labels.value(i))),
-                v,
-            );
+            let same = run
+                .as_ref()
+                .is_some_and(|(rs, ra, _)| *rs == s as u32 && *ra == at);
+            if !same {
+                if let Some((rs, ra, rows)) = run.take() {
+                    part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
+                }
+                run = Some((s as u32, at, Rows::new(width)));
+            }
+            if let Some((_, _, rows)) = &mut run {
+                rows.push(StackId(stack.value(i)), LabelSetId(labels.value(i)), v);
+            }
         }
+    }
+    if let Some((rs, ra, rows)) = run.take() {
+        part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
     }
     part.dict = Dict::Fixed(Box::new(t));
     part.min_ms = meta.min_ms;

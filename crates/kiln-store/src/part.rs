@@ -103,11 +103,18 @@ impl Rows {
             self.unpack();
         }
         let w = self.width;
-        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| self.keys[i as usize]);
+        // Sorted as (key, index) pairs side by side: comparing in place is
+        // several times faster than sorting indices by looking keys up.
+        let mut order: Vec<(u64, u32)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, l))| ((u64::from(s.0) << 32) | u64::from(l.0), i as u32))
+            .collect();
+        order.sort_unstable_by_key(|&(k, _)| k);
         let mut keys = Vec::with_capacity(order.len());
         let mut values: Vec<i64> = Vec::with_capacity(self.values.len());
-        for i in order {
+        for (_, i) in order {
             let i = i as usize;
             let v = &self.values[i * w..(i + 1) * w];
             if keys.last() == Some(&self.keys[i]) {
@@ -434,7 +441,7 @@ impl Buckets {
 
 /// Where a row read back from a block goes: its minute, its kind, and
 /// its group's time span (ns).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct At {
     pub minute: i64,
     pub header: u32,
@@ -610,9 +617,10 @@ impl Part {
         Ok(())
     }
 
-    /// Puts one row read back from a block: series `series` (whose rollup
-    /// key is `rollup`), minute, kind, the group's time span.
-    pub fn put_row(
+    /// Puts a run of rows read back from a block, all of series `series`
+    /// (whose rollup key is `rollup`) and one minute, kind and time span:
+    /// into the series and its service's rollup.
+    pub fn put_rows(
         &mut self,
         series: SeriesId,
         rollup: Option<&(String, String)>,
@@ -621,24 +629,22 @@ impl Part {
             header,
             span: (start, end),
         }: At,
-        (stack, labels): (StackId, LabelSetId),
-        values: &[i64],
+        rows: &Rows,
     ) {
-        let width = values.len();
         if let Some(key) = rollup {
             let r = match self.rollups.get_mut(key) {
                 Some(r) => r,
                 None => self.rollups.entry(key.clone()).or_default(),
             };
-            let g = r.slot(minute, header, width);
-            g.rows.push(stack, labels, values);
+            let g = r.slot(minute, header, rows.width);
+            g.rows.extend(rows);
             g.rows.maybe_fold();
             g.widen(start, end);
         }
         let g = self.series[series as usize]
             .buckets
-            .slot(minute, header, width);
-        g.rows.push(stack, labels, values);
+            .slot(minute, header, rows.width);
+        g.rows.extend(rows);
         g.widen(start, end);
     }
 
