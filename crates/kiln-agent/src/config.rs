@@ -41,6 +41,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "bearer token the control endpoints require",
     ),
     ("KILN_INSTANCE", "instance label (default: the host name)"),
+    (
+        "KILN_SERVER_TOKEN",
+        "bearer token sent with every push to `KILN_SERVER`",
+    ),
+    (
+        "KILN_TENANT",
+        "tenant pushes are stored under (`X-Scope-OrgID`)",
+    ),
 ];
 
 /// Parses `10s`, `500ms`, `2m`, `1h`.

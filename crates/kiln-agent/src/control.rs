@@ -432,7 +432,7 @@ fn take_dump() -> Vec<RawThread> {
     let Ok(shared) = crate::sys::shared() else {
         return Vec::new();
     };
-    crate::sys::refresh_regions(shared);
+    crate::sys::refresh_tables(shared);
     let mut tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
         .map(|d| {
             d.flatten()

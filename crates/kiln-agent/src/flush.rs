@@ -16,6 +16,7 @@ use crate::sampler::Window;
 use crate::session::{SessionOutcome, SessionReport, Sessions};
 use crate::ship::Ship;
 use crate::symbolize::{Frames, Symbols};
+use crate::sys::CodeMapping;
 use crate::window;
 
 /// How long a session's stop waits for its sinks before answering with
@@ -81,16 +82,17 @@ fn ms(t: std::time::SystemTime) -> u64 {
 /// Runs until every sender of `jobs` is gone.
 pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
     let mut symbols = Symbols::new();
+    let mut code = Code::default();
     for job in jobs {
         match job {
             Job::Window(w) => {
-                let bytes = encode(&ctx, &w, ctx.period_ns, &mut symbols);
+                let bytes = encode(&ctx, &w, ctx.period_ns, &mut symbols, code.now());
                 ctx.pending.fetch_sub(1, Ordering::AcqRel);
                 ctx.ship
                     .enqueue("process_cpu", w.start, w.end, bytes, false);
             }
             Job::Session(s) => {
-                let bytes = encode(&ctx, &s.window, s.period_ns, &mut symbols);
+                let bytes = encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now());
                 let outcomes = if s.ship {
                     ctx.ship.enqueue(
                         "process_cpu",
@@ -142,8 +144,33 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
     }
 }
 
-fn encode(ctx: &FlushCtx, w: &Window, period_ns: u64, symbols: &mut Symbols) -> Bytes {
-    let mut p = window::build(w, period_ns, symbols);
+/// The process's executable mappings, re-read only when the loader's
+/// list of objects changed.
+#[derive(Default)]
+struct Code {
+    generation: Option<(u64, u64)>,
+    mappings: Vec<CodeMapping>,
+}
+
+impl Code {
+    fn now(&mut self) -> &[CodeMapping] {
+        let g = crate::sys::modules_generation();
+        if self.generation != Some(g) {
+            self.generation = Some(g);
+            self.mappings = crate::sys::code_mappings();
+        }
+        &self.mappings
+    }
+}
+
+fn encode(
+    ctx: &FlushCtx,
+    w: &Window,
+    period_ns: u64,
+    symbols: &mut Symbols,
+    code: &[CodeMapping],
+) -> Bytes {
+    let mut p = window::build(w, period_ns, symbols, code);
     crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
     Bytes::from(kiln_profile::pprof::encode_gzip(&p))
 }

@@ -40,6 +40,7 @@ mod ship;
 mod sink;
 mod symbolize;
 pub mod sys;
+pub mod unwind;
 mod window;
 
 use std::net::SocketAddr;
@@ -121,9 +122,14 @@ pub struct Counters {
     unknown_frames: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_file: Mutex<Option<PathBuf>>,
+    unwind: Mutex<sys::UnwindStatus>,
 }
 
 impl Counters {
+    fn set_unwind(&self, status: sys::UnwindStatus) {
+        *self.unwind.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
     fn set_error(&self, e: String) {
         tracing::warn!(target: "kiln_agent", "{e}");
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -173,6 +179,8 @@ pub struct Status {
     pub sessions: Vec<SessionInfo>,
     /// Addresses the control endpoints listen on.
     pub control: Vec<String>,
+    /// The CFI tables the stack walk reads: objects, rows, bytes.
+    pub unwind: sys::UnwindStatus,
 }
 
 /// Builds an [`Agent`]; see the crate example.
@@ -191,6 +199,8 @@ pub struct AgentBuilder {
     s3: Vec<String>,
     control: Vec<String>,
     control_token: Option<String>,
+    push_token: Option<String>,
+    tenant: Option<String>,
 }
 
 impl Default for AgentBuilder {
@@ -208,6 +218,8 @@ impl Default for AgentBuilder {
             s3: Vec::new(),
             control: Vec::new(),
             control_token: None,
+            push_token: None,
+            tenant: None,
         }
     }
 }
@@ -288,6 +300,21 @@ impl AgentBuilder {
     /// loopback included, once set). Default: `KILN_CONTROL_TOKEN`, else none.
     pub fn control_token(mut self, token: impl Into<String>) -> Self {
         self.control_token = Some(token.into());
+        self
+    }
+
+    /// The bearer token sent with every push (`Authorization: Bearer`),
+    /// for a server whose tenants need tokens. Default:
+    /// `KILN_SERVER_TOKEN`, else none.
+    pub fn push_token(mut self, token: impl Into<String>) -> Self {
+        self.push_token = Some(token.into());
+        self
+    }
+
+    /// The tenant pushes are stored under (`X-Scope-OrgID`). Default:
+    /// `KILN_TENANT`, else the server's default tenant.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
         self
     }
 
@@ -394,6 +421,13 @@ impl Inner {
                 self.sessions.list()
             },
             control: self.control_addrs.iter().map(|a| a.to_string()).collect(),
+            // try_lock: in a forked child the lock may be held forever.
+            unwind: self
+                .counters
+                .unwind
+                .try_lock()
+                .map(|u| u.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -505,6 +539,8 @@ impl Agent {
         }
         b.control_token = config::env("KILN_CONTROL_TOKEN", url)?;
         b.instance = config::env("KILN_INSTANCE", url)?;
+        b.push_token = config::env("KILN_SERVER_TOKEN", url)?;
+        b.tenant = config::env("KILN_TENANT", url)?;
         Ok(b)
     }
 
@@ -534,9 +570,13 @@ impl Agent {
         };
         let instance = cfg.instance.clone().unwrap_or_else(config::hostname);
         let ship = Arc::new(ship::Ship::new(
-            &cfg.dirs,
-            &cfg.push,
-            &cfg.s3,
+            &ship::Targets {
+                dirs: cfg.dirs.clone(),
+                push: cfg.push.clone(),
+                s3: cfg.s3.clone(),
+                push_token: cfg.push_token.clone(),
+                tenant: cfg.tenant.clone(),
+            },
             service.clone(),
             instance.clone(),
             cfg.labels.clone(),
@@ -780,7 +820,7 @@ fn choose_engine(wanted: Engine) -> Result<EngineChoice, Error> {
         }
     };
     let probe_ctimer = || -> Result<(), String> {
-        sys::engine::ThreadTimer::create(tid, 1_000_000_000)
+        sys::engine::ThreadTimer::create(tid, 1_000_000_000, 1_000_000_000)
             .map(drop)
             .map_err(|e| format!("timer_create(thread CPU clock): {e}"))
     };

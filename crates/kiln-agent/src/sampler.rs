@@ -21,7 +21,7 @@ use kiln_profile::intern::SliceTable;
 use crate::config::{DRAIN_INTERVAL, THREAD_SCAN_INTERVAL};
 use crate::flush::{Job, SessionJob};
 use crate::sys::engine::{PerfEvent, ThreadTimer, set_itimer};
-use crate::sys::{Shared, regions::parse_maps};
+use crate::sys::{Shared, TIMER_CTIMER, TIMER_ITIMER};
 use crate::{Counters, Engine};
 
 /// Marks a stack the walk cut at the depth limit.
@@ -208,6 +208,13 @@ pub fn run(
                 },
                 Ordering::Relaxed,
             );
+            let (timer_period, kind) = match cfg.engine {
+                Engine::Ctimer => (period_ns, TIMER_CTIMER),
+                Engine::Itimer => (period_ns, TIMER_ITIMER),
+                _ => (0, 0),
+            };
+            shared.timer_kind.store(kind, Ordering::Relaxed);
+            shared.timer_period.store(timer_period, Ordering::Relaxed);
             if cfg.engine == Engine::Itimer
                 && let Err(e) = set_itimer(period_ns)
             {
@@ -382,20 +389,22 @@ fn scan(
                     Arm::None
                 }
             },
-            Engine::Ctimer => match ThreadTimer::create(tid, period_ns) {
-                Ok(t) => Arm::Timer(t),
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ESRCH)
-                        || e.raw_os_error() == Some(libc::EINVAL) =>
-                {
-                    continue;
+            Engine::Ctimer => {
+                match ThreadTimer::create(tid, period_ns, crate::sys::next_interval(shared)) {
+                    Ok(t) => Arm::Timer(t),
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ESRCH)
+                            || e.raw_os_error() == Some(libc::EINVAL) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => {
+                        counters.arm_failures.fetch_add(1, Ordering::Relaxed);
+                        counters.set_error(format!("timer_create for thread {tid}: {e}"));
+                        Arm::None
+                    }
                 }
-                Err(e) => {
-                    counters.arm_failures.fetch_add(1, Ordering::Relaxed);
-                    counters.set_error(format!("timer_create for thread {tid}: {e}"));
-                    Arm::None
-                }
-            },
+            }
             Engine::Itimer | Engine::Auto => Arm::None,
         };
         let name = thread_name(tid).unwrap_or_default();
@@ -406,11 +415,10 @@ fn scan(
     threads.retain(|tid, _| alive.binary_search(tid).is_ok());
     // The walk only needs the mappings that hold thread stacks, and those
     // appear with threads: re-read the maps then, and now and then for
-    // anything else (a stack a thread switched to).
+    // anything else (a stack a thread switched to, a library loaded).
     if appeared || last_maps.is_none_or(|t| t.elapsed() >= MAPS_REFRESH) {
-        if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
-            shared.regions.publish(&parse_maps(&maps));
-        }
+        let status = crate::sys::refresh_tables(shared);
+        counters.set_unwind(status);
         *last_maps = Some(Instant::now());
     }
 }

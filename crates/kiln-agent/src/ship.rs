@@ -247,32 +247,49 @@ struct SendError {
     retry: bool,
 }
 
+/// Where windows go: the builder's sinks.
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    /// Directories.
+    pub dirs: Vec<PathBuf>,
+    /// Kiln or Pyroscope servers.
+    pub push: Vec<String>,
+    /// `s3://bucket/prefix` URLs.
+    pub s3: Vec<String>,
+    /// Bearer token sent with every push.
+    pub push_token: Option<String>,
+    /// `X-Scope-OrgID` sent with every push.
+    pub tenant: Option<String>,
+}
+
 impl Ship {
     /// The sinks of a configuration; S3 URLs and push URLs are checked here
     /// so that `start()` fails on a bad one.
     pub fn new(
-        dirs: &[PathBuf],
-        push: &[String],
-        s3: &[String],
+        targets: &Targets,
         service: String,
         instance: String,
         labels: Vec<(String, String)>,
         counters: Arc<Counters>,
     ) -> Result<Ship, Error> {
         let mut sinks = Vec::new();
-        for d in dirs {
+        for d in &targets.dirs {
             sinks.push(Sink::new(
                 Target::Dir(DirSink::new(d.clone())),
                 d.display().to_string(),
             ));
         }
-        for u in push {
+        for u in &targets.push {
             sinks.push(Sink::new(
-                Target::Push(PushClient::new(u, REQUEST_TIMEOUT)?),
+                Target::Push(
+                    PushClient::new(u, REQUEST_TIMEOUT)?
+                        .token(targets.push_token.clone())
+                        .tenant(targets.tenant.clone()),
+                ),
                 u.clone(),
             ));
         }
-        for u in s3 {
+        for u in &targets.s3 {
             let rest = u
                 .strip_prefix("s3://")
                 .ok_or_else(|| Error::Config(format!("s3 {u:?}: expected s3://bucket/prefix")))?;
@@ -584,9 +601,10 @@ mod tests {
     #[test]
     fn full_queue_drops_the_oldest() {
         let ship = Ship::new(
-            &[PathBuf::from("/nonexistent")],
-            &[],
-            &[],
+            &Targets {
+                dirs: vec![PathBuf::from("/nonexistent")],
+                ..Targets::default()
+            },
             "s".into(),
             "i".into(),
             vec![],

@@ -4,23 +4,22 @@
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
-use kiln_profile::{Function, Label, Line, Location, LocationId, Profile, thread_pool};
+use kiln_profile::{
+    Function, Label, Line, Location, LocationId, Mapping, MappingId, Profile, thread_pool,
+};
 
 use crate::sampler::{TRUNCATED, Window};
 use crate::symbolize::Symbols;
+use crate::sys::CodeMapping;
+use crate::unwind::FrameAddress;
 
 /// The pprof profile of `w`, whose nominal sampling period is `period_ns`
 /// (each sample carries its own CPU time, taken at the rate then in force).
-pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
-    // Leaves are exact instruction addresses; callers are return addresses,
-    // looked up one byte earlier to land inside the call.
-    let lookup = |stack_pos: usize, addr: u64| {
-        if stack_pos == 0 {
-            addr
-        } else {
-            addr.saturating_sub(1)
-        }
-    };
+/// Each location points to the executable mapping that holds it (file,
+/// offset, build id), so that many processes of one binary merge into one
+/// set of locations whatever their load addresses.
+pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapping]) -> Profile {
+    let lookup = |stack_pos: usize, addr: u64| FrameAddress::at(stack_pos, addr).lookup();
     let mut addrs = Vec::new();
     for stack in w.stacks.iter() {
         for (i, &a) in stack.iter().enumerate() {
@@ -43,6 +42,29 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
     let thread_key = p.strings.intern("thread_name");
     let pool_key = p.strings.intern("thread_pool");
 
+    let mut mappings: HashMap<usize, MappingId> = HashMap::new();
+    let mut mapping_of = |p: &mut Profile, addr: u64| -> Option<MappingId> {
+        let i = code.partition_point(|m| m.start <= addr).checked_sub(1)?;
+        let m = &code[i];
+        if addr >= m.limit {
+            return None;
+        }
+        Some(*mappings.entry(i).or_insert_with(|| {
+            let filename = p.strings.intern(&m.file);
+            let build_id = p.strings.intern(&m.build_id);
+            p.add_mapping(Mapping {
+                memory_start: m.start,
+                memory_limit: m.limit,
+                file_offset: m.file_offset,
+                filename,
+                build_id,
+                has_functions: true,
+                has_filenames: true,
+                has_line_numbers: true,
+                has_inline_frames: true,
+            })
+        }))
+    };
     let mut functions: HashMap<(String, String), kiln_profile::FunctionId> = HashMap::new();
     let mut locations: HashMap<u64, LocationId> = HashMap::new();
     let mut truncated_loc = None;
@@ -99,7 +121,9 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols) -> Profile {
                             column: 0,
                         });
                     }
+                    let mapping = mapping_of(&mut p, addr);
                     let l = p.add_location(Location {
+                        mapping,
                         address: addr,
                         lines,
                         ..Location::default()

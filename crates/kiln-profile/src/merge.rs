@@ -317,6 +317,22 @@ impl Merger {
         }
         let src = &p.locations[l.index()];
         let mapping = src.mapping.map(|m| self.mapping(p, m));
+        // Mappings merge by (file, build id, offset, size), whatever their
+        // load address: an address inside one is moved into the merged
+        // mapping's address range, so one binary's code at another ASLR
+        // base (another process, another restart) is the same location.
+        let address = match (src.mapping, mapping) {
+            (Some(from), Some(to)) => {
+                let from = &p.mappings[from.index()];
+                let to = &self.out.mappings[to.index()];
+                if (from.memory_start..from.memory_limit).contains(&src.address) {
+                    src.address - from.memory_start + to.memory_start
+                } else {
+                    src.address
+                }
+            }
+            _ => src.address,
+        };
         let mut lines = std::mem::take(&mut self.line_buf);
         lines.clear();
         for line in &src.lines {
@@ -325,12 +341,12 @@ impl Merger {
                 ..*line
             });
         }
-        let h = location_hash(mapping, src.address, &lines, src.is_folded);
+        let h = location_hash(mapping, address, &lines, src.is_folded);
         let locations = &self.out.locations;
         let found = self.locations.find(h, |&id| {
             let o = &locations[id.index()];
             o.mapping == mapping
-                && o.address == src.address
+                && o.address == address
                 && o.is_folded == src.is_folded
                 && o.lines == lines
         });
@@ -339,7 +355,7 @@ impl Merger {
             None => {
                 let id = self.out.add_location(Location {
                     mapping,
-                    address: src.address,
+                    address,
                     lines: lines.clone(),
                     is_folded: src.is_folded,
                 });

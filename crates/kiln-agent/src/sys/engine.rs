@@ -133,8 +133,10 @@ pub struct ThreadTimer(libc::timer_t);
 unsafe impl Send for ThreadTimer {}
 
 impl ThreadTimer {
-    /// Creates and arms the timer for thread `tid`.
-    pub fn create(tid: u32, period_ns: u64) -> io::Result<Self> {
+    /// Creates and arms the timer for thread `tid`: first expiry after
+    /// `first_ns` of the thread's CPU time, then every `period_ns` (the
+    /// handler re-arms each expiry with a random interval).
+    pub fn create(tid: u32, period_ns: u64, first_ns: u64) -> io::Result<Self> {
         // MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED): the clock of another
         // thread, as glibc's pthread_getcpuclockid builds it.
         let clock: libc::clockid_t = ((!(tid as libc::clockid_t)) << 3) | 6;
@@ -149,10 +151,9 @@ impl ThreadTimer {
             return Err(io::Error::last_os_error());
         }
         let t = ThreadTimer(timer);
-        let ts = timespec(period_ns);
         let spec = libc::itimerspec {
-            it_interval: ts,
-            it_value: ts,
+            it_interval: timespec(period_ns),
+            it_value: timespec(first_ns.max(1)),
         };
         // SAFETY: `timer` was just created; `spec` is a valid itimerspec.
         if unsafe { libc::timer_settime(t.0, 0, &spec, std::ptr::null_mut()) } != 0 {
@@ -169,23 +170,29 @@ impl Drop for ThreadTimer {
     }
 }
 
-fn timespec(ns: u64) -> libc::timespec {
+/// `ns` as a timespec.
+pub fn timespec(ns: u64) -> libc::timespec {
     libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     }
 }
 
-/// Starts (or, with 0, stops) the process-wide profiling timer.
-pub fn set_itimer(period_ns: u64) -> io::Result<()> {
-    let us = period_ns / 1000;
-    let tv = libc::timeval {
+/// `ns` as a timeval (microseconds; at least 1 µs unless `ns` is 0, which
+/// disarms).
+pub fn timeval(ns: u64) -> libc::timeval {
+    let us = if ns == 0 { 0 } else { (ns / 1000).max(1) };
+    libc::timeval {
         tv_sec: (us / 1_000_000) as libc::time_t,
         tv_usec: (us % 1_000_000) as libc::suseconds_t,
-    };
+    }
+}
+
+/// Starts (or, with 0, stops) the process-wide profiling timer.
+pub fn set_itimer(period_ns: u64) -> io::Result<()> {
     let it = libc::itimerval {
-        it_interval: tv,
-        it_value: tv,
+        it_interval: timeval(period_ns),
+        it_value: timeval(period_ns),
     };
     // SAFETY: valid itimerval; the old value is not requested.
     if unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) } != 0 {

@@ -6,18 +6,30 @@
 //!
 //! The handler is async-signal-safe: it allocates nothing, takes no lock,
 //! calls no `std::thread` function; it reads registers from the signal
-//! context, walks frame pointers within the interrupted thread's stack
-//! mapping, writes into a preallocated [`ring::Ring`] slot, re-arms a perf
-//! event with one `ioctl`, and restores `errno`.
+//! context, walks the stack (CFI rules where the code has them, frame
+//! pointers elsewhere: [`crate::unwind`]) reading only the interrupted
+//! thread's own stack mapping, writes into a preallocated [`ring::Ring`]
+//! slot, re-arms its timer with a fresh random interval (one syscall),
+//! and restores `errno`. The tables it reads (stack mappings, unwind rows)
+//! are [`published::Published`]: one writer, the holder of the token in
+//! [`Shared::writer`].
 
 pub mod engine;
+mod modules;
+pub mod published;
 pub mod regions;
 pub mod ring;
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
+pub use modules::{CodeMapping, code_mappings, generation as modules_generation};
+use published::{Published, WriteToken};
 use regions::Regions;
 use ring::{MAX_DEPTH, RawSample, Ring};
+
+use crate::unwind::{ModuleTable, Regs, UnwindTables};
 
 /// State the signal handler reads. Created once per process and never
 /// freed, so a signal arriving late can never touch freed memory.
@@ -36,11 +48,111 @@ pub struct Shared {
     /// Signals that arrived while inactive or in a forked child.
     pub ignored: AtomicU64,
     /// The perf engine's mean sampling period in ns (0: not perf). Each
-    /// overflow re-arms with a period drawn within ±12.5% of it, so a
-    /// workload whose loop is a multiple of the period cannot alias with it.
+    /// overflow re-arms with a period drawn uniformly from [period/2,
+    /// 3·period/2), so a workload whose loop is a multiple of the period
+    /// cannot alias with it.
     pub perf_period: AtomicU64,
     /// Overflow counter that seeds the jitter.
     pub jitter: AtomicU64,
+    /// The CPU-timer engines' mean period in ns (0: not a timer engine).
+    /// Each signal re-arms the timer with an interval drawn uniformly from
+    /// [period/2, 3·period/2): the mean stays the period (so a sample still
+    /// stands for one period of CPU), but no workload can keep its phase.
+    pub timer_period: AtomicU64,
+    /// Which timer the period applies to: [`TIMER_CTIMER`] or [`TIMER_ITIMER`].
+    pub timer_kind: AtomicU8,
+    /// CFI rows of every loaded object.
+    pub unwind: Published<UnwindTables>,
+    /// The one writer of the tables above, with what it has built.
+    pub writer: std::sync::Mutex<Writer>,
+}
+
+/// [`Shared::timer_kind`] for per-thread CPU timers.
+pub const TIMER_CTIMER: u8 = 1;
+/// [`Shared::timer_kind`] for `setitimer`.
+pub const TIMER_ITIMER: u8 = 2;
+
+/// The writer side of the handler's tables: the token, and each loaded
+/// object's rows, kept while the object stays loaded.
+pub struct Writer {
+    token: WriteToken,
+    modules: HashMap<(String, u64), Arc<ModuleTable>>,
+    generation: Option<(u64, u64)>,
+    /// Objects whose CFI failed to parse, with why.
+    pub unwind_errors: Vec<String>,
+}
+
+/// What the unwind tables hold now.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct UnwindStatus {
+    /// Objects covered.
+    pub modules: usize,
+    /// Rows over all of them.
+    pub rows: usize,
+    /// Bytes the rows take.
+    pub bytes: usize,
+}
+
+impl Writer {
+    /// Re-reads `/proc/self/maps` into the table of stack mappings.
+    pub fn refresh_regions(&mut self, shared: &Shared) {
+        if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
+            shared
+                .regions
+                .publish(&mut self.token, &regions::parse_maps(&maps));
+        }
+    }
+
+    /// Rebuilds the unwind tables if objects were loaded or unloaded since
+    /// the last call (objects already seen keep their rows).
+    pub fn refresh_unwind(&mut self, shared: &Shared) -> UnwindStatus {
+        let generation = modules::generation();
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
+            let (tables, errors) = build_tables(&mut self.modules);
+            self.unwind_errors = errors;
+            shared.unwind.publish(&mut self.token, tables);
+        }
+        shared.unwind.read(|t| {
+            t.map_or_else(UnwindStatus::default, |t| UnwindStatus {
+                modules: t.modules().len(),
+                rows: t.modules().iter().map(|m| m.rows()).sum(),
+                bytes: t.modules().iter().map(|m| m.bytes()).sum(),
+            })
+        })
+    }
+}
+
+/// Tables over every object loaded now, reusing `cache` for objects seen
+/// before (and forgetting those gone).
+fn build_tables(
+    cache: &mut HashMap<(String, u64), Arc<ModuleTable>>,
+) -> (UnwindTables, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut keep = HashMap::new();
+    for f in modules::eh_frames() {
+        let key = (f.name.clone(), f.base);
+        let table = match cache.remove(&key) {
+            Some(t) => t,
+            None => match crate::unwind::build_module(&f.name, &f.bytes, f.addr) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", f.name));
+                    continue;
+                }
+            },
+        };
+        keep.insert(key, table);
+    }
+    let tables = UnwindTables::new(keep.values().cloned().collect());
+    *cache = keep;
+    (tables, errors)
+}
+
+/// The unwind tables of every object loaded now, built afresh (for tests
+/// and tools; the agent keeps its own in [`Shared::unwind`]).
+pub fn unwind_tables_now() -> UnwindTables {
+    build_tables(&mut HashMap::new()).0
 }
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
@@ -73,6 +185,15 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
         ignored: AtomicU64::new(0),
         perf_period: AtomicU64::new(0),
         jitter: AtomicU64::new(0),
+        timer_period: AtomicU64::new(0),
+        timer_kind: AtomicU8::new(0),
+        unwind: Published::new(),
+        writer: std::sync::Mutex::new(Writer {
+            token: WriteToken::new(),
+            modules: HashMap::new(),
+            generation: None,
+            unwind_errors: Vec::new(),
+        }),
     }));
     SHARED.store(shared as *const Shared as *mut Shared, Ordering::Release);
     install_handler()?;
@@ -111,12 +232,13 @@ fn install_handler() -> Result<(), std::io::Error> {
     Ok(())
 }
 
-/// Re-reads `/proc/self/maps` into the table the stack walk checks reads
-/// against (the sampler thread does this every scan).
-pub fn refresh_regions(shared: &Shared) {
-    if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
-        shared.regions.publish(&regions::parse_maps(&maps));
-    }
+/// Re-reads `/proc/self/maps` into the table of stack mappings and, if
+/// objects were loaded since, the unwind tables (the sampler does this as
+/// threads appear; the thread dump before it signals every thread).
+pub fn refresh_tables(shared: &Shared) -> UnwindStatus {
+    let mut w = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.refresh_regions(shared);
+    w.refresh_unwind(shared)
 }
 
 /// Installs a seccomp filter on the calling thread (inherited by threads it
@@ -219,14 +341,10 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         };
         let base = shared.perf_period.load(Ordering::Relaxed);
         let draw = shared.jitter.fetch_add(1, Ordering::Relaxed);
-        // A new period every fourth overflow is enough to break phase
-        // locking with a periodic workload, at a quarter of the syscalls.
-        if base >= 8 && draw.is_multiple_of(4) {
-            let mut x = draw.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            x ^= x >> 33;
-            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-            x ^= x >> 33;
-            let period: u64 = base - base / 8 + x % (base / 4 + 1);
+        // A new period at every overflow, as wide as the timers' (±12.5%
+        // every fourth overflow still kept a phase with 10 ms rounds).
+        if base >= 8 {
+            let period: u64 = base / 2 + mix(draw) % base;
             // SAFETY: PERF_EVENT_IOC_PERIOD reads one u64 through the
             // pointer, which points to a live local.
             unsafe { libc::ioctl(fd, engine::PERF_EVENT_IOC_PERIOD, &period as *const u64) };
@@ -234,6 +352,12 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         // SAFETY: ioctl on an fd is async-signal-safe; a stale fd fails harmlessly.
         unsafe { libc::ioctl(fd, engine::PERF_EVENT_IOC_REFRESH, 1) };
     }
+    let weight = if code == SI_TIMER || code == SI_KERNEL {
+        // SAFETY: `info` is the kernel's siginfo, per the contract.
+        unsafe { rearm_timer(shared, info, code) }
+    } else {
+        1
+    };
     if code == SI_TKILL {
         if !FORKED.load(Ordering::Relaxed) {
             // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
@@ -246,14 +370,6 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         shared.ignored.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let weight = if code == SI_TIMER {
-        // SAFETY: for timer signals the kernel fills the _timer fields;
-        // si_overrun is the int after si_timerid, 20 bytes in.
-        let overrun = unsafe { *((info as *const u8).add(20) as *const libc::c_int) };
-        1 + overrun.clamp(0, 1000) as u32
-    } else {
-        1
-    };
     // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
     let (ip, fp, sp) = unsafe { registers(ctx) };
     record(shared, gettid(), ip, fp, sp, weight);
@@ -261,6 +377,137 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 
 /// `si_code` of a signal from a POSIX timer.
 const SI_TIMER: libc::c_int = -2;
+/// `si_code` of a signal the kernel sent itself (`setitimer` expiries).
+const SI_KERNEL: libc::c_int = 0x80;
+
+/// A well-mixed 64-bit value from a counter (splitmix64's finaliser).
+fn mix(n: u64) -> u64 {
+    let mut x = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The next interval of a timer engine: uniform in [period/2, 3·period/2).
+pub fn next_interval(shared: &Shared) -> u64 {
+    let base = shared.timer_period.load(Ordering::Relaxed);
+    base / 2 + mix(shared.jitter.fetch_add(1, Ordering::Relaxed)) % base.max(1)
+}
+
+/// Most schedule points one signal may stand for.
+const MAX_WEIGHT: u32 = 1000;
+
+/// Re-arms the timer that sent this signal and returns the sampling
+/// periods the signal stands for.
+///
+/// The timer engines sample at the points of a random schedule in the
+/// thread's (or process's) CPU time, each gap drawn by [`next_interval`]:
+/// the mean gap is the period, so each point stands for one period of
+/// CPU, and no workload can keep a phase with it. CPU timers are checked
+/// at scheduler ticks, so a signal arrives some time `late` after its
+/// point; the next point is set from the point, not from the signal
+/// (`value = gap - late`), so lateness never accumulates, and every point
+/// the signal arrived late for counts in its weight. `late` is read from
+/// the timer itself: its repeating interval (the period) re-armed it
+/// `1 + overrun` periods after the point, and `timer_gettime` says how
+/// much of that is left. `timer_settime`, `timer_gettime`, `getitimer`
+/// and `setitimer` are plain syscalls, safe in a handler.
+///
+/// # Safety
+/// `info` must be the siginfo the kernel passed to the handler.
+unsafe fn rearm_timer(shared: &Shared, info: *mut libc::siginfo_t, code: libc::c_int) -> u32 {
+    let base = shared.timer_period.load(Ordering::Relaxed);
+    let kind = shared.timer_kind.load(Ordering::Relaxed);
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if code == SI_TIMER {
+        // SAFETY: for timer signals the kernel fills the _timer fields:
+        // si_timerid (the kernel's timer id) 16 bytes in, si_overrun after it.
+        let (timerid, overrun) = unsafe {
+            (
+                *((info as *const u8).add(16) as *const libc::c_int),
+                *((info as *const u8).add(20) as *const libc::c_int),
+            )
+        };
+        let overrun = overrun.clamp(0, MAX_WEIGHT as libc::c_int) as u64;
+        if base < 2 || kind != TIMER_CTIMER {
+            return 1 + overrun as u32;
+        }
+        let mut now = libc::itimerspec {
+            it_interval: zero,
+            it_value: zero,
+        };
+        // SAFETY: the kernel timer id and a pointer to a live itimerspec;
+        // a stale id fails with EINVAL and writes nothing.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_timer_gettime,
+                timerid,
+                &mut now as *mut libc::itimerspec,
+            )
+        };
+        let left = if got == 0 { ns_of(&now.it_value) } else { base };
+        let late = ((1 + overrun) * base).saturating_sub(left);
+        let (weight, value) = schedule(shared, late);
+        let spec = libc::itimerspec {
+            it_interval: engine::timespec(base),
+            it_value: engine::timespec(value),
+        };
+        // SAFETY: as above, with a pointer to a live itimerspec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_timer_settime,
+                timerid,
+                0,
+                &spec as *const libc::itimerspec,
+                std::ptr::null_mut::<libc::itimerspec>(),
+            )
+        };
+        weight
+    } else if kind == TIMER_ITIMER && base >= 2 {
+        let mut now = libc::itimerval {
+            it_interval: engine::timeval(0),
+            it_value: engine::timeval(0),
+        };
+        // SAFETY: a pointer to a live itimerval.
+        let got = unsafe { libc::getitimer(libc::ITIMER_PROF, &mut now) };
+        let left = if got == 0 {
+            now.it_value.tv_sec as u64 * 1_000_000_000 + now.it_value.tv_usec as u64 * 1000
+        } else {
+            base
+        };
+        let late = base.saturating_sub(left);
+        let (weight, value) = schedule(shared, late);
+        let it = libc::itimerval {
+            it_interval: engine::timeval(base),
+            it_value: engine::timeval(value),
+        };
+        // SAFETY: valid itimerval; the old value is not requested.
+        unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) };
+        weight
+    } else {
+        1
+    }
+}
+
+/// Given how `late` the signal is after its schedule point: how many
+/// points it stands for, and how long until the next one.
+fn schedule(shared: &Shared, mut late: u64) -> (u32, u64) {
+    let mut weight = 1;
+    let mut gap = next_interval(shared);
+    while late >= gap && weight < MAX_WEIGHT {
+        late -= gap;
+        weight += 1;
+        gap = next_interval(shared);
+    }
+    (weight, gap.saturating_sub(late).max(1))
+}
+
+fn ns_of(t: &libc::timespec) -> u64 {
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
 
 /// Walks and stores one sample. The whole signal path after the register
 /// read, public so a test can run it under a counting allocator.
@@ -275,10 +522,11 @@ pub fn record(shared: &Shared, tid: u32, ip: u64, fp: u64, sp: u64, weight: u32)
     });
 }
 
-/// Walks frame pointers from `(ip, fp, sp)` into `out` (leaf first), at
-/// most `max` frames; returns the frames written and whether the walk was
-/// cut at `max`. Every read is checked against the mapping that holds the
-/// thread's stack; a thread whose stack is not mapped yet keeps the leaf.
+/// Walks from `(ip, fp, sp)` into `out` (leaf first), at most `max`
+/// frames; returns the frames written and whether the walk was cut at
+/// `max`. Reads only inside the mapping that holds `sp` (the thread's own
+/// stack), from `sp` up; a thread whose stack is not mapped yet keeps the
+/// leaf.
 fn walk(
     shared: &Shared,
     ip: u64,
@@ -287,47 +535,23 @@ fn walk(
     max: usize,
     out: &mut [u64; MAX_DEPTH],
 ) -> (usize, bool) {
-    out[0] = ip;
-    let mut n = 1;
-    match shared.regions.find(sp) {
-        Some((lo, hi)) => {
-            let mut fp = fp;
-            while n < max {
-                // Both words of the frame record must lie inside the
-                // mapping that holds this thread's stack, above sp.
-                if fp < sp
-                    || fp < lo
-                    || !fp.is_multiple_of(8)
-                    || fp.checked_add(16).is_none_or(|end| end > hi)
-                {
-                    break;
-                }
-                // SAFETY: [fp, fp + 16) lies inside a readable mapping
-                // that contains the running thread's stack pointer, so
-                // it is mapped while this thread runs its handler.
-                let (next, ret) = unsafe {
-                    (
-                        std::ptr::read_volatile(fp as *const u64),
-                        std::ptr::read_volatile((fp + 8) as *const u64),
-                    )
-                };
-                if ret == 0 {
-                    break;
-                }
-                out[n] = ret;
-                n += 1;
-                if next <= fp {
-                    break;
-                }
-                fp = next;
-            }
-            (n, n == max)
+    let Some((_, hi)) = shared.regions.find(sp) else {
+        out[0] = ip;
+        shared.leaf_only.fetch_add(1, Ordering::Relaxed);
+        return (1, false);
+    };
+    let read = |a: u64| -> Option<u64> {
+        if a < sp || !a.is_multiple_of(8) || a.checked_add(8)? > hi {
+            return None;
         }
-        None => {
-            shared.leaf_only.fetch_add(1, Ordering::Relaxed);
-            (n, false)
-        }
-    }
+        // SAFETY: [a, a + 8) lies between the interrupted thread's stack
+        // pointer and the end of the mapping that holds it, which stays
+        // mapped while this thread runs its handler.
+        Some(unsafe { std::ptr::read_volatile(a as *const u64) })
+    };
+    shared
+        .unwind
+        .read(|tables| crate::unwind::walk(tables, Regs { ip, sp, fp }, max, out, read))
 }
 
 /// `si_code` of a signal sent with `tgkill`: a thread-dump request.

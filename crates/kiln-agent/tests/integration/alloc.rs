@@ -86,11 +86,20 @@ fn signal_handler_allocates_nothing() {
 #[test]
 fn record_allocates_nothing() {
     let shared = kiln_agent::sys::shared().unwrap();
-    kiln_agent::sys::refresh_regions(shared);
+    let tables = kiln_agent::sys::refresh_tables(shared);
+    assert!(tables.rows > 0, "no unwind tables published: {tables:?}");
+    // Leaves in code with CFI (this binary's `spin`, libc's `memcpy`) and
+    // in none (0x1000): both walks, neither may allocate.
+    let leaves = [
+        spin as *const () as u64 + 4,
+        libc::memcpy as *const () as u64,
+        0x1000,
+    ];
     let before = allocations();
-    for _ in 0..10_000 {
+    for i in 0..10_000 {
         let (fp, sp) = kiln_agent::sys::current_frame();
-        kiln_agent::sys::record(shared, kiln_agent::sys::gettid(), 0x1000, fp, sp, 1);
+        let ip = leaves[i % leaves.len()];
+        kiln_agent::sys::record(shared, kiln_agent::sys::gettid(), ip, fp, sp, 1);
     }
     assert_eq!(allocations(), before);
 }

@@ -9,6 +9,7 @@ mod engines;
 mod runtimes;
 mod ship;
 mod stress;
+mod truth;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,7 @@ fn child() {
         Ok("token") => control::child_token(),
         Ok("ship") => ship::child_ship(),
         Ok("deadpush") => ship::child_dead_server(),
+        Ok("truth") => truth::child_truth(),
         Ok(other) => panic!("unknown KILN_TEST_CHILD {other}"),
         Err(_) => in_process_smoke(),
     }
