@@ -177,3 +177,83 @@ fn kiln_top_and_go_tool_pprof_read_agent_files() {
     let pools = kiln_profile::group_by_label(&p, 1, "thread_pool").unwrap();
     assert!(pools.iter().any(|(t, _)| t == "worker-*"), "{pools:?}");
 }
+
+/// Three processes of one binary (each at its own ASLR base) merge into
+/// the locations of one process that ran as long as the three together:
+/// every location points to its mapping, and the merge keys locations by
+/// file, build id and offset in it. (Keyed by absolute address, three
+/// processes made three times the locations.)
+#[test]
+fn processes_of_one_binary_merge_into_one_set_of_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let run = |seconds: u32, out: std::path::PathBuf| {
+        child_report(&run_child(
+            "spin",
+            &[
+                ("KILN_CPU_HZ", "500".into()),
+                ("KILN_WINDOW", "1s".into()),
+                ("SPIN_SECONDS", seconds.to_string()),
+                ("KILN_DIR", out.display().to_string()),
+            ],
+        ));
+    };
+    run(3, dir.path().join("one"));
+    for i in 0..3 {
+        run(1, fleet.join(format!("p{i}")));
+    }
+    let one = merged(&dir.path().join("one"));
+    let all = merged(&fleet);
+    assert!(
+        !one.mappings.is_empty(),
+        "no mappings in the agent's profiles"
+    );
+    assert!(
+        one.mappings.iter().any(|m| !one.str(m.build_id).is_empty()),
+        "no build ids"
+    );
+    let mapped = one.locations.iter().filter(|l| l.mapping.is_some()).count();
+    assert!(
+        mapped * 10 >= one.locations.len() * 9,
+        "{mapped} of {} locations have a mapping",
+        one.locations.len()
+    );
+    // The workload's own stacks: the agent's start-up (symbolizing the
+    // binary once per process) is real per-process work, not a merge miss.
+    let work_locations = |p: &kiln_profile::Profile| {
+        let hot = |l: &kiln_profile::LocationId| {
+            p.locations[l.index()].lines.iter().any(|line| {
+                p.str(p.functions[line.function.index()].name)
+                    .contains("::hot_")
+            })
+        };
+        let mut seen = std::collections::HashSet::new();
+        for s in &p.samples {
+            let stack = p.stack(s.stack);
+            if stack.iter().any(hot) {
+                seen.extend(stack.iter().copied());
+            }
+        }
+        seen.len()
+    };
+    let (n1, n3) = (work_locations(&one), work_locations(&all));
+    assert!(n1 > 0, "no hot_* stacks");
+    assert!(
+        n3 as f64 <= 1.5 * n1 as f64,
+        "3 processes: {n3} locations, one as long: {n1} (all locations: {} vs {})",
+        all.locations.len(),
+        one.locations.len()
+    );
+    // Mappings merge too: one per executable segment, not one per process.
+    assert!(
+        all.mappings.len() <= one.mappings.len() + 2,
+        "{} mappings for 3 processes, {} for one",
+        all.mappings.len(),
+        one.mappings.len()
+    );
+    eprintln!(
+        "FLEET 3 processes: {n3} locations, {} mappings; one as long: {n1}, {}",
+        all.mappings.len(),
+        one.mappings.len()
+    );
+}

@@ -1,6 +1,8 @@
-//! Thread churn at 1000 Hz with a fork in the middle: no crash, no
-//! deadlock, no growth of file descriptors or memory, and the forked child
-//! knows it is not profiled.
+//! Thread churn at 1000 Hz with a fork in the middle, and a thread whose
+//! frame pointer holds garbage (random words, pointers below the stack
+//! pointer, a frame that points to itself): no crash, no hang, no growth
+//! of file descriptors or memory, and the forked child knows it is not
+//! profiled.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,10 @@ pub fn child_churn() {
     let mut fork_ok = false;
     let mut baseline: Option<(usize, u64)> = None;
     let mut timeline: Vec<u64> = Vec::new();
+    let hostile = std::thread::Builder::new()
+        .name("hostile".into())
+        .spawn(move || garbage_frames(until))
+        .unwrap();
     while Instant::now() < until {
         let batch: Vec<_> = (0..8)
             .map(|i| {
@@ -69,6 +75,7 @@ pub fn child_churn() {
             fork_ok = fork_and_check(&agent);
         }
     }
+    let hostile_rounds = hostile.join().unwrap();
     // Let the sampler notice the last exits.
     std::thread::sleep(Duration::from_millis(300));
     let (fds0, rss0) = baseline.unwrap();
@@ -77,8 +84,62 @@ pub fn child_churn() {
     agent.stop().unwrap();
     println!(
         "KILN_REPORT {}",
-        json!({"spawned": spawned, "fork_ok": fork_ok, "fds": [fds0, fds1], "rss_kb": [rss0, rss1], "rss_every_5s": timeline, "status": status})
+        json!({"spawned": spawned, "hostile_rounds": hostile_rounds, "fork_ok": fork_ok, "fds": [fds0, fds1], "rss_kb": [rss0, rss1], "rss_every_5s": timeline, "status": status})
     );
+}
+
+/// Spins with `rbp` set to garbage, round after round: what a walk meets
+/// in code that uses the frame pointer as a general register, or in a
+/// corrupted stack. Returns the rounds run.
+#[inline(never)]
+fn garbage_frames(until: Instant) -> u64 {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rounds = 0;
+    // A frame record that points to itself: a cycle.
+    let mut cell = [0u64; 2];
+    cell[0] = cell.as_ptr() as u64;
+    cell[1] = 0x1234;
+    while Instant::now() < until {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let here = &seed as *const u64 as u64;
+        let fp = match seed % 4 {
+            0 => seed,
+            1 => here.wrapping_sub(256),
+            2 => cell.as_ptr() as u64,
+            _ => here + (seed % 64) * 8,
+        };
+        run_with_fp(fp);
+        rounds += 1;
+    }
+    std::hint::black_box(&cell);
+    rounds
+}
+
+/// ~100 µs of work with the frame pointer holding `fp`.
+#[cfg(target_arch = "x86_64")]
+fn run_with_fp(fp: u64) {
+    // SAFETY: rbp is saved on the stack and restored before the block
+    // ends; the loop touches only the two named registers.
+    unsafe {
+        std::arch::asm!(
+            "push rbp",
+            "mov rbp, {fp}",
+            "2:",
+            "dec {n}",
+            "jnz 2b",
+            "pop rbp",
+            fp = in(reg) fp,
+            n = inout(reg) 100_000u64 => _,
+        )
+    };
+}
+
+/// Elsewhere the hostile thread only computes.
+#[cfg(not(target_arch = "x86_64"))]
+fn run_with_fp(_fp: u64) {
+    std::hint::black_box(spin(1) / 100);
 }
 
 /// Forks; the child checks the agent reports itself inactive, works a
@@ -113,6 +174,7 @@ fn thread_churn_and_fork_at_1000_hz() {
     );
     let r = child_report(&out);
     assert!(r["spawned"].as_u64().unwrap() > 500, "{r}");
+    assert!(r["hostile_rounds"].as_u64().unwrap() > 1000, "{r}");
     assert_eq!(
         r["fork_ok"], true,
         "the forked child did not see itself as not profiled: {r}"
