@@ -815,6 +815,9 @@ fn finish(mut b: Builder) -> R<Profile> {
     if b.used[0] {
         b.p.period_type = Some(b.p.value_type("cpu", "nanoseconds"));
         b.p.period = cpu_period;
+        // Tools that open on the default type (go tool pprof) then show
+        // what `kiln top` does: CPU first.
+        b.p.default_sample_type = b.p.strings.intern("cpu");
     } else if b.used[1] {
         b.p.period_type = Some(b.p.value_type("wall", "nanoseconds"));
         b.p.period = wall_period;

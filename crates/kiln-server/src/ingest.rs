@@ -406,6 +406,11 @@ async fn ingest_inner(
             };
             let (ty, unit) = suffix.unwrap_or(("cpu", "nanoseconds"));
             let mut p = decode(st, &text, format)?;
+            if p.sample_types.is_empty() {
+                return Err(ApiError::bad(format!(
+                    "format={format}: the body holds no samples"
+                )));
+            }
             if unit == "nanoseconds" && ty != "delay" {
                 // Folded CPU and wall profiles count samples.
                 let period = 1_000_000_000 / sample_rate;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-/// Runs the server until Ctrl-C.
+/// Runs the server until SIGINT or SIGTERM.
 pub fn run(
     listen: &str,
     data_dir: Option<&Path>,
@@ -40,7 +40,7 @@ pub fn config_for(
     Ok(cfg)
 }
 
-/// Serves `cfg` on `listen` until Ctrl-C; `beside(url)` may start a
+/// Serves `cfg` on `listen` until SIGINT or SIGTERM; `beside(url)` may start a
 /// process that lives as long as the server (killed at the end).
 pub fn serve(
     cfg: kiln_server::Config,
@@ -49,7 +49,7 @@ pub fn serve(
     beside: impl FnOnce(&str) -> Result<Option<std::process::Child>>,
 ) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
-    let authenticated = !cfg.tokens.is_empty();
+    let first_token = cfg.tokens.first().cloned();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-server")
@@ -68,17 +68,17 @@ pub fn serve(
     );
     let mut child = beside(&format!("http://{addr}"))?;
     // The server profiles itself into itself: a fresh server already
-    // shows a real flame graph. (With tokens configured the agent would
-    // need one: self-profiling is then off until that is configurable.)
-    if self_profile && authenticated {
-        eprintln!("kiln server: not profiling itself: tenants need tokens and the agent has none");
-    }
-    let agent = if self_profile && !authenticated {
-        match kiln_agent::Agent::builder()
+    // shows a real flame graph. With tenant tokens, it pushes with the
+    // first configured token, into that token's tenant.
+    let agent = if self_profile {
+        let mut b = kiln_agent::Agent::builder()
             .service("kiln-server")
-            .push_to(format!("http://{addr}"))
-            .start()
-        {
+            .push_to(format!("http://{addr}"));
+        if let Some((token, tenant)) = first_token {
+            eprintln!("kiln server: profiling itself into tenant {tenant:?}");
+            b = b.push_token(token);
+        }
+        match b.start() {
             Ok(a) => Some(a),
             Err(e) => {
                 eprintln!("kiln server: not profiling itself: {e}");
@@ -90,9 +90,7 @@ pub fn serve(
     };
     rt.block_on(async {
         axum::serve(listener, app.router())
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(stop_signal())
             .await
     })
     .context("serving")?;
@@ -109,6 +107,27 @@ pub fn serve(
         eprintln!("kiln server: the head stays in the log: {e}");
     }
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (what systemd, Kubernetes and `kill`
+/// send): either stops the server gracefully.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                eprintln!("kiln server: cannot watch SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    eprintln!("kiln server: stopping: finishing requests, cutting the head into a block");
 }
 
 /// A query against a server.

@@ -131,6 +131,12 @@ fn hostile_bodies_are_refused_and_the_server_keeps_serving() {
         b"\xff\xfe not text".to_vec(),
     );
     assert_eq!(code, 400, "{msg}");
+    // An empty body holds no samples: a clear 400, not a panic.
+    for format in ["folded", "lines"] {
+        let (code, msg) = ingest(&[("name", "x"), ("format", format)], Vec::new());
+        assert_eq!(code, 400, "{format}: {msg}");
+        assert!(msg.contains("no samples"), "{format}: {msg}");
+    }
 
     // Queries: bad selector, bad time, until before from.
     for (params, word) in [

@@ -219,8 +219,28 @@ fn two_servers_on_one_s3_bucket_answer_alike() {
         "only the late profile is in a's log: {wal} bytes"
     );
     let t = Instant::now();
-    let (_a, ua) = run(da.path(), pa, &ca);
+    let (mut a, ua) = run(da.path(), pa, &ca);
     assert!(t.elapsed() < Duration::from_secs(30));
     assert_eq!(answer(&ua), later);
     assert_eq!(answer(&ub), later);
+
+    // SIGTERM (what systemd, Kubernetes and `kill` send) stops a
+    // gracefully: it exits 0 and its head is a block in the bucket, where
+    // b and any other server find it.
+    let before = blocks_in(s3_root.path()).len();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &a.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(blocks_in(s3_root.path()).len(), before + 1);
 }
