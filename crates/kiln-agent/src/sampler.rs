@@ -142,7 +142,7 @@ pub fn run(
     };
     let mut window_end = Instant::now() + cfg.window;
     let mut last_scan = Instant::now() - THREAD_SCAN_INTERVAL;
-    let mut last_maps = None;
+    let mut last_maps = Refreshed::default();
     shared.active.store(true, Ordering::Release);
     loop {
         let mut stopping = false;
@@ -343,6 +343,14 @@ fn start_time(tid: u32) -> Option<u64> {
     after_comm.split(' ').nth(19)?.parse().ok()
 }
 
+/// When the handler's tables were last rebuilt, and the loader's
+/// (adds, subs) counters then.
+#[derive(Default)]
+struct Refreshed {
+    at: Option<Instant>,
+    loaded: Option<(u64, u64)>,
+}
+
 /// How often the readable-memory table is re-read when no thread appeared.
 const MAPS_REFRESH: Duration = Duration::from_secs(2);
 
@@ -352,7 +360,7 @@ fn scan(
     period_ns: u64,
     threads: &mut HashMap<u32, Thread>,
     counters: &Counters,
-    last_maps: &mut Option<Instant>,
+    last_maps: &mut Refreshed,
 ) {
     let mut appeared = false;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -416,9 +424,16 @@ fn scan(
     // The walk only needs the mappings that hold thread stacks, and those
     // appear with threads: re-read the maps then, and now and then for
     // anything else (a stack a thread switched to, a library loaded).
-    if appeared || last_maps.is_none_or(|t| t.elapsed() >= MAPS_REFRESH) {
+    // A library loaded since (dlopen) needs its CFI rows at once: the
+    // loader's counters are one cheap call to read.
+    let loaded = crate::sys::modules_generation();
+    if appeared
+        || last_maps.at.is_none_or(|t| t.elapsed() >= MAPS_REFRESH)
+        || last_maps.loaded != Some(loaded)
+    {
+        last_maps.loaded = Some(loaded);
         let status = crate::sys::refresh_tables(shared);
         counters.set_unwind(status);
-        *last_maps = Some(Instant::now());
+        last_maps.at = Some(Instant::now());
     }
 }

@@ -1,7 +1,9 @@
 //! Truth on workloads that hide time from a frame-pointer walk or a
 //! periodic timer: most of the time inside libc's `memcpy`, inside the
-//! vDSO, inside `write(2)`, in C code built without frame pointers, and
-//! rounds that last exactly one sampling period. Each workload measures
+//! vDSO, inside `write(2)`, in C code built without frame pointers (a
+//! library compiled here with `cc -O2 -fomit-frame-pointer` and loaded
+//! with `dlopen` after the agent started), and rounds that last exactly
+//! one sampling period. Each workload measures
 //! its own truth (every function's thread CPU time, read around each call)
 //! and each function's share of the profile must be within 4 points of it,
 //! under perf and under per-thread CPU timers (what seccomp forces).
@@ -100,6 +102,61 @@ fn tick_c() -> u64 {
     spin_cpu(1_000_000)
 }
 
+/// C without frame pointers: `c_outer` calls `c_inner`, which spins.
+const C_SOURCE: &str = r#"
+__attribute__((noinline)) unsigned long c_inner(unsigned long n) {
+    volatile unsigned long x = 1;
+    for (unsigned long i = 0; i < n; i++) x = x * 6364136223846793005UL + i;
+    return x;
+}
+unsigned long c_outer(unsigned long n) {
+    unsigned long s = 0;
+    for (int k = 0; k < 4; k++) s += c_inner(n / 4);
+    return s;
+}
+"#;
+
+/// Builds [`C_SOURCE`] into a shared library under `dir`.
+fn build_c_library(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("cspin.c");
+    let lib = dir.join("libcspin.so");
+    std::fs::write(&src, C_SOURCE).unwrap();
+    let out = std::process::Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .expect("`cc` must be installed to build the C workload");
+    assert!(
+        out.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lib
+}
+
+type CFn = unsafe extern "C" fn(u64) -> u64;
+
+/// `c_outer` of the library at `path`, loaded now.
+fn load_c_outer(path: &str) -> CFn {
+    let c_path = std::ffi::CString::new(path).unwrap();
+    // SAFETY: dlopen with a valid C string; the handle is never closed.
+    let h = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW) };
+    assert!(!h.is_null(), "dlopen {path} failed");
+    // SAFETY: a live handle and a NUL-terminated name.
+    let f = unsafe { libc::dlsym(h, c"c_outer".as_ptr()) };
+    assert!(!f.is_null(), "no c_outer in {path}");
+    // SAFETY: c_outer has this signature in C_SOURCE.
+    unsafe { std::mem::transmute::<*mut libc::c_void, CFn>(f) }
+}
+
+/// Time spent in the C library.
+#[inline(never)]
+fn c_work(f: CFn, n: u64) -> u64 {
+    // SAFETY: c_outer only computes.
+    black_box(unsafe { f(black_box(n)) })
+}
+
 /// Runs `f`, adding the thread CPU time it took to `acc`.
 fn timed<T>(acc: &mut u64, f: impl FnOnce() -> T) -> T {
     let t0 = thread_cpu_ns();
@@ -113,6 +170,7 @@ fn job_functions(job: &str) -> &'static [&'static str] {
     match job {
         "libc" => &["copy_work", "write_work", "vdso_work", "compute_work"],
         "periodic" => &["tick_a", "tick_b", "tick_c"],
+        "cfunc" => &["c_work", "compute_work"],
         other => panic!("unknown job {other}"),
     }
 }
@@ -142,6 +200,13 @@ fn run_job(job: &str, until: Instant) -> Vec<u64> {
                 timed(&mut acc[0], tick_a);
                 timed(&mut acc[1], tick_b);
                 timed(&mut acc[2], tick_c);
+            }
+        }
+        "cfunc" => {
+            let f = load_c_outer(&std::env::var("TRUTH_CLIB").unwrap());
+            while Instant::now() < until {
+                timed(&mut acc[0], || c_work(f, 2_000_000));
+                timed(&mut acc[1], || compute_work(1_000_000));
             }
         }
         other => panic!("unknown job {other}"),
@@ -185,11 +250,14 @@ pub fn child_truth() {
 fn check(job: &str, engine: &str, hz: u32) {
     let seconds = 1500u32.div_ceil(2 * hz).max(3);
     let dir = tempfile::tempdir().unwrap();
+    let clib = tempfile::tempdir().unwrap();
+    let clib = build_c_library(clib.path());
     let out = run_child(
         "truth",
         &[
             ("TRUTH_JOB", job.to_string()),
             ("TRUTH_SECONDS", seconds.to_string()),
+            ("TRUTH_CLIB", clib.display().to_string()),
             ("KILN_ENGINE", engine.to_string()),
             ("KILN_CPU_HZ", hz.to_string()),
             ("KILN_WINDOW", "1s".into()),
@@ -286,4 +354,14 @@ fn time_in_libc_vdso_and_syscalls_keeps_its_caller_under_itimer() {
 #[test]
 fn rounds_of_one_period_do_not_alias_under_itimer() {
     check("periodic", "itimer", 100);
+}
+
+#[test]
+fn c_without_frame_pointers_loaded_later_keeps_its_caller_under_perf() {
+    check("cfunc", "perf", 250);
+}
+
+#[test]
+fn c_without_frame_pointers_loaded_later_keeps_its_caller_under_ctimer() {
+    check("cfunc", "ctimer", 250);
 }
