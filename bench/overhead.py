@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""CPU overhead of the Kiln agent vs pprof-rs 0.15 on the same fixed work.
+"""CPU and memory overhead of the Kiln agent vs pprof-rs 0.15 on the same
+fixed work.
 
-    python3 bench/overhead.py            # 100 Hz and 1000 Hz, 7 runs each
-    RUNS=3 RATES=1000 ROUNDS=3000000 python3 bench/overhead.py
+    python3 bench/overhead.py            # 100 and 1000 Hz, 10 s and 1 s windows, 7 runs
+    RUNS=3 RATES=1000 WINDOWS=1s ROUNDS=3000000 python3 bench/overhead.py
 
-Runs `target/release/overhead MODE HZ` for MODE in none, kiln, pprof-rs,
-interleaved, RUNS times each, and reads each process's CPU time (user +
-system, microseconds) from wait4's rusage. Overhead is the median CPU time
-of a mode over the median of `none`. Prints a Markdown table.
+Runs `target/release/overhead MODE HZ` for MODE in none, kiln (once per
+window length in WINDOWS), pprof-rs, interleaved, RUNS times each, and
+reads each process's CPU time (user + system) and peak RSS (ru_maxrss)
+from wait4's rusage. Overhead is the median of a mode over the median of
+`none`. Prints a Markdown table.
 """
 import os
 import statistics
@@ -20,25 +22,39 @@ subprocess.run(["cargo", "build", "--release", "-q", "-p", "kiln-bench", "--bin"
 exe = os.path.join(root, "target", "release", "overhead")
 
 
-def cpu_seconds(mode, hz):
-    p = subprocess.Popen([exe, mode, str(hz)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def measure(mode, hz):
+    """(CPU seconds, peak RSS in MiB) of one run; mode `kiln@1s` sets KILN_WINDOW."""
+    env = dict(os.environ)
+    exe_mode = mode
+    if mode.startswith("kiln@"):
+        exe_mode, env["KILN_WINDOW"] = mode.split("@")
+    p = subprocess.Popen([exe, exe_mode, str(hz)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(p.pid, 0)
     if status != 0:
         sys.exit(f"{mode} {hz} Hz failed: {p.stderr.read().decode()}")
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-print("| rate | profiler | median CPU time | overhead vs none |")
-print("|---|---|---|---|")
+windows = os.environ.get("WINDOWS", "10s,1s").split(",")
+print("| rate | profiler | median CPU time | CPU vs none | median peak RSS | RSS over none |")
+print("|---|---|---|---|---|---|")
 for hz in [int(r) for r in os.environ.get("RATES", "100,1000").split(",")]:
-    times = {m: [] for m in ("none", "kiln", "pprof-rs")}
+    modes = ["none"] + [f"kiln@{w}" for w in windows] + ["pprof-rs"]
+    cpu = {m: [] for m in modes}
+    rss = {m: [] for m in modes}
     for _ in range(runs):
-        for m in times:
-            times[m].append(cpu_seconds(m, hz))
-    base = statistics.median(times["none"])
-    for m, ts in times.items():
-        med = statistics.median(ts)
+        for m in modes:
+            c, r = measure(m, hz)
+            cpu[m].append(c)
+            rss[m].append(r)
+    base = statistics.median(cpu["none"])
+    base_rss = statistics.median(rss["none"])
+    for m in modes:
+        med = statistics.median(cpu[m])
+        mr = statistics.median(rss[m])
         over = "" if m == "none" else f"{100 * (med - base) / base:+.2f}%"
-        print(f"| {hz} Hz | {m} | {med:.3f} s (spread {min(ts):.3f}–{max(ts):.3f}) | {over} |")
+        over_rss = "" if m == "none" else f"{mr - base_rss:+.1f} MiB"
+        name = m.replace("@", ", window ")
+        print(f"| {hz} Hz | {name} | {med:.3f} s (spread {min(cpu[m]):.3f}–{max(cpu[m]):.3f}) | {over} | {mr:.1f} MiB | {over_rss} |")
 print()
 print(f"machine: {os.cpu_count()} cores; {runs} interleaved runs per mode")

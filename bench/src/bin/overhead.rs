@@ -4,8 +4,9 @@
 //! threads run the same number of iterations of a call tree 24 frames
 //! deep (so unwinding has real work), under Kiln's agent, pprof-rs
 //! (0.15, its default unwinder) or nothing. Profilers run at HZ and build
-//! their profile at the end, as a user pays for it. The runner measures
-//! the process's CPU time from outside.
+//! their profile at the end, as a user pays for it (Kiln also every
+//! `KILN_WINDOW`, default 10 s). The runner measures the process's CPU
+//! time and peak RSS from outside.
 
 use std::hint::black_box;
 
@@ -55,7 +56,8 @@ fn main() -> Result<()> {
         "none" => run(),
         "kiln" => {
             let dir = std::env::temp_dir().join(format!("kiln-overhead-{}", std::process::id()));
-            let agent = kiln_agent::Agent::builder()
+            // KILN_WINDOW and the other KILN_* variables apply.
+            let agent = kiln_agent::Agent::from_env()?
                 .cpu_hz(hz)
                 .write_to_dir(&dir)
                 .start()?;

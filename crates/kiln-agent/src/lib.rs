@@ -33,6 +33,7 @@
 mod config;
 mod control;
 mod flush;
+#[cfg(feature = "push")]
 pub mod push;
 mod sampler;
 mod session;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use kiln_profile::push::{PUSH_PATH, PushRequest};
 
 use crate::Error;
+use crate::ship::error_chain;
 
 /// Why a push failed, and whether trying again may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,20 +112,4 @@ impl PushClient {
             retryable: status.is_server_error() || matches!(status.as_u16(), 408 | 429),
         })
     }
-}
-
-/// The error and its causes on one line: reqwest's top-level message alone
-/// ("error sending request") hides the reason.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
-    }
-    s
 }

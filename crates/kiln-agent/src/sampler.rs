@@ -362,11 +362,11 @@ fn scan(
     counters: &Counters,
     last_maps: &mut Refreshed,
 ) {
-    let mut appeared = false;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
     let mut alive = Vec::with_capacity(threads.len() + 8);
+    let mut fresh = Vec::new();
     for entry in dir.flatten() {
         let Some(tid) = entry
             .file_name()
@@ -382,10 +382,29 @@ fn scan(
             continue;
         }
         // A thread whose stat is gone has exited since the listing.
-        let Some(_start) = start_time(tid) else {
-            continue;
-        };
-        appeared = true;
+        if start_time(tid).is_some() {
+            fresh.push(tid);
+        }
+    }
+    alive.sort_unstable();
+    // Exited threads release their event or timer here.
+    threads.retain(|tid, _| alive.binary_search(tid).is_ok());
+    // The walk reads only the mapping that holds a thread's stack, so the
+    // maps are re-read before a new thread is armed (its stack is mapped
+    // by now), and now and then for anything else (a stack a thread
+    // switched to). A library loaded since (dlopen) needs its CFI rows at
+    // once: the loader's counters are one cheap call to read.
+    let loaded = crate::sys::modules_generation();
+    if !fresh.is_empty()
+        || last_maps.at.is_none_or(|t| t.elapsed() >= MAPS_REFRESH)
+        || last_maps.loaded != Some(loaded)
+    {
+        last_maps.loaded = Some(loaded);
+        let status = crate::sys::refresh_tables(shared);
+        counters.set_unwind(status);
+        last_maps.at = Some(Instant::now());
+    }
+    for tid in fresh {
         let arm = match cfg.engine {
             Engine::Perf => match PerfEvent::open(tid, period_ns, cfg.perf_user_only) {
                 Ok(e) => Arm::Perf(e),
@@ -417,23 +436,5 @@ fn scan(
         };
         let name = thread_name(tid).unwrap_or_default();
         threads.insert(tid, Thread { name, _arm: arm });
-    }
-    alive.sort_unstable();
-    // Exited threads release their event or timer here.
-    threads.retain(|tid, _| alive.binary_search(tid).is_ok());
-    // The walk only needs the mappings that hold thread stacks, and those
-    // appear with threads: re-read the maps then, and now and then for
-    // anything else (a stack a thread switched to, a library loaded).
-    // A library loaded since (dlopen) needs its CFI rows at once: the
-    // loader's counters are one cheap call to read.
-    let loaded = crate::sys::modules_generation();
-    if appeared
-        || last_maps.at.is_none_or(|t| t.elapsed() >= MAPS_REFRESH)
-        || last_maps.loaded != Some(loaded)
-    {
-        last_maps.loaded = Some(loaded);
-        let status = crate::sys::refresh_tables(shared);
-        counters.set_unwind(status);
-        last_maps.at = Some(Instant::now());
     }
 }

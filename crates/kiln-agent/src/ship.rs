@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+#[cfg(feature = "s3")]
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
-use crate::push::{PushClient, error_chain};
+#[cfg(feature = "push")]
+use crate::push::PushClient;
 use crate::sink::{DirSink, safe};
 use crate::{Counters, Error};
 
@@ -93,7 +95,9 @@ pub struct SinkStatus {
 
 enum Target {
     Dir(DirSink),
+    #[cfg(feature = "push")]
     Push(PushClient),
+    #[cfg(feature = "s3")]
     S3 {
         store: Arc<dyn object_store::ObjectStore>,
         bucket: String,
@@ -151,7 +155,9 @@ impl Sink {
     fn kind(&self) -> &'static str {
         match self.target {
             Target::Dir(_) => "dir",
+            #[cfg(feature = "push")]
             Target::Push(_) => "push",
+            #[cfg(feature = "s3")]
             Target::S3 { .. } => "s3",
         }
     }
@@ -279,6 +285,7 @@ impl Ship {
                 d.display().to_string(),
             ));
         }
+        #[cfg(feature = "push")]
         for u in &targets.push {
             sinks.push(Sink::new(
                 Target::Push(
@@ -289,6 +296,13 @@ impl Ship {
                 u.clone(),
             ));
         }
+        #[cfg(not(feature = "push"))]
+        if let Some(u) = targets.push.first() {
+            return Err(Error::Config(format!(
+                "push to {u}: kiln-agent was built without its `push` feature"
+            )));
+        }
+        #[cfg(feature = "s3")]
         for u in &targets.s3 {
             let rest = u
                 .strip_prefix("s3://")
@@ -322,6 +336,12 @@ impl Ship {
                 },
                 u.clone(),
             ));
+        }
+        #[cfg(not(feature = "s3"))]
+        if let Some(u) = targets.s3.first() {
+            return Err(Error::Config(format!(
+                "s3 {u}: kiln-agent was built without its `s3` feature"
+            )));
         }
         Ok(Ship {
             sinks,
@@ -511,6 +531,7 @@ impl Ship {
                     retry: true,
                 })
             }
+            #[cfg(feature = "push")]
             Target::Push(client) => {
                 let mut labels = Vec::with_capacity(self.labels.len() + 2);
                 labels.push(("service_name".to_string(), self.service.clone()));
@@ -537,6 +558,7 @@ impl Ship {
                         retry: e.retryable,
                     })
             }
+            #[cfg(feature = "s3")]
             Target::S3 {
                 store,
                 bucket,
@@ -559,6 +581,23 @@ impl Ship {
             }
         }
     }
+}
+
+/// The error and its causes on one line: reqwest's and object_store's
+/// top-level messages alone ("error sending request") hide the reason.
+#[cfg_attr(not(any(feature = "push", feature = "s3")), allow(dead_code))]
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = c.source();
+    }
+    s
 }
 
 /// The delay before retry `attempt` (1-based): doubling from

@@ -72,11 +72,16 @@ pub enum Rule {
     },
     /// No CFI here: follow the frame-pointer chain.
     FramePointers,
+    /// The outermost frame: the walk ends here.
+    End,
 }
 
 const KIND_SP: u8 = 0;
 const KIND_FP: u8 = 1;
 const KIND_NONE: u8 = 2;
+/// The return address is undefined: the outermost frame (`_start`, a
+/// thread's start routine).
+const KIND_END: u8 = 3;
 
 /// One row, 12 bytes: from `pc` (relative to the module's first address)
 /// up to the next row's `pc`.
@@ -98,6 +103,7 @@ impl Row {
                 offset: self.cfa_off,
                 fp_at: (self.fp_off != 0).then_some(self.fp_off),
             },
+            KIND_END => Rule::End,
             _ => Rule::FramePointers,
         }
     }
@@ -223,8 +229,12 @@ pub fn walk(
                     break;
                 }
                 let Some(ra) = read(cfa - 8) else { break };
-                let fp = match fp_at {
-                    Some(off) => match cfa.checked_add_signed(i64::from(off)).and_then(&mut read) {
+                let fp = match fp_at.and_then(|off| cfa.checked_add_signed(i64::from(off))) {
+                    // Compilers emit no rule for the `pop rbp` of an
+                    // epilogue: a slot below SP was popped already, and
+                    // the register holds the caller's value again.
+                    Some(at) if at < r.sp => r.fp,
+                    Some(at) => match read(at) {
                         Some(fp) => fp,
                         None => break,
                     },
@@ -232,6 +242,7 @@ pub fn walk(
                 };
                 (cfa, ra, fp)
             }
+            Rule::End => break,
             Rule::FramePointers => {
                 if r.fp < r.sp {
                     break;
@@ -284,7 +295,9 @@ pub fn build_module(
     let mut raw: Vec<(u64, bool, Row)> = Vec::new();
     let mut unsupported = 0u64;
     let mut entries = section.entries(&bases);
-    while let Some(entry) = entries.next()? {
+    // An entry that does not parse ends the section (trailing bytes with
+    // no terminator): the rows built so far are kept.
+    while let Ok(Some(entry)) = entries.next() {
         let CieOrFde::Fde(partial) = entry else {
             continue;
         };
@@ -301,14 +314,20 @@ pub fn build_module(
             continue;
         };
         let mut any_unsupported = false;
+        let mut covered = end;
         loop {
             match table.next_row() {
                 Ok(Some(row)) => {
                     let r = convert(row);
                     any_unsupported |= r.kind == KIND_NONE;
                     raw.push((row.start_address(), true, r));
+                    covered = row.end_address();
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    covered = end;
+                    break;
+                }
+                // The rest of the FDE falls back to frame pointers.
                 Err(_) => {
                     any_unsupported = true;
                     break;
@@ -317,7 +336,7 @@ pub fn build_module(
         }
         unsupported += u64::from(any_unsupported);
         raw.push((
-            end,
+            covered.min(end),
             false,
             Row {
                 pc: 0,
@@ -394,11 +413,15 @@ fn convert<T: gimli::ReaderOffset, S: gimli::UnwindContextStorage<T>>(
         return none;
     };
     // The return address is pushed by `call`, just below the CFA.
-    if !matches!(
-        row.register(X86_64::RA),
-        Some(RegisterRule::Offset(-8)) | None
-    ) {
-        return none;
+    match row.register(X86_64::RA) {
+        Some(RegisterRule::Offset(-8)) | None => {}
+        Some(RegisterRule::Undefined) => {
+            return Row {
+                kind: KIND_END,
+                ..none
+            };
+        }
+        Some(_) => return none,
     }
     let fp_off = match row.register(X86_64::RBP) {
         None | Some(RegisterRule::SameValue) | Some(RegisterRule::Undefined) => 0,
@@ -444,6 +467,12 @@ mod tests {
                         cfa_off: 0,
                         fp_off: 0,
                         kind: KIND_NONE,
+                    },
+                    Rule::End => Row {
+                        pc,
+                        cfa_off: 0,
+                        fp_off: 0,
+                        kind: KIND_END,
                     },
                 }
             })
@@ -519,6 +548,30 @@ mod tests {
             |a| mem.get(&a).copied(),
         );
         assert_eq!(&out[..n], &[0x1004, 0x3010, 0x4010]);
+    }
+
+    #[test]
+    fn epilogue_after_pop_rbp_keeps_the_callers() {
+        // At the `ret` of a framed function: rbp already popped (it holds
+        // the caller's frame again), the row still says "saved at CFA-16".
+        let at_ret = Rule::Cfa {
+            from_fp: false,
+            offset: 8,
+            fp_at: Some(-16),
+        };
+        let t = table(&[(0x1000, at_ret), (0x2000, FRAMED)], 0x3000);
+        let mut mem: HashMap<u64, u64> = HashMap::new();
+        mem.insert(0x7000, 0x2010); // the return address, at SP
+        mem.insert(0x7030, 0x7050); // the caller's frame record
+        mem.insert(0x7038, 0x4010);
+        let mut out = [0u64; 8];
+        let regs = Regs {
+            ip: 0x1000,
+            sp: 0x7000,
+            fp: 0x7030,
+        };
+        let (n, _) = walk(Some(&t), regs, 8, &mut out, |a| mem.get(&a).copied());
+        assert_eq!(&out[..n], &[0x1000, 0x2010, 0x4010]);
     }
 
     #[test]

@@ -278,7 +278,14 @@ impl Merger {
         let filename = self.string(p, src.filename);
         let build_id = self.string(p, src.build_id);
         let size = src.memory_limit.wrapping_sub(src.memory_start);
-        let key = (size, src.file_offset, filename, build_id);
+        // pprof's rule: the build id names the file when there is one (a
+        // binary replaced on disk reads `/path (deleted)`, same build).
+        let by_name = if p.str(src.build_id).is_empty() {
+            filename
+        } else {
+            StringId(0)
+        };
+        let key = (size, src.file_offset, by_name, build_id);
         let out = &mut self.out;
         let id = *self.mappings.entry(key).or_insert_with(|| {
             out.add_mapping(Mapping {

@@ -61,6 +61,9 @@ pub struct Shared {
     pub timer_period: AtomicU64,
     /// Which timer the period applies to: [`TIMER_CTIMER`] or [`TIMER_ITIMER`].
     pub timer_kind: AtomicU8,
+    /// The itimer engine's next schedule point, in the process's CPU
+    /// nanoseconds (0: none yet).
+    pub itimer_next: AtomicU64,
     /// CFI rows of every loaded object.
     pub unwind: Published<UnwindTables>,
     /// The one writer of the tables above, with what it has built.
@@ -76,7 +79,7 @@ pub const TIMER_ITIMER: u8 = 2;
 /// object's rows, kept while the object stays loaded.
 pub struct Writer {
     token: WriteToken,
-    modules: HashMap<(String, u64), Arc<ModuleTable>>,
+    modules: HashMap<ModuleKey, Arc<ModuleTable>>,
     generation: Option<(u64, u64)>,
     /// Objects whose CFI failed to parse, with why.
     pub unwind_errors: Vec<String>,
@@ -123,15 +126,18 @@ impl Writer {
     }
 }
 
+/// What identifies a loaded object's rows: path, load base, and where and
+/// how long its `.eh_frame` is (a library rebuilt and loaded again at the
+/// same base gets new rows).
+type ModuleKey = (String, u64, u64, usize);
+
 /// Tables over every object loaded now, reusing `cache` for objects seen
 /// before (and forgetting those gone).
-fn build_tables(
-    cache: &mut HashMap<(String, u64), Arc<ModuleTable>>,
-) -> (UnwindTables, Vec<String>) {
+fn build_tables(cache: &mut HashMap<ModuleKey, Arc<ModuleTable>>) -> (UnwindTables, Vec<String>) {
     let mut errors = Vec::new();
     let mut keep = HashMap::new();
     for f in modules::eh_frames() {
-        let key = (f.name.clone(), f.base);
+        let key = (f.name.clone(), f.base, f.addr, f.bytes.len());
         let table = match cache.remove(&key) {
             Some(t) => t,
             None => match crate::unwind::build_module(&f.name, &f.bytes, f.addr) {
@@ -187,6 +193,7 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
         jitter: AtomicU64::new(0),
         timer_period: AtomicU64::new(0),
         timer_kind: AtomicU8::new(0),
+        itimer_next: AtomicU64::new(0),
         unwind: Published::new(),
         writer: std::sync::Mutex::new(Writer {
             token: WriteToken::new(),
@@ -370,6 +377,9 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         shared.ignored.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    if weight == 0 {
+        return;
+    }
     // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
     let (ip, fp, sp) = unsafe { registers(ctx) };
     record(shared, gettid(), ip, fp, sp, weight);
@@ -467,26 +477,53 @@ unsafe fn rearm_timer(shared: &Shared, info: *mut libc::siginfo_t, code: libc::c
         };
         weight
     } else if kind == TIMER_ITIMER && base >= 2 {
-        let mut now = libc::itimerval {
-            it_interval: engine::timeval(0),
-            it_value: engine::timeval(0),
+        // ITIMER_PROF re-arms once per expiry and reports no overrun, and
+        // handlers on several threads may run at once: the schedule is kept
+        // as the next point in the process's CPU time, moved forward with
+        // a compare-and-swap so that each point is counted once.
+        let mut ts = zero;
+        // SAFETY: clock_gettime is async-signal-safe; `ts` is a live local.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+            return 1;
+        }
+        let now = ns_of(&ts);
+        let (weight, next) = loop {
+            let old = shared.itimer_next.load(Ordering::Acquire);
+            let mut next = if old == 0 { now } else { old };
+            let mut weight = 0u32;
+            while next <= now && weight < MAX_WEIGHT {
+                next += next_interval(shared);
+                weight += 1;
+            }
+            if next <= now {
+                next = now + next_interval(shared);
+            }
+            if shared
+                .itimer_next
+                .compare_exchange(old, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break (weight, next);
+            }
         };
-        // SAFETY: a pointer to a live itimerval.
-        let got = unsafe { libc::getitimer(libc::ITIMER_PROF, &mut now) };
-        let left = if got == 0 {
-            now.it_value.tv_sec as u64 * 1_000_000_000 + now.it_value.tv_usec as u64 * 1000
-        } else {
-            base
-        };
-        let late = base.saturating_sub(left);
-        let (weight, value) = schedule(shared, late);
         let it = libc::itimerval {
             it_interval: engine::timeval(base),
-            it_value: engine::timeval(value),
+            it_value: engine::timeval((next - now).max(1000)),
         };
         // SAFETY: valid itimerval; the old value is not requested.
         unsafe { libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()) };
+        // 0: another thread's handler already counted these points.
         weight
+    } else if code == SI_KERNEL && kind != TIMER_ITIMER {
+        // A handler that read the period just before the engine stopped
+        // re-armed the process timer after it was disarmed: disarm it.
+        let off = libc::itimerval {
+            it_interval: engine::timeval(0),
+            it_value: engine::timeval(0),
+        };
+        // SAFETY: valid itimerval; the old value is not requested.
+        unsafe { libc::setitimer(libc::ITIMER_PROF, &off, std::ptr::null_mut()) };
+        1
     } else {
         1
     }

@@ -197,7 +197,12 @@ unsafe fn object_name(info: &libc::dl_phdr_info) -> String {
     };
     match name.as_str() {
         "" => std::fs::read_link("/proc/self/exe")
-            .map(|p| p.display().to_string())
+            .map(|p| {
+                let p = p.display().to_string();
+                // A binary replaced on disk since it started.
+                p.strip_suffix(" (deleted)")
+                    .map_or(p.clone(), str::to_string)
+            })
             .unwrap_or_default(),
         n if n.starts_with("linux-vdso") || n.starts_with("linux-gate") => "[vdso]".to_string(),
         _ => name,
