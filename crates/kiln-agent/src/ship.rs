@@ -20,7 +20,9 @@ use tokio::sync::{Notify, oneshot};
 
 #[cfg(feature = "push")]
 use crate::push::PushClient;
-use crate::sink::{DirSink, safe};
+use crate::sink::DirSink;
+#[cfg(feature = "s3")]
+use crate::sink::safe;
 use crate::{Counters, Error};
 
 /// Profiles a sink holds while its target is slow or down; one more drops
@@ -127,6 +129,7 @@ pub struct Ship {
     pub sinks: Vec<Arc<Sink>>,
     service: String,
     instance: String,
+    #[cfg_attr(not(feature = "push"), allow(dead_code))]
     labels: Vec<(String, String)>,
     closing: AtomicBool,
     deadline: Mutex<Option<Instant>>,
@@ -255,6 +258,7 @@ struct SendError {
 
 /// Where windows go: the builder's sinks.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(not(feature = "push"), allow(dead_code))]
 pub struct Targets {
     /// Directories.
     pub dirs: Vec<PathBuf>,
@@ -464,7 +468,7 @@ impl Ship {
                     self.counters
                         .windows_written
                         .fetch_add(1, Ordering::Relaxed);
-                    if let Target::Dir(_) = sink.target {
+                    if matches!(sink.target, Target::Dir(_)) {
                         *self
                             .counters
                             .last_file
@@ -499,6 +503,7 @@ impl Ship {
         }
     }
 
+    #[cfg(feature = "s3")]
     fn key(&self, item: &Shipment) -> String {
         format!(
             "{}/{}/{}/{}-{}.pb.gz",
