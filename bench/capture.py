@@ -18,7 +18,9 @@ import tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 seconds = os.environ.get("SPIN_SECONDS", "10")
-subprocess.run(["cargo", "build", "--release", "-q", "-p", "kiln", "-p", "kiln-agent", "--example", "spin"], cwd=root, check=True)
+# Two builds: `--example` with `-p kiln` would build only the example.
+subprocess.run(["cargo", "build", "--release", "-q", "-p", "kiln-agent", "--example", "spin"], cwd=root, check=True)
+subprocess.run(["cargo", "build", "--release", "-q", "-p", "kiln", "--bin", "kiln"], cwd=root, check=True)
 spin = os.path.join(root, "target", "release", "examples", "spin")
 kiln = os.path.join(root, "target", "release", "kiln")
 

@@ -436,6 +436,16 @@ impl Store {
                 None => bad += 1,
             }
         })?;
+        let replayed = wal.replayed();
+        if replayed.skipped_bytes > 0 || replayed.cut_bytes > 0 {
+            tracing::warn!(
+                target: "kiln_store",
+                "replay: {} records; {} bytes of corrupt records skipped, {} bytes of a torn tail cut",
+                replayed.records,
+                replayed.skipped_bytes,
+                replayed.cut_bytes
+            );
+        }
         if bad > 0 {
             tracing::warn!(target: "kiln_store", "replay: {bad} unreadable records skipped");
         }
