@@ -300,6 +300,7 @@ struct Metrics {
     expired_blocks: Gauge,
     hours_summed: Gauge,
     peer_errors: Counter,
+    panics: Counter,
     query_seconds: Histogram,
 }
 
@@ -324,6 +325,7 @@ impl Metrics {
             hours_summed: Gauge::default(),
             expired_blocks: Gauge::default(),
             peer_errors: Counter::default(),
+            panics: Counter::default(),
             query_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0]),
         };
         registry.register(
@@ -401,6 +403,11 @@ impl Metrics {
             "peer_errors",
             "Peers that did not answer a query",
             m.peer_errors.clone(),
+        );
+        registry.register(
+            "panics",
+            "Requests whose handler panicked (answered 500)",
+            m.panics.clone(),
         );
         registry.register(
             "query_seconds",
@@ -515,7 +522,7 @@ impl App {
     /// Every route.
     pub fn router(&self) -> Router {
         let limit = self.state.config.limits.max_body;
-        Router::new()
+        let router = Router::new()
             .route(kiln_profile::push::PUSH_PATH, post(ingest::push))
             .route("/ingest", post(ingest::ingest))
             .route("/pyroscope/render", get(query::render))
@@ -542,9 +549,31 @@ impl App {
             .route("/ui/style.css", get(ui::style))
             .route("/metrics", get(metrics))
             .route("/ready", get(|| async { "ready\n" }))
-            .layer(DefaultBodyLimit::max(limit))
-            .with_state(self.state.clone())
+            .layer(DefaultBodyLimit::max(limit));
+        catch_panics(router, self.state.metrics.panics.clone()).with_state(self.state.clone())
     }
+}
+
+/// A handler that panics answers `500 {"error": ...}` and is counted in
+/// `kiln_server_panics_total`, instead of the client's connection being
+/// reset; the server goes on serving.
+fn catch_panics<S: Clone + Send + Sync + 'static>(router: Router<S>, panics: Counter) -> Router<S> {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        move |err: Box<dyn std::any::Any + Send + 'static>| {
+            panics.inc();
+            let what = err
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| err.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            tracing::error!(target: "kiln_server", "a request handler panicked: {what}");
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error (the server logged it): {what}"),
+            )
+            .into_response()
+        },
+    ))
 }
 
 /// A refusal or failure, as JSON `{"error": ...}` with its status.
@@ -690,4 +719,44 @@ async fn metrics(axum::extract::State(st): axum::extract::State<AppState>) -> Re
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("index out of bounds")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_is_counted() {
+        let panics = Counter::default();
+        let router: Router = catch_panics(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "ok" })),
+            panics.clone(),
+        );
+        let ask = |path: &'static str| {
+            router.clone().oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+        };
+        let r = ask("/boom").await.unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains("index out of bounds"),
+            "{v}"
+        );
+        assert_eq!(panics.get(), 1);
+        // The server goes on serving.
+        assert_eq!(ask("/fine").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(panics.get(), 1);
+    }
 }
