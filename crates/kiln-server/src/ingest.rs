@@ -16,16 +16,45 @@ use kiln_profile::{DecodeOptions, Profile};
 
 use crate::{ApiError, AppState, tenant};
 
-/// Checks and stores one profile of a series; `raw` is the pprof it was
-/// decoded from, when it was pprof, so the log keeps it as received.
-async fn store(
+/// One profile of a series, checked and ready to store; `raw` is the
+/// pprof it was decoded from, when it was pprof, so the log keeps it as
+/// received.
+struct Checked<'a> {
+    labels: Vec<(String, String)>,
+    time_ms: i64,
+    p: Profile,
+    raw: Option<&'a [u8]>,
+}
+
+/// Stores a request's profiles once every one of them passed [`check`]:
+/// a request refused for any of its parts stores none of them, so the
+/// client's retry of a corrected request duplicates nothing.
+async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked<'_>>) -> Result<(), ApiError> {
+    for c in items {
+        st.metrics.ingested_samples.inc_by(c.p.samples.len() as u64);
+        let stored = match c.raw {
+            Some(raw) => {
+                st.store
+                    .ingest_encoded(tenant, c.labels, c.time_ms, c.p, raw)
+                    .await
+            }
+            None => st.store.ingest(tenant, c.labels, c.time_ms, c.p).await,
+        };
+        stored.map_err(ApiError::from)?;
+        st.metrics.ingested_profiles.inc();
+    }
+    Ok(())
+}
+
+/// Checks one profile of a series against the limits and completes its
+/// labels; nothing is stored.
+fn check<'a>(
     st: &AppState,
-    tenant: &str,
     mut labels: Vec<(String, String)>,
     p: Profile,
     fallback_ms: i64,
-    raw: Option<&[u8]>,
-) -> Result<(), ApiError> {
+    raw: Option<&'a [u8]>,
+) -> Result<Checked<'a>, ApiError> {
     let lim = &st.config.limits;
     if labels.len() > lim.max_labels {
         return Err(ApiError::bad(format!(
@@ -64,18 +93,12 @@ async fn store(
     } else {
         fallback_ms
     };
-    st.metrics.ingested_samples.inc_by(p.samples.len() as u64);
-    let stored = match raw {
-        Some(raw) => {
-            st.store
-                .ingest_encoded(tenant, labels, time_ms, p, raw)
-                .await
-        }
-        None => st.store.ingest(tenant, labels, time_ms, p).await,
-    };
-    stored.map_err(ApiError::from)?;
-    st.metrics.ingested_profiles.inc();
-    Ok(())
+    Ok(Checked {
+        labels,
+        time_ms,
+        p,
+        raw,
+    })
 }
 
 fn decode(st: &AppState, bytes: &[u8], what: &str) -> Result<Profile, ApiError> {
@@ -138,15 +161,21 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
         PushRequest::from_bytes(&body).map_err(|e| ApiError::bad(format!("push request: {e}")))?
     };
     let now = now_ms();
-    for (i, s) in req.series.into_iter().enumerate() {
-        let labels: Vec<(String, String)> =
-            s.labels.into_iter().map(|l| (l.name, l.value)).collect();
-        for raw in s.samples {
+    // Every series is decoded and checked before any is stored.
+    let mut checked = Vec::new();
+    for (i, s) in req.series.iter().enumerate() {
+        let labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        for raw in &s.samples {
             let p = decode(st, &raw.raw_profile, &format!("series {i}"))?;
             let bytes = looks_like_pprof(&raw.raw_profile).then_some(&raw.raw_profile[..]);
-            store(st, &tenant, labels.clone(), p, now, bytes).await?;
+            checked.push(check(st, labels.clone(), p, now, bytes)?);
         }
     }
+    store_all(st, &tenant, checked).await?;
     Ok(if json {
         ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
     } else {
@@ -431,7 +460,8 @@ async fn ingest_inner(
             }
             let mut labels = labels.clone();
             labels.push((NAME_LABEL.into(), profile_name(ty).to_string()));
-            store(st, &tenant, labels, p, from_ms, None).await?;
+            let checked = check(st, labels, p, from_ms, None)?;
+            store_all(st, &tenant, vec![checked]).await?;
         }
         other => {
             return Err(ApiError::bad(format!(
@@ -455,12 +485,13 @@ async fn push_split(
     if parts.is_empty() {
         return Err(ApiError::bad("the profile has no sample types"));
     }
+    let mut checked = Vec::with_capacity(parts.len());
     for (name, part) in parts {
         let mut l = labels.to_vec();
         l.push((NAME_LABEL.into(), name));
-        store(st, tenant, l, part, from_ms, None).await?;
+        checked.push(check(st, l, part, from_ms, None)?);
     }
-    Ok(())
+    store_all(st, tenant, checked).await
 }
 
 #[cfg(test)]

@@ -53,6 +53,14 @@ fn hostile_bodies_are_refused_and_the_server_keeps_serving() {
     let req = kiln_profile::push::request_for(&one, &[("x".into(), "y".into())]);
     let (code, msg) = push(req.to_bytes(), "application/proto", None);
     assert_eq!((code, msg.contains("service_name")), (400, true), "{msg}");
+    // A good series and a bad one in one request: refused whole, and the
+    // good one is not stored either (the total checked at the end counts
+    // one good push only), so the client's corrected retry duplicates
+    // nothing.
+    let mut mixed = kiln_profile::push::request_for(&one, &labels);
+    mixed.series.extend(req.series.clone());
+    let (code, msg) = push(mixed.to_bytes(), "application/proto", None);
+    assert_eq!((code, msg.contains("service_name")), (400, true), "{msg}");
     // Too many labels, too long a label.
     let many: Vec<(String, String)> = (0..40)
         .map(|i| (format!("l{i}"), "v".into()))
