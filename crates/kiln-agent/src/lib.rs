@@ -3,8 +3,10 @@
 //! thread, a per-thread CPU-time timer (`timer_create` on the thread's CPU
 //! clock, what works in containers whose seccomp profile blocks
 //! `perf_event_open`), or `setitimer(ITIMER_PROF)` — picking the best that
-//! works by itself and saying why; walks frame pointers in an
-//! async-signal-safe handler; folds samples per window; symbolizes each
+//! works by itself and saying why, every interval random so no periodic
+//! work aliases with it; walks stacks in an async-signal-safe handler,
+//! through libc, syscalls and the vDSO by each object's CFI ([`unwind`])
+//! and frame pointers elsewhere; folds samples per window; symbolizes each
 //! address once with `blazesym`; and ships a pprof profile per window to
 //! any number of sinks at once: a directory, a Kiln or Pyroscope server
 //! (Connect push), S3-compatible object storage. Over HTTP (its own
@@ -28,8 +30,15 @@
 //! # Ok::<(), kiln_agent::Error>(())
 //! ```
 //!
-//! All `unsafe` lives in the `sys` module.
+//! All `unsafe` lives in the `sys` module. The rooms: `builder` (the
+//! public settings and `from_env`), `choose` (which engine and why),
+//! `status` (counters and the status snapshot), `sampler` (the thread
+//! that arms threads and folds samples), `flush` and `window` (windows to
+//! pprof), `symbolize`, `ship`/`sink`/`push` (the sinks), `control`
+//! (HTTP), `sys` (signals, timers, memory reads), `unwind` (the walk).
 
+mod builder;
+mod choose;
 mod config;
 mod control;
 mod flush;
@@ -39,13 +48,13 @@ mod sampler;
 mod session;
 mod ship;
 mod sink;
+mod status;
 mod symbolize;
 pub mod sys;
 pub mod unwind;
 mod window;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -54,12 +63,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub use builder::AgentBuilder;
 pub use config::{DEFAULT_CPU_HZ, DEFAULT_MAX_DEPTH, DEFAULT_WINDOW, ENV_VARS};
 pub use control::{DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS};
 pub use session::{MAX_SESSION, MAX_SESSIONS, SessionInfo, SessionReport};
 pub use ship::{
     Delivery, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, QUEUE_CAPACITY, REQUEST_TIMEOUT, SinkStatus,
 };
+pub(crate) use status::Counters;
+pub use status::Status;
 
 /// How CPU samples are triggered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -111,237 +123,6 @@ pub enum Error {
     /// The last window could not be flushed before the deadline.
     #[error("stop: the last window was not written within {0:?}")]
     FlushTimeout(Duration),
-}
-
-/// Counters shared by the agent's threads, read by [`Agent::status`].
-#[derive(Default, Debug)]
-pub struct Counters {
-    threads: AtomicU64,
-    arm_failures: AtomicU64,
-    windows_written: AtomicU64,
-    windows_dropped: AtomicU64,
-    unknown_frames: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    last_file: Mutex<Option<PathBuf>>,
-    unwind: Mutex<sys::UnwindStatus>,
-}
-
-impl Counters {
-    fn set_unwind(&self, status: sys::UnwindStatus) {
-        *self.unwind.lock().unwrap_or_else(|p| p.into_inner()) = status;
-    }
-
-    fn set_error(&self, e: String) {
-        tracing::warn!(target: "kiln_agent", "{e}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-    }
-}
-
-/// A snapshot of what the agent is doing.
-#[derive(Clone, Debug, Serialize)]
-#[non_exhaustive]
-pub struct Status {
-    /// The engine in use (`None` when CPU sampling is off).
-    pub engine: Option<Engine>,
-    /// Why this engine: which better ones were refused, and how.
-    pub engine_reason: String,
-    /// Sampling rate in Hz.
-    pub cpu_hz: u32,
-    /// Sampling and shipping run.
-    pub active: bool,
-    /// This is a forked child of the process that started the agent: it
-    /// does not sample.
-    pub forked_child: bool,
-    /// Threads being sampled.
-    pub threads: u64,
-    /// Samples taken.
-    pub samples: u64,
-    /// Samples dropped because the buffer was full.
-    pub dropped: u64,
-    /// Samples kept with the leaf frame only (stack not yet mapped).
-    pub leaf_only: u64,
-    /// Signals ignored (agent stopping, or forked child).
-    pub ignored_signals: u64,
-    /// Threads whose timer could not be armed.
-    pub arm_failures: u64,
-    /// Profiles delivered, summed over the sinks.
-    pub windows_written: u64,
-    /// Windows dropped because the writer fell behind.
-    pub windows_dropped: u64,
-    /// Addresses that could not be symbolized.
-    pub unknown_frames: u64,
-    /// The newest error, if any.
-    pub last_error: Option<String>,
-    /// The newest file written.
-    pub last_file: Option<PathBuf>,
-    /// Each sink's health: queued, sent, failed, dropped, last error.
-    pub sinks: Vec<SinkStatus>,
-    /// On-demand sessions, running and recently finished.
-    pub sessions: Vec<SessionInfo>,
-    /// Addresses the control endpoints listen on.
-    pub control: Vec<String>,
-    /// The CFI tables the stack walk reads: objects, rows, bytes.
-    pub unwind: sys::UnwindStatus,
-}
-
-/// Builds an [`Agent`]; see the crate example.
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct AgentBuilder {
-    service: String,
-    labels: Vec<(String, String)>,
-    cpu_hz: u32,
-    engine: Engine,
-    window: Duration,
-    max_depth: usize,
-    instance: Option<String>,
-    push: Vec<String>,
-    dirs: Vec<PathBuf>,
-    s3: Vec<String>,
-    control: Vec<String>,
-    control_token: Option<String>,
-    push_token: Option<String>,
-    tenant: Option<String>,
-}
-
-impl Default for AgentBuilder {
-    fn default() -> Self {
-        AgentBuilder {
-            service: String::new(),
-            labels: Vec::new(),
-            cpu_hz: DEFAULT_CPU_HZ,
-            engine: Engine::Auto,
-            window: DEFAULT_WINDOW,
-            max_depth: DEFAULT_MAX_DEPTH,
-            instance: None,
-            push: Vec::new(),
-            dirs: Vec::new(),
-            s3: Vec::new(),
-            control: Vec::new(),
-            control_token: None,
-            push_token: None,
-            tenant: None,
-        }
-    }
-}
-
-impl AgentBuilder {
-    /// The `service_name` label. Default: the executable's name.
-    pub fn service(mut self, name: impl Into<String>) -> Self {
-        self.service = name.into();
-        self
-    }
-
-    /// Adds a label to every profile.
-    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.push((key.into(), value.into()));
-        self
-    }
-
-    /// CPU sampling rate. Default 100 Hz; 0 turns CPU sampling off.
-    pub fn cpu_hz(mut self, hz: u32) -> Self {
-        self.cpu_hz = hz;
-        self
-    }
-
-    /// The engine. Default [`Engine::Auto`].
-    pub fn engine(mut self, engine: Engine) -> Self {
-        self.engine = engine;
-        self
-    }
-
-    /// The profile window. Default 10 s.
-    pub fn window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// Deepest stack walked, 1 to 128. Default 128.
-    pub fn max_depth(mut self, depth: usize) -> Self {
-        self.max_depth = depth;
-        self
-    }
-
-    /// The `instance` label. Default: `KILN_INSTANCE`, else the host name.
-    pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.instance = Some(instance.into());
-        self
-    }
-
-    /// Push every window to a Kiln or Pyroscope server (Connect push API,
-    /// `POST URL/push.v1.PusherService/Push`).
-    pub fn push_to(mut self, url: impl Into<String>) -> Self {
-        self.push.push(url.into());
-        self
-    }
-
-    /// Write every window under this directory.
-    pub fn write_to_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dirs.push(dir.into());
-        self
-    }
-
-    /// Upload every window to S3-compatible storage, `s3://bucket/prefix`;
-    /// region, credentials and endpoint from the `AWS_*` variables
-    /// (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP=true` for a local server).
-    pub fn s3(mut self, url: impl Into<String>) -> Self {
-        self.s3.push(url.into());
-        self
-    }
-
-    /// Serve the HTTP control endpoints on this address (`host:port`; port
-    /// 0 picks one, shown in `status().control`). An address other than
-    /// loopback requires [`AgentBuilder::control_token`].
-    pub fn control(mut self, addr: impl Into<String>) -> Self {
-        self.control.push(addr.into());
-        self
-    }
-
-    /// The bearer token the control endpoints require (every request,
-    /// loopback included, once set). Default: `KILN_CONTROL_TOKEN`, else none.
-    pub fn control_token(mut self, token: impl Into<String>) -> Self {
-        self.control_token = Some(token.into());
-        self
-    }
-
-    /// The bearer token sent with every push (`Authorization: Bearer`),
-    /// for a server whose tenants need tokens. Default:
-    /// `KILN_SERVER_TOKEN`, else none.
-    pub fn push_token(mut self, token: impl Into<String>) -> Self {
-        self.push_token = Some(token.into());
-        self
-    }
-
-    /// The tenant pushes are stored under (`X-Scope-OrgID`). Default:
-    /// `KILN_TENANT`, else the server's default tenant.
-    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
-        self.tenant = Some(tenant.into());
-        self
-    }
-
-    /// Starts sampling and the background threads.
-    pub fn start(self) -> Result<Agent, Error> {
-        if self
-            .control_token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(Error::Config("control token is empty".into()));
-        }
-        if !(1..=sys::ring::MAX_DEPTH).contains(&self.max_depth) {
-            return Err(Error::Config(format!(
-                "max_depth {} is not within 1..=128",
-                self.max_depth
-            )));
-        }
-        if self.cpu_hz > 10_000 {
-            return Err(Error::Config(format!(
-                "cpu_hz {} is above 10000",
-                self.cpu_hz
-            )));
-        }
-        Agent::start(self)
-    }
 }
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -476,75 +257,6 @@ fn bind_control(addr: &str, token: bool) -> Result<std::net::TcpListener, Error>
 }
 
 impl Agent {
-    /// A builder with the defaults.
-    pub fn builder() -> AgentBuilder {
-        AgentBuilder::default()
-    }
-
-    /// A builder filled from the `KILN_*` variables ([`ENV_VARS`]); a
-    /// malformed value is an error naming the variable.
-    pub fn from_env() -> Result<AgentBuilder, Error> {
-        let mut b = AgentBuilder::default();
-        if let Some(s) = config::env("KILN_SERVICE", |s| Ok(s.to_string()))? {
-            b.service = s;
-        }
-        if let Some(l) = config::env("KILN_LABELS", |s| {
-            config::parse_labels(s).ok_or_else(|| "expected k=v,k=v".into())
-        })? {
-            b.labels = l;
-        }
-        if let Some(hz) = config::env("KILN_CPU_HZ", |s| {
-            s.trim().parse::<u32>().map_err(|e| e.to_string())
-        })? {
-            b.cpu_hz = hz;
-        }
-        if let Some(e) = config::env("KILN_ENGINE", |s| {
-            config::parse_engine(s).ok_or_else(|| "expected auto, perf, ctimer or itimer".into())
-        })? {
-            b.engine = e;
-        }
-        if let Some(w) = config::env("KILN_WINDOW", |s| {
-            config::parse_duration(s)
-                .ok_or_else(|| "expected a duration such as 10s or 500ms".into())
-        })? {
-            b.window = w;
-        }
-        let url = |s: &str| {
-            if s.trim().is_empty() {
-                Err("empty".to_string())
-            } else {
-                Ok(s.trim().to_string())
-            }
-        };
-        if let Some(u) = config::env("KILN_SERVER", url)? {
-            b.push.push(u);
-        }
-        if let Some(d) = config::env("KILN_DIR", |s| url(s).map(PathBuf::from))? {
-            b.dirs.push(d);
-        }
-        if let Some(u) = config::env("KILN_S3", |s| {
-            if s.starts_with("s3://") {
-                Ok(s.to_string())
-            } else {
-                Err("expected s3://bucket/prefix".into())
-            }
-        })? {
-            b.s3.push(u);
-        }
-        if let Some(a) = config::env("KILN_CONTROL", |s| {
-            s.parse::<std::net::SocketAddr>()
-                .map(|_| s.to_string())
-                .map_err(|e| format!("expected host:port ({e})"))
-        })? {
-            b.control.push(a);
-        }
-        b.control_token = config::env("KILN_CONTROL_TOKEN", url)?;
-        b.instance = config::env("KILN_INSTANCE", url)?;
-        b.push_token = config::env("KILN_SERVER_TOKEN", url)?;
-        b.tenant = config::env("KILN_TENANT", url)?;
-        Ok(b)
-    }
-
     fn start(cfg: AgentBuilder) -> Result<Agent, Error> {
         if RUNNING.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyRunning);
@@ -605,7 +317,7 @@ impl Agent {
         };
         // With continuous sampling off the engine is still chosen, for the
         // sessions the control endpoints may start.
-        let choice = choose_engine(cfg.engine)?;
+        let choice = choose::choose_engine(cfg.engine)?;
         let engine_reason = if cfg.cpu_hz == 0 {
             format!(
                 "continuous CPU sampling is off (cpu_hz = 0); sessions use {:?}: {}",
@@ -785,92 +497,4 @@ pub(crate) fn add_labels(
     }
     let c = p.strings.intern(&comment);
     p.comments.push(c);
-}
-
-struct EngineChoice {
-    engine: Engine,
-    perf_user_only: bool,
-    reason: String,
-}
-
-fn perf_refusal(e: &std::io::Error) -> String {
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .map(|s| s.trim().to_string());
-    let errno = match e.raw_os_error() {
-        Some(libc::EPERM) => "EPERM".to_string(),
-        Some(libc::EACCES) => "EACCES".to_string(),
-        Some(libc::ENOSYS) => "ENOSYS".to_string(),
-        Some(libc::ENOENT) => "ENOENT".to_string(),
-        _ => e.to_string(),
-    };
-    match paranoid {
-        Ok(p) => format!("perf_event_open: {errno} (perf_event_paranoid={p})"),
-        Err(_) => format!("perf_event_open: {errno}"),
-    }
-}
-
-fn choose_engine(wanted: Engine) -> Result<EngineChoice, Error> {
-    let tid = sys::gettid();
-    let probe_perf = || -> Result<bool, String> {
-        match sys::engine::PerfEvent::open(tid, 1_000_000_000, false) {
-            Ok(_) => Ok(false),
-            Err(e) => match sys::engine::PerfEvent::open(tid, 1_000_000_000, true) {
-                Ok(_) => Ok(true),
-                Err(_) => Err(perf_refusal(&e)),
-            },
-        }
-    };
-    let probe_ctimer = || -> Result<(), String> {
-        sys::engine::ThreadTimer::create(tid, 1_000_000_000, 1_000_000_000)
-            .map(drop)
-            .map_err(|e| format!("timer_create(thread CPU clock): {e}"))
-    };
-    match wanted {
-        Engine::Perf => probe_perf()
-            .map(|user_only| EngineChoice {
-                engine: Engine::Perf,
-                perf_user_only: user_only,
-                reason: if user_only {
-                    "requested; kernel time excluded (perf_event_paranoid)".into()
-                } else {
-                    "requested".into()
-                },
-            })
-            .map_err(Error::NoEngine),
-        Engine::Ctimer => probe_ctimer()
-            .map(|()| EngineChoice {
-                engine: Engine::Ctimer,
-                perf_user_only: false,
-                reason: "requested".into(),
-            })
-            .map_err(Error::NoEngine),
-        Engine::Itimer => Ok(EngineChoice {
-            engine: Engine::Itimer,
-            perf_user_only: false,
-            reason: "requested".into(),
-        }),
-        Engine::Auto => match probe_perf() {
-            Ok(user_only) => Ok(EngineChoice {
-                engine: Engine::Perf,
-                perf_user_only: user_only,
-                reason: if user_only {
-                    "auto: perf events open (kernel time excluded: perf_event_paranoid)".into()
-                } else {
-                    "auto: perf events open".into()
-                },
-            }),
-            Err(perf) => match probe_ctimer() {
-                Ok(()) => Ok(EngineChoice {
-                    engine: Engine::Ctimer,
-                    perf_user_only: false,
-                    reason: format!("auto: {perf}"),
-                }),
-                Err(ct) => Ok(EngineChoice {
-                    engine: Engine::Itimer,
-                    perf_user_only: false,
-                    reason: format!("auto: {perf}; {ct}"),
-                }),
-            },
-        },
-    }
 }

@@ -1,0 +1,82 @@
+//! What the agent reports about itself: the counters its threads share
+//! (samples, drops, windows, errors) and the [`Status`] snapshot built from
+//! them, as `Agent::status()` and `/debug/kiln/status` serve it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+use crate::{Engine, SessionInfo, SinkStatus, sys};
+
+/// Counters shared by the agent's threads, read by [`Agent::status`].
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub(crate) threads: AtomicU64,
+    pub(crate) arm_failures: AtomicU64,
+    pub(crate) windows_written: AtomicU64,
+    pub(crate) windows_dropped: AtomicU64,
+    pub(crate) unknown_frames: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+    pub(crate) last_file: Mutex<Option<PathBuf>>,
+    pub(crate) unwind: Mutex<sys::UnwindStatus>,
+}
+
+impl Counters {
+    pub(crate) fn set_unwind(&self, status: sys::UnwindStatus) {
+        *self.unwind.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    pub(crate) fn set_error(&self, e: String) {
+        tracing::warn!(target: "kiln_agent", "{e}");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+}
+
+/// A snapshot of what the agent is doing.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The engine in use (`None` when CPU sampling is off).
+    pub engine: Option<Engine>,
+    /// Why this engine: which better ones were refused, and how.
+    pub engine_reason: String,
+    /// Sampling rate in Hz.
+    pub cpu_hz: u32,
+    /// Sampling and shipping run.
+    pub active: bool,
+    /// This is a forked child of the process that started the agent: it
+    /// does not sample.
+    pub forked_child: bool,
+    /// Threads being sampled.
+    pub threads: u64,
+    /// Samples taken.
+    pub samples: u64,
+    /// Samples dropped because the buffer was full.
+    pub dropped: u64,
+    /// Samples kept with the leaf frame only (stack not yet mapped).
+    pub leaf_only: u64,
+    /// Signals ignored (agent stopping, or forked child).
+    pub ignored_signals: u64,
+    /// Threads whose timer could not be armed.
+    pub arm_failures: u64,
+    /// Profiles delivered, summed over the sinks.
+    pub windows_written: u64,
+    /// Windows dropped because the writer fell behind.
+    pub windows_dropped: u64,
+    /// Addresses that could not be symbolized.
+    pub unknown_frames: u64,
+    /// The newest error, if any.
+    pub last_error: Option<String>,
+    /// The newest file written.
+    pub last_file: Option<PathBuf>,
+    /// Each sink's health: queued, sent, failed, dropped, last error.
+    pub sinks: Vec<SinkStatus>,
+    /// On-demand sessions, running and recently finished.
+    pub sessions: Vec<SessionInfo>,
+    /// Addresses the control endpoints listen on.
+    pub control: Vec<String>,
+    /// The CFI tables the stack walk reads: objects, rows, bytes.
+    pub unwind: sys::UnwindStatus,
+}
