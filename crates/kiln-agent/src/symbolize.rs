@@ -114,7 +114,7 @@ impl Symbols {
                     for f in sym.inlined.iter().rev() {
                         let (file, line) = line_of(&f.code_info);
                         frames.push(Frame {
-                            name: f.name.to_string(),
+                            name: qualify(&f.name, &file),
                             file,
                             line,
                         });
@@ -122,7 +122,7 @@ impl Symbols {
                     let (file, line) = line_of(&sym.code_info.as_deref().cloned());
                     let name = match elf_names.get(i) {
                         Some(Some(full)) if full.ends_with(&*sym.name) => full.clone(),
-                        _ => strip_hash(&sym.name).to_string(),
+                        _ => qualify(strip_hash(&sym.name), &file),
                     };
                     frames.push(Frame { name, file, line });
                     frames.into()
@@ -148,6 +148,50 @@ impl Symbols {
     }
 }
 
+/// A bare function name (what DWARF built with `line-tables-only` gives
+/// inlined functions: `lt`, `black_box<u64>`) prefixed with the module
+/// its source file is: `…/library/core/src/cmp.rs` → `core::cmp::lt`,
+/// `…/registry/src/…/gimli-0.34.0/src/read/cfi.rs` → `gimli::read::cfi::…`,
+/// `…/crates/kiln-agent/src/unwind.rs` → `kiln_agent::unwind::…`. A name
+/// that already has a path, or a file with no `src/` directory, is kept.
+/// (A function in an inline `mod` or an `impl` gets its file's module: a
+/// place a reader can find, if not the whole path.)
+pub fn qualify(name: &str, file: &str) -> String {
+    let generic = name.find('<').unwrap_or(name.len());
+    if name.is_empty() || name[..generic].contains("::") || name.starts_with('<') {
+        return name.to_string();
+    }
+    let Some((root, rel)) = file.rsplit_once("/src/") else {
+        return name.to_string();
+    };
+    let krate = root.rsplit('/').next().unwrap_or_default();
+    // `gimli-0.34.0` → `gimli`: the registry's directories carry versions.
+    let krate = match krate.rsplit_once('-') {
+        Some((head, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => head,
+        _ => krate,
+    };
+    if krate.is_empty()
+        || !krate
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return name.to_string();
+    }
+    let mut path = krate.replace('-', "_");
+    let rel = rel.strip_suffix(".rs").unwrap_or(rel);
+    for part in rel.split('/') {
+        if matches!(part, "lib" | "main" | "mod") || part.is_empty() {
+            continue;
+        }
+        if !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return name.to_string();
+        }
+        path.push_str("::");
+        path.push_str(part);
+    }
+    format!("{path}::{name}")
+}
+
 /// `app::f::h0123456789abcdef` → `app::f`: the legacy mangling's hash
 /// says nothing to a reader and splits one function across builds.
 fn strip_hash(name: &str) -> &str {
@@ -166,6 +210,45 @@ mod tests {
     #[inline(never)]
     fn marker() -> u64 {
         std::hint::black_box(7)
+    }
+
+    #[test]
+    fn bare_names_get_their_file_s_module() {
+        let cases = [
+            ("lt", "/rustc/abc/library/core/src/cmp.rs", "core::cmp::lt"),
+            (
+                "black_box<u64>",
+                "/rustc/abc/library/core/src/hint.rs",
+                "core::hint::black_box<u64>",
+            ),
+            (
+                "next<u8>",
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/gimli-0.34.0/src/read/cfi.rs",
+                "gimli::read::cfi::next<u8>",
+            ),
+            (
+                "walk",
+                "/work/main/crates/kiln-agent/src/unwind.rs",
+                "kiln_agent::unwind::walk",
+            ),
+            (
+                "from",
+                "/rustc/abc/library/core/src/num/mod.rs",
+                "core::num::from",
+            ),
+            ("main", "/x/app/src/main.rs", "app::main"),
+            // Kept: already a path, no src/ directory, a trait impl.
+            (
+                "core::cmp::lt",
+                "/rustc/abc/library/core/src/cmp.rs",
+                "core::cmp::lt",
+            ),
+            ("spin", "/x/examples/spin.rs", "spin"),
+            ("<T as Foo>::f", "/x/app/src/a.rs", "<T as Foo>::f"),
+        ];
+        for (name, file, want) in cases {
+            assert_eq!(qualify(name, file), want, "{name} in {file}");
+        }
     }
 
     #[test]
