@@ -688,7 +688,16 @@ async fn admin_flush(
     Ok(axum::Json(serde_json::json!({ "blocks": ids })).into_response())
 }
 
-async fn metrics(axum::extract::State(st): axum::extract::State<AppState>) -> Response {
+/// `GET /metrics`: the server's figures, summed over every tenant; with
+/// tenants configured, only for the operator (the cluster token), as the
+/// admin endpoints.
+async fn metrics(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(e) = cluster::operator(&st, &headers) {
+        return e.into_response();
+    }
     let s = st.store.stats();
     st.metrics.head_series.set(s.series as i64);
     st.metrics.head_samples.set(s.samples as i64);

@@ -151,11 +151,20 @@ fn peers_and_operators_need_the_cluster_token() {
         }
         r.send().unwrap().status().as_u16()
     };
+    // /metrics sums every tenant's figures: an operator's, not a tenant's.
+    let metrics = |s: &Server, token: Option<&str>| {
+        let mut r = s.client().get(format!("{}/metrics", s.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap().status().as_u16()
+    };
     // Tenants have tokens and no cluster token is set: nobody, not even a
     // tenant's token.
     let s = Server::start_with(&format!("[tenants.a]\ntokens = [\"{A}\"]"));
     assert_eq!(head(&s, Some(A)), 403);
     assert_eq!(flush(&s, Some(A)), 403);
+    assert_eq!(metrics(&s, Some(A)), 403);
     // With a cluster token: only it.
     let cluster = "cluster-secret-of-some-length";
     let s = Server::start_with(&format!(
@@ -170,4 +179,7 @@ fn peers_and_operators_need_the_cluster_token() {
     assert_eq!(head(&s, Some(cluster)), 204, "nothing stored yet");
     assert_eq!(flush(&s, Some(A)), 401);
     assert_eq!(flush(&s, Some(cluster)), 200);
+    assert_eq!(metrics(&s, None), 401);
+    assert_eq!(metrics(&s, Some(A)), 401);
+    assert_eq!(metrics(&s, Some(cluster)), 200);
 }
