@@ -74,6 +74,12 @@ pub enum Rule {
     FramePointers,
     /// The outermost frame: the walk ends here.
     End,
+    /// A PLT stub (16-byte entries that push once): CFA = SP + 8, plus 8
+    /// once the address within its entry reaches `pushed_at`.
+    Plt {
+        /// Offset within an entry from which the stub has pushed.
+        pushed_at: u8,
+    },
 }
 
 const KIND_SP: u8 = 0;
@@ -82,6 +88,9 @@ const KIND_NONE: u8 = 2;
 /// The return address is undefined: the outermost frame (`_start`, a
 /// thread's start routine).
 const KIND_END: u8 = 3;
+/// A PLT stub: CFA = SP + 8, plus 8 from byte `cfa_off` of each 16-byte
+/// entry on (after its `push`), the one DWARF expression linkers emit.
+const KIND_PLT: u8 = 4;
 
 /// One row, 12 bytes: from `pc` (relative to the module's first address)
 /// up to the next row's `pc`.
@@ -104,6 +113,9 @@ impl Row {
                 fp_at: (self.fp_off != 0).then_some(self.fp_off),
             },
             KIND_END => Rule::End,
+            KIND_PLT => Rule::Plt {
+                pushed_at: self.cfa_off as u8,
+            },
             _ => Rule::FramePointers,
         }
     }
@@ -243,6 +255,16 @@ pub fn walk(
                 (cfa, ra, fp)
             }
             Rule::End => break,
+            Rule::Plt { pushed_at } => {
+                let pushed = if pc & 15 >= u64::from(pushed_at) {
+                    8
+                } else {
+                    0
+                };
+                let cfa = r.sp + 8 + pushed;
+                let Some(ra) = read(cfa - 8) else { break };
+                (cfa, ra, r.fp)
+            }
             Rule::FramePointers => {
                 if r.fp < r.sp {
                     break;
@@ -318,7 +340,7 @@ pub fn build_module(
         loop {
             match table.next_row() {
                 Ok(Some(row)) => {
-                    let r = convert(row);
+                    let r = convert(row, eh_frame);
                     any_unsupported |= r.kind == KIND_NONE;
                     raw.push((row.start_address(), true, r));
                     covered = row.end_address();
@@ -386,9 +408,35 @@ pub fn build_module(
     })
 }
 
-/// One CFI row in the form the walk follows, or `KIND_NONE`.
+/// The CFA expression of x86_64 PLT entries, as GNU ld and lld write it:
+/// `DW_OP_breg7 (rsp) 8; DW_OP_breg16 (rip) 0; DW_OP_lit15; DW_OP_and;
+/// DW_OP_lit10|lit11; DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus` —
+/// CFA = RSP + 8, plus 8 once RIP & 15 reaches 10 or 11. Returns that
+/// threshold.
+fn plt_expression(b: &[u8]) -> Option<u8> {
+    match b {
+        [
+            0x77,
+            0x08,
+            0x80,
+            0x00,
+            0x3f,
+            0x1a,
+            lit @ (0x3a | 0x3b),
+            0x2a,
+            0x33,
+            0x24,
+            0x22,
+        ] => Some(lit - 0x30),
+        _ => None,
+    }
+}
+
+/// One CFI row in the form the walk follows, or `KIND_NONE`; `eh_frame`
+/// is the section, where CFA expressions are read from.
 fn convert<T: gimli::ReaderOffset, S: gimli::UnwindContextStorage<T>>(
     row: &gimli::UnwindTableRow<T, S>,
+    eh_frame: &[u8],
 ) -> Row {
     let none = Row {
         pc: 0,
@@ -406,6 +454,21 @@ fn convert<T: gimli::ReaderOffset, S: gimli::UnwindContextStorage<T>>(
         }
         CfaRule::RegisterAndOffset { register, offset } if register == X86_64::RBP => {
             (KIND_FP, offset)
+        }
+        CfaRule::Expression(e) => {
+            let at = e.offset.into_u64() as usize;
+            let len = e.length.into_u64() as usize;
+            return match eh_frame
+                .get(at..at.saturating_add(len))
+                .and_then(plt_expression)
+            {
+                Some(pushed_at) => Row {
+                    cfa_off: i32::from(pushed_at),
+                    kind: KIND_PLT,
+                    ..none
+                },
+                None => none,
+            };
         }
         _ => return none,
     };
@@ -473,6 +536,12 @@ mod tests {
                         cfa_off: 0,
                         fp_off: 0,
                         kind: KIND_END,
+                    },
+                    Rule::Plt { pushed_at } => Row {
+                        pc,
+                        cfa_off: i32::from(pushed_at),
+                        fp_off: 0,
+                        kind: KIND_PLT,
                     },
                 }
             })
@@ -575,6 +644,33 @@ mod tests {
     }
 
     #[test]
+    fn plt_stubs_keep_their_caller() {
+        assert_eq!(
+            plt_expression(&[
+                0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22
+            ]),
+            Some(11)
+        );
+        assert_eq!(plt_expression(&[0x77, 0x08]), None);
+        // PLT at 0x1000 (entries of 16 bytes), called from 0x2000 (framed).
+        let t = table(
+            &[(0x1000, Rule::Plt { pushed_at: 11 }), (0x2000, FRAMED)],
+            0x3000,
+        );
+        let mut mem: HashMap<u64, u64> = HashMap::new();
+        mem.insert(0x7000, 0x2010); // the return address
+        mem.insert(0x7030, 0);
+        mem.insert(0x7038, 0x4010);
+        let mut out = [0u64; 8];
+        // At the entry's jmp (nothing pushed) and after its push.
+        for (ip, sp) in [(0x1020, 0x7000), (0x102b, 0x6ff8)] {
+            let regs = Regs { ip, sp, fp: 0x7030 };
+            let (n, _) = walk(Some(&t), regs, 8, &mut out, |a| mem.get(&a).copied());
+            assert_eq!(&out[..n], &[ip, 0x2010, 0x4010], "at 0x{ip:x}");
+        }
+    }
+
+    #[test]
     fn hostile_stacks_end() {
         // Cycles, pointers down the stack, garbage: the walk always ends
         // within the bound and never reads outside what `read` allows.
@@ -627,5 +723,12 @@ mod tests {
         // libc is covered too: memcpy keeps no frame pointer.
         let memcpy = libc::memcpy as *const () as u64;
         assert!(tables.find(memcpy).is_some(), "no CFI row for memcpy");
+        // Some object's PLT (libc's own has one) is read as a PLT rule.
+        let plt: usize = tables
+            .modules()
+            .iter()
+            .map(|m| m.rows.iter().filter(|r| r.kind == KIND_PLT).count())
+            .sum();
+        assert!(plt > 0, "no PLT rows in any loaded object");
     }
 }
