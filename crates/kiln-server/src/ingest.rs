@@ -19,23 +19,37 @@ use crate::{ApiError, AppState, tenant};
 /// One profile of a series, checked and ready to store; `raw` is the
 /// pprof it was decoded from, when it was pprof, so the log keeps it as
 /// received.
-struct Checked<'a> {
+struct Checked {
     labels: Vec<(String, String)>,
     time_ms: i64,
     p: Profile,
-    raw: Option<&'a [u8]>,
+    raw: Option<Vec<u8>>,
+}
+
+/// Runs decoding and checking (CPU work: inflating, parsing, splitting)
+/// on a blocking thread, so that the async threads stay free for small
+/// requests while a large push is decoded.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("decoding failed: {e}"),
+        )
+    })?
 }
 
 /// Stores a request's profiles once every one of them passed [`check`]:
 /// a request refused for any of its parts stores none of them, so the
 /// client's retry of a corrected request duplicates nothing.
-async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked<'_>>) -> Result<(), ApiError> {
+async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked>) -> Result<(), ApiError> {
     for c in items {
         st.metrics.ingested_samples.inc_by(c.p.samples.len() as u64);
         let stored = match c.raw {
             Some(raw) => {
                 st.store
-                    .ingest_encoded(tenant, c.labels, c.time_ms, c.p, raw)
+                    .ingest_encoded(tenant, c.labels, c.time_ms, c.p, &raw)
                     .await
             }
             None => st.store.ingest(tenant, c.labels, c.time_ms, c.p).await,
@@ -48,13 +62,13 @@ async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked<'_>>) -> Resu
 
 /// Checks one profile of a series against the limits and completes its
 /// labels; nothing is stored.
-fn check<'a>(
+fn check(
     st: &AppState,
     mut labels: Vec<(String, String)>,
     p: Profile,
     fallback_ms: i64,
-    raw: Option<&'a [u8]>,
-) -> Result<Checked<'a>, ApiError> {
+    raw: Option<Vec<u8>>,
+) -> Result<Checked, ApiError> {
     let lim = &st.config.limits;
     if labels.len() > lim.max_labels {
         return Err(ApiError::bad(format!(
@@ -137,6 +151,27 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let st2 = st.clone();
+    let checked = blocking(move || parse_push(&st2, body, gz, json)).await?;
+    store_all(st, &tenant, checked).await?;
+    Ok(if json {
+        ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/proto")],
+            Vec::<u8>::new(),
+        )
+            .into_response()
+    })
+}
+
+/// A push request's body, inflated, parsed, and every profile in it
+/// decoded and checked (on a blocking thread: see [`blocking`]).
+fn parse_push(st: &AppState, body: Bytes, gz: bool, json: bool) -> Result<Vec<Checked>, ApiError> {
     let body = if gz || kiln_profile::compress::is_gzip(&body) {
         Bytes::from(
             kiln_profile::compress::gunzip(&body, st.config.limits.max_decompressed).map_err(
@@ -151,10 +186,6 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
     } else {
         body
     };
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
     let req = if json {
         from_json(&body)?
     } else {
@@ -163,28 +194,16 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
     let now = now_ms();
     // Every series is decoded and checked before any is stored.
     let mut checked = Vec::new();
-    for (i, s) in req.series.iter().enumerate() {
-        let labels: Vec<(String, String)> = s
-            .labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect();
-        for raw in &s.samples {
+    for (i, s) in req.series.into_iter().enumerate() {
+        let labels: Vec<(String, String)> =
+            s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+        for raw in s.samples {
             let p = decode(st, &raw.raw_profile, &format!("series {i}"))?;
-            let bytes = looks_like_pprof(&raw.raw_profile).then_some(&raw.raw_profile[..]);
+            let bytes = looks_like_pprof(&raw.raw_profile).then_some(raw.raw_profile);
             checked.push(check(st, labels.clone(), p, now, bytes)?);
         }
     }
-    store_all(st, &tenant, checked).await?;
-    Ok(if json {
-        ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, "application/proto")],
-            Vec::<u8>::new(),
-        )
-            .into_response()
-    })
+    Ok(checked)
 }
 
 /// Raw bytes the log can keep as they are: gzip (of pprof, since it
@@ -404,14 +423,16 @@ async fn ingest_inner(
         }
     };
     match format {
-        "pprof" => {
-            let p = decode(st, &field(&["profile"])?, "pprof")?;
-            push_split(st, &tenant, &labels, p, from_ms).await?;
-        }
-        "jfr" => {
-            let bytes = field(&["jfr"])?;
-            let p = decode(st, &bytes, "jfr")?;
-            push_split(st, &tenant, &labels, p, from_ms).await?;
+        "pprof" | "jfr" => {
+            let bytes = field(&[if format == "jfr" { "jfr" } else { "profile" }])?;
+            let (st2, labels) = (st.clone(), labels.clone());
+            let what = format.to_string();
+            let checked = blocking(move || {
+                let p = decode(&st2, &bytes, &what)?;
+                split_checked(&st2, &labels, p, from_ms)
+            })
+            .await?;
+            store_all(st, &tenant, checked).await?;
         }
         "folded" | "lines" | "trie" | "tree" => {
             if matches!(format, "trie" | "tree") {
@@ -434,7 +455,10 @@ async fn ingest_inner(
                 text
             };
             let (ty, unit) = suffix.unwrap_or(("cpu", "nanoseconds"));
-            let mut p = decode(st, &text, format)?;
+            let mut p = {
+                let (st2, what) = (st.clone(), format.to_string());
+                blocking(move || decode(&st2, &text, &what)).await?
+            };
             if p.sample_types.is_empty() {
                 return Err(ApiError::bad(format!(
                     "format={format}: the body holds no samples"
@@ -472,15 +496,14 @@ async fn ingest_inner(
     Ok(StatusCode::OK.into_response())
 }
 
-/// Stores `p` split by kind, as `kiln push` sends it: a JFR with CPU,
+/// `p` split by kind and checked, as `kiln push` sends it: a JFR with CPU,
 /// allocation and lock events becomes `process_cpu`, `memory` and `mutex`.
-async fn push_split(
+fn split_checked(
     st: &AppState,
-    tenant: &str,
     labels: &[(String, String)],
     p: Profile,
     from_ms: i64,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Checked>, ApiError> {
     let parts = kiln_profile::push::split_by_kind(&p);
     if parts.is_empty() {
         return Err(ApiError::bad("the profile has no sample types"));
@@ -491,7 +514,7 @@ async fn push_split(
         l.push((NAME_LABEL.into(), name));
         checked.push(check(st, l, part, from_ms, None)?);
     }
-    store_all(st, tenant, checked).await
+    Ok(checked)
 }
 
 #[cfg(test)]
