@@ -37,6 +37,8 @@
 //! pprof), `symbolize`, `ship`/`sink`/`push` (the sinks), `control`
 //! (HTTP), `sys` (signals, timers, memory reads), `unwind` (the walk).
 
+#![deny(unsafe_code)]
+
 mod builder;
 mod choose;
 mod config;
@@ -50,6 +52,7 @@ mod ship;
 mod sink;
 mod status;
 mod symbolize;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod unwind;
 mod window;
