@@ -105,7 +105,12 @@ fn send_response(x: u64) -> u64 {
             let mut out = out.borrow_mut();
             out.copy_from_slice(black_box(page));
             if let Some(mut f) = SINK
-                .get_or_init(|| std::fs::OpenOptions::new().write(true).open("/dev/null").ok())
+                .get_or_init(|| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/null")
+                        .ok()
+                })
                 .as_ref()
             {
                 let _ = f.write_all(&out[..4096]);
