@@ -591,31 +591,16 @@ mod tests {
         mem.insert(0x7050, 0);
         mem.insert(0x7058, 0);
         let mut out = [0u64; 16];
-        let (n, cut) = walk(
-            Some(&t),
-            Regs {
-                ip: 0x1004,
-                sp,
-                fp: 0x7010,
-            },
-            16,
-            &mut out,
-            |a| mem.get(&a).copied(),
-        );
+        let regs = Regs {
+            ip: 0x1004,
+            sp,
+            fp: 0x7010,
+        };
+        let (n, cut) = walk(Some(&t), regs, 16, &mut out, |a| mem.get(&a).copied());
         assert_eq!(&out[..n], &[0x1004, 0x2010, 0x3010, 0x4010]);
         assert!(!cut);
         // The frame-pointer walk alone skips 0x2010: the bug this fixes.
-        let (n, _) = walk(
-            None,
-            Regs {
-                ip: 0x1004,
-                sp,
-                fp: 0x7010,
-            },
-            16,
-            &mut out,
-            |a| mem.get(&a).copied(),
-        );
+        let (n, _) = walk(None, regs, 16, &mut out, |a| mem.get(&a).copied());
         assert_eq!(&out[..n], &[0x1004, 0x3010, 0x4010]);
     }
 

@@ -414,13 +414,17 @@ impl Writer {
 mod tests {
     use super::*;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn replays_in_order_and_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         {
             let wal = open(dir.path(), |_| panic!("empty log")).unwrap();
             rt.block_on(async {
@@ -492,10 +496,7 @@ mod tests {
         let filler = mnt.path().join("filler");
         std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
         let dir = mnt.path().join("wal");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let wal = open(&dir, |_| panic!("empty log")).unwrap();
         let (mut acked, mut failed) = (Vec::new(), 0);
         // ~32 records fit beside the filler; once it is gone, room for ~69
@@ -530,10 +531,7 @@ mod tests {
     #[test]
     fn a_corrupt_record_mid_segment_is_skipped_not_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         {
             let wal = open(dir.path(), |_| panic!("empty log")).unwrap();
             rt.block_on(async {

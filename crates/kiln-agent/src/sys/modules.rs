@@ -24,56 +24,40 @@ pub struct EhFrame {
 /// have not moved, the set of objects has not changed.
 pub fn generation() -> (u64, u64) {
     let mut out = (0u64, 0u64);
-    extern "C" fn first(
+    each_object(|info| {
+        out = (info.dlpi_adds, info.dlpi_subs);
+        false
+    });
+    out
+}
+
+/// Calls `f` with each loaded object, under the loader's lock (so its
+/// headers and segments stay mapped during the call), until `f` answers
+/// false. `f` must not unwind.
+fn each_object<F: FnMut(&libc::dl_phdr_info) -> bool>(mut f: F) {
+    extern "C" fn call<F: FnMut(&libc::dl_phdr_info) -> bool>(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
         // SAFETY: the loader passes a valid dl_phdr_info; `data` is the
-        // `&mut (u64, u64)` given below, alive for the call.
-        unsafe {
-            let out = &mut *(data as *mut (u64, u64));
-            *out = ((*info).dlpi_adds, (*info).dlpi_subs);
-        }
-        1
+        // `&mut F` given below, alive for the whole iteration.
+        let (info, f) = unsafe { (&*info, &mut *(data as *mut F)) };
+        if f(info) { 0 } else { 1 }
     }
-    // SAFETY: the callback only reads the info it is given and writes the
-    // local through `data`; returning 1 stops after the first object.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(first),
-            &mut out as *mut (u64, u64) as *mut libc::c_void,
-        )
-    };
-    out
+    // SAFETY: the trampoline matches the callback's C signature and gets
+    // back the closure it was given; a non-zero answer stops the loader.
+    unsafe { libc::dl_iterate_phdr(Some(call::<F>), &mut f as *mut F as *mut libc::c_void) };
 }
 
 /// Every loaded object that has an `.eh_frame_hdr`, with its `.eh_frame`.
 pub fn eh_frames() -> Vec<EhFrame> {
-    let mut out: Vec<EhFrame> = Vec::new();
-    extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid dl_phdr_info; `data` is the
-        // `&mut Vec<EhFrame>` given below, alive for the call.
-        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<EhFrame>)) };
-        // SAFETY: the loader holds its lock for the call, so the object's
-        // headers and segments stay mapped while we read them.
-        if let Some(f) = unsafe { one(info) } {
-            out.push(f);
-        }
-        0
-    }
-    // SAFETY: the callback reads only what the loader describes as mapped
-    // (program headers, segments) and pushes to the vector behind `data`.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(each),
-            &mut out as *mut Vec<EhFrame> as *mut libc::c_void,
-        )
-    };
+    let mut out = Vec::new();
+    each_object(|info| {
+        // SAFETY: inside each_object the loader holds its lock.
+        out.extend(unsafe { one(info) });
+        true
+    });
     out
 }
 
@@ -94,26 +78,12 @@ pub struct CodeMapping {
 
 /// The executable segments of every loaded object, sorted by address.
 pub fn code_mappings() -> Vec<CodeMapping> {
-    let mut out: Vec<CodeMapping> = Vec::new();
-    extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid dl_phdr_info; `data` is the
-        // `&mut Vec<CodeMapping>` given below, alive for the call.
-        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<CodeMapping>)) };
-        // SAFETY: the loader holds its lock for the call.
-        unsafe { code_of(info, out) };
-        0
-    }
-    // SAFETY: the callback reads only what the loader describes as mapped.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(each),
-            &mut out as *mut Vec<CodeMapping> as *mut libc::c_void,
-        )
-    };
+    let mut out = Vec::new();
+    each_object(|info| {
+        // SAFETY: inside each_object the loader holds its lock.
+        unsafe { code_of(info, &mut out) };
+        true
+    });
     out.sort_by_key(|m| m.start);
     out
 }
