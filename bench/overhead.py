@@ -7,8 +7,10 @@ fixed work.
 
 Runs `target/release/overhead MODE HZ` for MODE in none, kiln (once per
 window length in WINDOWS), pprof-rs, interleaved, RUNS times each, and
-reads each process's CPU time (user + system) and peak RSS (ru_maxrss)
-from wait4's rusage. Overhead is the median of a mode over the median of
+reads each process's CPU time (user + system) from wait4's rusage and
+its peak RSS from the `VmHWM` it prints as it exits (wait4's ru_maxrss
+would floor it at this script's own RSS, which a forked child starts
+with). Overhead is the median of a mode over the median of
 `none`. Prints a Markdown table.
 """
 import os
@@ -28,11 +30,15 @@ def measure(mode, hz):
     exe_mode = mode
     if mode.startswith("kiln@"):
         exe_mode, env["KILN_WINDOW"] = mode.split("@")
-    p = subprocess.Popen([exe, exe_mode, str(hz)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen([exe, exe_mode, str(hz)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = p.stdout.read().decode()
     _, status, usage = os.wait4(p.pid, 0)
     if status != 0:
         sys.exit(f"{mode} {hz} Hz failed: {p.stderr.read().decode()}")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    hwm = [int(line.split()[1]) for line in out.splitlines() if line.startswith("VmHWM")]
+    if not hwm:
+        sys.exit(f"{mode} {hz} Hz printed no VmHWM")
+    return usage.ru_utime + usage.ru_stime, hwm[0] / 1024
 
 
 windows = os.environ.get("WINDOWS", "10s,1s").split(",")

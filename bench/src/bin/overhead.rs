@@ -6,7 +6,7 @@
 //! (0.15, its default unwinder) or nothing. Profilers run at HZ and build
 //! their profile at the end, as a user pays for it (Kiln also every
 //! `KILN_WINDOW`, default 10 s). The runner measures the process's CPU
-//! time and peak RSS from outside.
+//! time from outside; the process prints its own peak RSS (`VmHWM`).
 
 use std::hint::black_box;
 
@@ -74,6 +74,11 @@ fn main() -> Result<()> {
             black_box(report.data.len());
         }
         m => bail!("unknown mode {m}"),
+    }
+    // The peak RSS of this process alone, for the runner.
+    let status = std::fs::read_to_string("/proc/self/status").context("status")?;
+    if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM")) {
+        println!("{hwm}");
     }
     Ok(())
 }

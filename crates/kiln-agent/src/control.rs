@@ -513,8 +513,8 @@ async fn threads(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Re
                             for (j, f) in fs.iter().enumerate() {
                                 t.frames.push(DumpFrame {
                                     address: format!("{ip:#x}"),
-                                    function: f.name.clone(),
-                                    file: f.file.clone(),
+                                    function: f.name.to_string(),
+                                    file: f.file.to_string(),
                                     line: f.line,
                                     inlined: j + 1 < fs.len(),
                                 });
@@ -589,7 +589,7 @@ type SinkValue = fn(&SinkStatus) -> u64;
 pub fn metrics_text(inner: &Inner) -> String {
     let s = inner.status();
     let running = s.sessions.iter().filter(|x| x.state != "done").count() as u64;
-    let process: [Metric<u64>; 6] = [
+    let process: [Metric<u64>; 7] = [
         (
             "kiln_agent_samples_total",
             "counter",
@@ -619,6 +619,12 @@ pub fn metrics_text(inner: &Inner) -> String {
             "counter",
             "Addresses that could not be symbolized.",
             s.unknown_frames,
+        ),
+        (
+            "kiln_agent_symbol_bytes",
+            "gauge",
+            "Bytes the symbolizer holds between windows.",
+            s.symbol_bytes,
         ),
         (
             "kiln_agent_sessions_running",

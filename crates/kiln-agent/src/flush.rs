@@ -131,13 +131,16 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 });
             }
             Job::Resolve { addrs, reply } => {
-                symbols.resolve(&addrs);
+                symbols.resolve(&addrs, code.now());
                 let _ = reply.send(addrs.iter().map(|&a| symbols.get(a)).collect());
             }
         }
         ctx.counters
             .unknown_frames
             .store(symbols.unknown, Ordering::Relaxed);
+        ctx.counters
+            .symbol_bytes
+            .store(symbols.resident_bytes() as u64, Ordering::Relaxed);
         if let Some(e) = symbols.last_error.take() {
             ctx.counters.set_error(format!("symbolization: {e}"));
         }

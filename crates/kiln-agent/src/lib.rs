@@ -7,7 +7,7 @@
 //! work aliases with it; walks stacks in an async-signal-safe handler,
 //! through libc, syscalls and the vDSO by each object's CFI ([`unwind`])
 //! and frame pointers elsewhere; folds samples per window; symbolizes each
-//! address once with `blazesym`; and ships a pprof profile per window to
+//! address once with its own DWARF reader; and ships a pprof profile per window to
 //! any number of sinks at once: a directory, a Kiln or Pyroscope server
 //! (Connect push), S3-compatible object storage. Over HTTP (its own
 //! listener, or [`Agent::router`] mounted in the host's server) it starts
@@ -193,6 +193,7 @@ impl Inner {
             windows_written: load(&self.counters.windows_written),
             windows_dropped: load(&self.counters.windows_dropped),
             unknown_frames: load(&self.counters.unknown_frames),
+            symbol_bytes: load(&self.counters.symbol_bytes),
             last_error: locked(&self.counters.last_error, forked_child),
             last_file: locked(&self.counters.last_file, forked_child),
             sinks: if forked_child {

@@ -18,6 +18,7 @@ pub struct Counters {
     pub(crate) windows_written: AtomicU64,
     pub(crate) windows_dropped: AtomicU64,
     pub(crate) unknown_frames: AtomicU64,
+    pub(crate) symbol_bytes: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) last_file: Mutex<Option<PathBuf>>,
     pub(crate) unwind: Mutex<sys::UnwindStatus>,
@@ -67,6 +68,9 @@ pub struct Status {
     pub windows_dropped: u64,
     /// Addresses that could not be symbolized.
     pub unknown_frames: u64,
+    /// Bytes the symbolizer holds between windows (its cache of resolved
+    /// addresses, their names, one unit index per object), roughly.
+    pub symbol_bytes: u64,
     /// The newest error, if any.
     pub last_error: Option<String>,
     /// The newest file written.

@@ -2,6 +2,7 @@
 //! locations and functions, label by thread and pool.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use kiln_profile::{
@@ -28,7 +29,7 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
             }
         }
     }
-    symbols.resolve(&addrs);
+    symbols.resolve(&addrs, code);
 
     let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
     p.period_type = Some(p.value_type("cpu", "nanoseconds"));
@@ -65,7 +66,7 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
             })
         }))
     };
-    let mut functions: HashMap<(String, String), kiln_profile::FunctionId> = HashMap::new();
+    let mut functions: HashMap<(Arc<str>, Arc<str>), kiln_profile::FunctionId> = HashMap::new();
     let mut locations: HashMap<u64, LocationId> = HashMap::new();
     let mut truncated_loc = None;
     let mut stack_locs: Vec<Vec<LocationId>> = Vec::with_capacity(w.stacks.len());

@@ -15,6 +15,7 @@
 //! [`Shared::writer`].
 
 pub mod engine;
+pub mod mapped;
 mod modules;
 pub mod published;
 pub mod regions;

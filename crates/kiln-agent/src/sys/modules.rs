@@ -74,6 +74,12 @@ pub struct CodeMapping {
     pub file: String,
     /// GNU build id, lowercase hex; empty if the object has none.
     pub build_id: String,
+    /// The object's load bias: runtime address minus ELF virtual address.
+    pub base: u64,
+    /// Where to read the object from: `/proc/self/exe` for the executable
+    /// (the file it started from, even if replaced on disk since), the path
+    /// for libraries, empty for the vDSO (read from memory).
+    pub source: String,
 }
 
 /// The executable segments of every loaded object, sorted by address.
@@ -99,6 +105,15 @@ unsafe fn code_of(info: &libc::dl_phdr_info, out: &mut Vec<CodeMapping>) {
     let base = info.dlpi_addr;
     // SAFETY: as the caller's contract.
     let name = unsafe { object_name(info) };
+    // SAFETY: a non-null dlpi_name is a NUL-terminated string.
+    let unnamed = info.dlpi_name.is_null() || unsafe { *info.dlpi_name } == 0;
+    let source = if unnamed {
+        "/proc/self/exe".to_string()
+    } else if name == "[vdso]" {
+        String::new()
+    } else {
+        name.clone()
+    };
     let mut build_id = String::new();
     for p in phdrs.iter().filter(|p| p.p_type == libc::PT_NOTE) {
         // SAFETY: a PT_NOTE segment lies inside a loaded, readable segment.
@@ -126,6 +141,8 @@ unsafe fn code_of(info: &libc::dl_phdr_info, out: &mut Vec<CodeMapping>) {
             file_offset: p.p_offset.saturating_sub(delta),
             file: name.clone(),
             build_id: build_id.clone(),
+            base,
+            source: source.clone(),
         });
     }
 }

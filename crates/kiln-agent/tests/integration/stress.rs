@@ -61,8 +61,8 @@ pub fn child_churn() {
         if start.elapsed() >= Duration::from_secs(5 * timeline.len() as u64) {
             timeline.push(rss_kb());
         }
-        // Steady state: the first window has been symbolized (blazesym's
-        // debug-info cache is the agent's largest allocation) and glibc's
+        // Steady state: the first window has been symbolized (the symbol
+        // cache and unit index are the agent's largest allocations) and glibc's
         // arenas and thread-stack cache have grown to their working size.
         if baseline.is_none()
             && start.elapsed() > Duration::from_secs(seconds / 4)
