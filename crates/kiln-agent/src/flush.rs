@@ -12,12 +12,11 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::Counters;
-use crate::sampler::Window;
 use crate::session::{SessionOutcome, SessionReport, Sessions};
 use crate::ship::Ship;
 use crate::symbolize::{Frames, Symbols};
 use crate::sys::CodeMapping;
-use crate::window;
+use crate::window::{self, Window};
 
 /// How long a session's stop waits for its sinks before answering with
 /// what it knows (the rest keep trying in the background).

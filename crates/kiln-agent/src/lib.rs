@@ -53,8 +53,8 @@ mod sink;
 mod status;
 mod symbolize;
 #[allow(unsafe_code)]
-pub mod sys;
-pub mod unwind;
+mod sys;
+mod unwind;
 mod window;
 
 use std::net::SocketAddr;
@@ -75,6 +75,7 @@ pub use ship::{
 };
 pub(crate) use status::Counters;
 pub use status::Status;
+pub use sys::UnwindStatus;
 
 /// How CPU samples are triggered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -501,4 +502,37 @@ pub(crate) fn add_labels(
     }
     let c = p.strings.intern(&comment);
     p.comments.push(c);
+}
+
+/// Hooks for the crate's own integration tests (the signal path driven
+/// by hand, a seccomp filter); not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::Ordering;
+
+    /// Samples the signal path has written since the process started.
+    pub fn samples_written() -> u64 {
+        crate::sys::shared().map_or(0, |s| s.ring.written.load(Ordering::Relaxed))
+    }
+
+    /// Re-reads the loaded objects' unwind tables and stack mappings.
+    pub fn refresh_tables() -> std::io::Result<crate::UnwindStatus> {
+        Ok(crate::sys::refresh_tables(crate::sys::shared()?))
+    }
+
+    /// Runs the signal path's recording (stack walk included) from here,
+    /// as if this thread had been interrupted at `ip`.
+    #[inline(never)]
+    pub fn record_here(ip: u64) -> std::io::Result<()> {
+        let shared = crate::sys::shared()?;
+        let (fp, sp) = crate::sys::current_frame();
+        crate::sys::record(shared, crate::sys::gettid(), ip, fp, sp, 1);
+        Ok(())
+    }
+
+    /// Makes `perf_event_open` fail with `EACCES` in this process, as a
+    /// container's seccomp profile does.
+    pub fn deny_perf_event_open() -> std::io::Result<()> {
+        crate::sys::deny_perf_event_open()
+    }
 }

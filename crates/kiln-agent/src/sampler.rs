@@ -16,51 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
-use kiln_profile::intern::SliceTable;
-
 use crate::config::{DRAIN_INTERVAL, THREAD_SCAN_INTERVAL};
 use crate::flush::{Job, SessionJob};
 use crate::sys::engine::{PerfEvent, ThreadTimer, set_itimer};
 use crate::sys::{Shared, TIMER_CTIMER, TIMER_ITIMER};
+use crate::window::{TRUNCATED, Window};
 use crate::{Counters, Engine};
-
-/// Marks a stack the walk cut at the depth limit.
-pub const TRUNCATED: u64 = u64::MAX;
 
 /// Continuous windows waiting for the flush thread, at most; a window
 /// finished while this many wait is dropped and counted.
 pub const MAX_PENDING_WINDOWS: usize = 2;
-
-/// One window's samples, folded.
-pub struct Window {
-    /// Wall-clock start.
-    pub start: SystemTime,
-    /// Wall-clock end.
-    pub end: SystemTime,
-    /// Stacks of raw addresses, leaf first; a trailing [`TRUNCATED`] marks a cut.
-    pub stacks: SliceTable<u64>,
-    /// Samples and CPU nanoseconds per (thread id, stack index).
-    pub counts: HashMap<(u32, u32), (u64, u64)>,
-    /// Names of the threads seen.
-    pub names: HashMap<u32, String>,
-}
-
-impl Window {
-    fn new(start: SystemTime) -> Self {
-        Window {
-            start,
-            end: start,
-            stacks: SliceTable::default(),
-            counts: HashMap::new(),
-            names: HashMap::new(),
-        }
-    }
-
-    /// Samples in the window.
-    pub fn samples(&self) -> u64 {
-        self.counts.values().map(|&(n, _)| n).sum()
-    }
-}
 
 /// What keeps a thread sampled; dropping it disarms the thread. The
 /// fields are never read, only owned.

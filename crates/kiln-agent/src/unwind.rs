@@ -128,7 +128,8 @@ impl Row {
 /// The rows of one loaded object.
 #[derive(Debug)]
 pub struct ModuleTable {
-    /// Path of the object (or `[vdso]`), for status and tests.
+    /// Path of the object (or `[vdso]`), for debugging and tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub name: String,
     start: u64,
     end: u64,
@@ -151,6 +152,7 @@ impl ModuleTable {
     }
 
     /// The first and one-past-last address covered.
+    #[cfg(test)]
     pub fn range(&self) -> (u64, u64) {
         (self.start, self.end)
     }

@@ -1,18 +1,55 @@
-//! A finished window of samples to a pprof profile: symbolize, build
-//! locations and functions, label by thread and pool.
+//! One window of samples: the folded counts the sampler fills
+//! ([`Window`]), and, once finished, its pprof profile: symbolize, build
+//! locations and functions, label by thread and pool. It depends on
+//! neither the sampler nor the flush thread, which both use it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use kiln_profile::intern::SliceTable;
 use kiln_profile::{
     Function, Label, Line, Location, LocationId, Mapping, MappingId, Profile, thread_pool,
 };
 
-use crate::sampler::{TRUNCATED, Window};
 use crate::symbolize::Symbols;
 use crate::sys::CodeMapping;
 use crate::unwind::FrameAddress;
+
+/// Marks a stack the walk cut at the depth limit.
+pub const TRUNCATED: u64 = u64::MAX;
+
+/// One window's samples, folded.
+pub struct Window {
+    /// Wall-clock start.
+    pub start: SystemTime,
+    /// Wall-clock end.
+    pub end: SystemTime,
+    /// Stacks of raw addresses, leaf first; a trailing [`TRUNCATED`] marks a cut.
+    pub stacks: SliceTable<u64>,
+    /// Samples and CPU nanoseconds per (thread id, stack index).
+    pub counts: HashMap<(u32, u32), (u64, u64)>,
+    /// Names of the threads seen.
+    pub names: HashMap<u32, String>,
+}
+
+impl Window {
+    /// An empty window starting at `start`.
+    pub fn new(start: SystemTime) -> Self {
+        Window {
+            start,
+            end: start,
+            stacks: SliceTable::default(),
+            counts: HashMap::new(),
+            names: HashMap::new(),
+        }
+    }
+
+    /// Samples in the window.
+    pub fn samples(&self) -> u64 {
+        self.counts.values().map(|&(n, _)| n).sum()
+    }
+}
 
 /// The pprof profile of `w`, whose nominal sampling period is `period_ns`
 /// (each sample carries its own CPU time, taken at the rate then in force).

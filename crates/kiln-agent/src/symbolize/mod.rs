@@ -412,6 +412,63 @@ mod tests {
         assert_eq!(&*s.get(f)[0].name, "kiln_agent::symbolize::tests::marker");
     }
 
+    /// A copy of this test binary with bytes of its debug sections
+    /// scrambled, and one cut short: opening and resolving must neither
+    /// panic nor hang, and whatever is resolved is still well-formed.
+    #[test]
+    fn hostile_objects_cost_their_own_frames_only() {
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Scramble one byte in 256 of each DWARF section, and nothing
+        // else, so the object still opens and its DWARF is read.
+        use object::{Object as _, ObjectSection as _};
+        let file = object::File::parse(&*exe).unwrap();
+        let mut scrambled = exe.clone();
+        for name in [
+            ".debug_info",
+            ".debug_abbrev",
+            ".debug_line",
+            ".debug_aranges",
+            ".debug_str",
+            ".debug_ranges",
+            ".debug_rnglists",
+        ] {
+            let Some((at, len)) = file.section_by_name(name).and_then(|s| s.file_range()) else {
+                continue;
+            };
+            for _ in 0..len / 256 {
+                let i = (at + next() % len) as usize;
+                scrambled[i] = next() as u8;
+            }
+        }
+        let cut = exe[..exe.len() / 2].to_vec();
+        let f = marker as *const () as u64;
+        let code = crate::sys::code_mappings();
+        let me = code.iter().find(|m| m.start <= f && f < m.limit).unwrap();
+        let addrs: Vec<u64> = (0..2000u64).map(|i| me.start - me.base + i * 97).collect();
+        for (name, bytes) in [("scrambled", scrambled), ("cut", cut)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let obj = match elf::Object::open(path.to_str().unwrap(), "") {
+                Ok(o) => o,
+                Err(e) if name == "cut" => {
+                    eprintln!("cut: {e}");
+                    continue;
+                }
+                Err(e) => panic!("{name}: {e}"),
+            };
+            let (names, frames) = obj.resolve(&addrs);
+            assert_eq!((names.len(), frames.len()), (addrs.len(), addrs.len()));
+        }
+    }
+
     #[test]
     fn bare_names_get_their_file_s_module() {
         let cases = [

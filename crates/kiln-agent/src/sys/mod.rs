@@ -95,6 +95,9 @@ pub struct UnwindStatus {
     pub rows: usize,
     /// Bytes the rows take.
     pub bytes: usize,
+    /// Frame descriptions whose rules the walk cannot follow (their code
+    /// falls back to frame pointers).
+    pub unsupported: u64,
 }
 
 impl Writer {
@@ -122,6 +125,7 @@ impl Writer {
                 modules: t.modules().len(),
                 rows: t.modules().iter().map(|m| m.rows()).sum(),
                 bytes: t.modules().iter().map(|m| m.bytes()).sum(),
+                unsupported: t.modules().iter().map(|m| m.unsupported).sum(),
             })
         })
     }
@@ -156,8 +160,9 @@ fn build_tables(cache: &mut HashMap<ModuleKey, Arc<ModuleTable>>) -> (UnwindTabl
     (tables, errors)
 }
 
-/// The unwind tables of every object loaded now, built afresh (for tests
-/// and tools; the agent keeps its own in [`Shared::unwind`]).
+/// The unwind tables of every object loaded now, built afresh (for tests;
+/// the agent keeps its own in [`Shared::unwind`]).
+#[cfg(test)]
 pub fn unwind_tables_now() -> UnwindTables {
     build_tables(&mut HashMap::new()).0
 }

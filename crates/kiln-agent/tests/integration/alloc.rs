@@ -52,14 +52,13 @@ pub fn child_noalloc() {
     let samples0 = agent.status().samples;
     // Read the counter straight from the shared state: `status()` builds
     // strings, and this loop must allocate nothing of its own.
-    let written = &kiln_agent::sys::shared().unwrap().ring.written;
     let before = allocations();
     // Compute until ~1000 signals have landed (or 20 s pass on a machine
     // too loaded to give this thread the CPU), allocating nothing.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut x = 0u64;
     while std::time::Instant::now() < until
-        && written.load(std::sync::atomic::Ordering::Relaxed) < samples0 + 1000
+        && kiln_agent::testing::samples_written() < samples0 + 1000
     {
         x = x.wrapping_add(spin(1));
     }
@@ -85,8 +84,7 @@ fn signal_handler_allocates_nothing() {
 
 #[test]
 fn record_allocates_nothing() {
-    let shared = kiln_agent::sys::shared().unwrap();
-    let tables = kiln_agent::sys::refresh_tables(shared);
+    let tables = kiln_agent::testing::refresh_tables().unwrap();
     assert!(tables.rows > 0, "no unwind tables published: {tables:?}");
     // Leaves in code with CFI (this binary's `spin`, libc's `memcpy`) and
     // in none (0x1000): both walks, neither may allocate.
@@ -97,9 +95,7 @@ fn record_allocates_nothing() {
     ];
     let before = allocations();
     for i in 0..10_000 {
-        let (fp, sp) = kiln_agent::sys::current_frame();
-        let ip = leaves[i % leaves.len()];
-        kiln_agent::sys::record(shared, kiln_agent::sys::gettid(), ip, fp, sp, 1);
+        kiln_agent::testing::record_here(leaves[i % leaves.len()]).unwrap();
     }
     assert_eq!(allocations(), before);
 }

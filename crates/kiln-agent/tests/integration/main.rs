@@ -87,7 +87,7 @@ fn child() {
     match std::env::var("KILN_TEST_CHILD").as_deref() {
         Ok("spin") => engines::child_spin(),
         Ok("seccomp") => {
-            kiln_agent::sys::deny_perf_event_open().unwrap();
+            kiln_agent::testing::deny_perf_event_open().unwrap();
             engines::child_spin();
         }
         Ok("churn") => stress::child_churn(),
