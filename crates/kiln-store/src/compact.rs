@@ -1,0 +1,82 @@
+//! Compaction: the blocks of one finished hour merged into one.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::catalog::delete_block;
+use crate::part::Part;
+use crate::store::{Block, now_ms, read, write};
+use crate::{Error, HOUR_MS, Store, block};
+
+impl Store {
+    /// Compacts this server's level-0 blocks of each tenant and hour that
+    /// is over into one block per tenant and hour. Returns the new ids.
+    pub async fn compact(&self) -> Result<Vec<String>, Error> {
+        let _busy = self.busy.lock().await;
+        let hour_over =
+            (now_ms() - self.opts.flush_every.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS;
+        let mut groups: BTreeMap<(String, i64), Vec<Arc<Block>>> = BTreeMap::new();
+        for b in read(&self.blocks).values() {
+            let m = &b.meta;
+            let hour = m.min_ms.div_euclid(HOUR_MS) * HOUR_MS;
+            if m.server == self.server
+                && m.level == 0
+                && m.max_ms < hour + HOUR_MS
+                && hour + HOUR_MS <= hour_over
+            {
+                groups
+                    .entry((m.tenant.clone(), hour))
+                    .or_default()
+                    .push(b.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for ((tenant, hour), sources) in groups {
+            if sources.len() < 2 {
+                continue;
+            }
+            let mut part = Part::default();
+            for s in &sources {
+                part.absorb(&read(&s.part))?;
+            }
+            part.seal();
+            let mut meta = self.meta(
+                self.block_id(hour),
+                tenant.clone(),
+                &part,
+                sources.iter().map(|s| s.meta.wal_cut).max().unwrap_or(0),
+            );
+            meta.level = sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
+            meta.sources = sources.iter().map(|s| s.meta.id.clone()).collect();
+            let (files, kinds) = block::encode(&meta.id, &part)?;
+            block::fill_meta(&mut meta, &part, kinds, &files);
+            block::upload(&*self.storage, &meta, files).await?;
+            {
+                let mut blocks = write(&self.blocks);
+                for s in &sources {
+                    blocks.remove(&s.meta.id);
+                }
+                blocks.insert(
+                    meta.id.clone(),
+                    Arc::new(Block {
+                        meta: meta.clone(),
+                        part: RwLock::new(part),
+                        flushed_at: Some(Instant::now()),
+                    }),
+                );
+            }
+            // The new block names its sources, so readers skip them even
+            // if deleting them fails here.
+            for s in &sources {
+                if let Err(e) = delete_block(&*self.storage, &s.meta.tenant, &s.meta.id).await {
+                    tracing::warn!(target: "kiln_store", "deleting compacted block: {e}");
+                }
+            }
+            self.compactions.fetch_add(1, Ordering::Relaxed);
+            out.push(meta.id);
+        }
+        Ok(out)
+    }
+}

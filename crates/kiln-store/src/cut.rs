@@ -1,0 +1,114 @@
+//! Cutting the head: the log starts a new segment, the old head is frozen
+//! and written as one block per tenant, and the segments it covered are
+//! removed once every block is in storage.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::part::Part;
+use crate::store::{Block, now_ms, read, write, write_durably};
+use crate::{Error, Store, block};
+
+impl Store {
+    /// The meta of a level-0 block `id` of this server holding `part`;
+    /// counts, kinds and files are filled in when it is encoded.
+    pub(crate) fn meta(
+        &self,
+        id: String,
+        tenant: String,
+        part: &Part,
+        wal_cut: u64,
+    ) -> block::Meta {
+        block::Meta {
+            version: block::VERSION,
+            id,
+            tenant,
+            server: self.server.clone(),
+            created_ms: now_ms(),
+            min_ms: part.min_ms,
+            max_ms: part.max_ms,
+            level: 0,
+            sources: Vec::new(),
+            wal_cut,
+            series: 0,
+            rows: 0,
+            profiles: 0,
+            samples: 0,
+            kinds: Vec::new(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn block_id(&self, min_ms: i64) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:013}-{}-{:013}-{n}", min_ms.max(0), self.server, now_ms())
+    }
+
+    /// Cuts the head: writes it as one block per tenant, then removes the
+    /// log it covered. Returns the ids written. A failed write leaves the
+    /// cut head queryable and in the log, and is retried at the next cut.
+    pub async fn flush(&self) -> Result<Vec<String>, Error> {
+        let _busy = self.busy.lock().await;
+        let (parts, cut) = {
+            let _gate = self.gate.write().await;
+            let cut = self.wal.rotate().await?;
+            (std::mem::take(&mut *write(&self.head)), cut)
+        };
+        *self.last_cut.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        for (tenant, part) in parts {
+            if part.profiles == 0 {
+                continue;
+            }
+            let id = self.block_id(part.min_ms);
+            let meta = self.meta(id, tenant, &part, cut);
+            write(&self.frozen).push(Arc::new(Block {
+                meta,
+                part: RwLock::new(part),
+                flushed_at: None,
+            }));
+        }
+        let pending: Vec<Arc<Block>> = read(&self.frozen).clone();
+        let mut done = Vec::new();
+        for b in &pending {
+            write(&b.part).seal();
+            let mut meta = b.meta.clone();
+            let encoded = block::encode(&meta.id, &read(&b.part));
+            let result = match encoded {
+                Ok((files, kinds)) => {
+                    block::fill_meta(&mut meta, &read(&b.part), kinds, &files);
+                    block::upload(&*self.storage, &meta, files).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.flush_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "kiln_store", "writing block {}: {e}", meta.id);
+                return Err(e);
+            }
+            done.push((b.clone(), meta));
+        }
+        // Every cut head is in storage: the log below the cut can go.
+        write_durably(&self.dir.join("flushed"), cut.to_string().as_bytes())?;
+        {
+            let mut blocks = write(&self.blocks);
+            let mut frozen = write(&self.frozen);
+            for (b, meta) in &done {
+                let part = std::mem::take(&mut *write(&b.part));
+                blocks.insert(
+                    meta.id.clone(),
+                    Arc::new(Block {
+                        meta: meta.clone(),
+                        part: RwLock::new(part),
+                        flushed_at: Some(Instant::now()),
+                    }),
+                );
+                frozen.retain(|f| !Arc::ptr_eq(f, b));
+            }
+        }
+        self.wal.truncate_below(cut)?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(done.into_iter().map(|(_, m)| m.id).collect())
+    }
+}

@@ -1,0 +1,322 @@
+//! The [`Store`] itself: its state, opening it (blocks listed, the log
+//! replayed), ingest (log append, then head), counters, and the periodic
+//! tick that drives cuts, compaction, retention and refresh. Small helpers
+//! every part of the crate shares live here too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kiln_profile::Profile;
+use object_store::ObjectStore;
+
+use crate::catalog::{delete_block, list_metas};
+use crate::part::Part;
+use crate::record::{decode_record, encode_record};
+use crate::{BUCKET_MS, Error, Options, Stats, block, wal};
+
+/// A part in storage (or on its way there).
+pub(crate) struct Block {
+    pub(crate) meta: block::Meta,
+    pub(crate) part: RwLock<Part>,
+    /// When this server flushed it (None: written by another server, or
+    /// before this process started).
+    pub(crate) flushed_at: Option<Instant>,
+}
+
+impl Block {
+    pub(crate) fn overlaps(&self, tenant: &str, from_ms: i64, until_ms: i64) -> bool {
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        self.meta.tenant == tenant && self.meta.max_ms >= lo && self.meta.min_ms < until_ms
+    }
+}
+
+/// The store.
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    pub(crate) server: String,
+    pub(crate) storage: Arc<dyn ObjectStore>,
+    pub(crate) wal: wal::Wal,
+    /// Ingests hold it shared across log append and head add; a cut holds
+    /// it alone, so every record below the cut is in the cut head.
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    /// Tenant → its head part.
+    pub(crate) head: RwLock<HashMap<String, Part>>,
+    /// Cut heads being written (or waiting to be retried).
+    pub(crate) frozen: RwLock<Vec<Arc<Block>>>,
+    /// Blocks by id.
+    pub(crate) blocks: RwLock<BTreeMap<String, Arc<Block>>>,
+    /// One cut, compaction or refresh at a time.
+    pub(crate) busy: tokio::sync::Mutex<()>,
+    pub(crate) last_cut: Mutex<Instant>,
+    pub(crate) last_refresh: Mutex<Option<Instant>>,
+    pub(crate) seq: AtomicU64,
+    pub(crate) profiles: AtomicU64,
+    pub(crate) samples: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) flush_errors: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) hours_summed: AtomicU64,
+    /// Peers' blocks found or forgotten.
+    pub(crate) found: AtomicU64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The server id kept in `DIR/server-id`, made on first use.
+pub(crate) fn server_id(dir: &Path) -> Result<String, Error> {
+    let path = dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let seed = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ (u64::from(std::process::id()) << 40);
+            let id = format!("{:012x}", seed & 0xffff_ffff_ffff);
+            write_durably(&path, id.as_bytes())?;
+            Ok(id)
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(d, e))?;
+    }
+    Ok(())
+}
+
+/// The log segment below which every record is in a block, as the last
+/// completed cut left it in `DIR/flushed`.
+pub(crate) fn flushed_upto(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("flushed"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens the store under `dir` (creating it): loads every block in
+    /// storage and replays the log written since the last cut.
+    pub async fn open(dir: &Path, opts: Options) -> Result<Store, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let storage: Arc<dyn ObjectStore> = match &opts.storage {
+            Some(s) => s.clone(),
+            None => Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+                    Error::Block {
+                        block: dir.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+        };
+        let server = match &opts.server_id {
+            Some(s) => s.clone(),
+            None => server_id(dir)?,
+        };
+        let upto = flushed_upto(dir);
+        let mut blocks = BTreeMap::new();
+        for meta in list_metas(&*storage).await? {
+            if meta.server == server && meta.wal_cut > upto {
+                // Written by a cut that did not complete: the log still
+                // holds its records and is replayed below.
+                tracing::info!(target: "kiln_store", "removing unfinished block {}", meta.id);
+                delete_block(&*storage, &meta.tenant, &meta.id).await?;
+                continue;
+            }
+            let part = block::read(&*storage, &meta).await?;
+            blocks.insert(
+                meta.id.clone(),
+                Arc::new(Block {
+                    meta,
+                    part: RwLock::new(part),
+                    flushed_at: None,
+                }),
+            );
+        }
+        let mut head: HashMap<String, Part> = HashMap::new();
+        let mut profiles = 0u64;
+        let mut samples = 0u64;
+        let mut bad = 0u64;
+        let wal = wal::open_from(&dir.join("wal"), upto, |rec| {
+            let ok = decode_record(rec).and_then(|(t, l, time, bytes)| {
+                // As received: pprof raw or gzipped; decoded by content.
+                let p =
+                    kiln_profile::decode(bytes, &kiln_profile::DecodeOptions::default()).ok()?;
+                head.entry(t).or_default().add(&l, time, &p).ok()?;
+                Some(p.samples.len() as u64)
+            });
+            match ok {
+                Some(n) => {
+                    profiles += 1;
+                    samples += n;
+                }
+                None => bad += 1,
+            }
+        })?;
+        let replayed = wal.replayed();
+        if replayed.skipped_bytes > 0 || replayed.cut_bytes > 0 {
+            tracing::warn!(
+                target: "kiln_store",
+                "replay: {} records; {} bytes of corrupt records skipped, {} bytes of a torn tail cut",
+                replayed.records,
+                replayed.skipped_bytes,
+                replayed.cut_bytes
+            );
+        }
+        if bad > 0 {
+            tracing::warn!(target: "kiln_store", "replay: {bad} unreadable records skipped");
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            opts,
+            server,
+            storage,
+            wal,
+            gate: tokio::sync::RwLock::new(()),
+            head: RwLock::new(head),
+            frozen: RwLock::new(Vec::new()),
+            blocks: RwLock::new(blocks),
+            busy: tokio::sync::Mutex::new(()),
+            last_cut: Mutex::new(Instant::now()),
+            last_refresh: Mutex::new(Some(Instant::now())),
+            seq: AtomicU64::new(0),
+            profiles: AtomicU64::new(profiles),
+            samples: AtomicU64::new(samples),
+            flushes: AtomicU64::new(0),
+            flush_errors: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            hours_summed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            found: AtomicU64::new(0),
+        })
+    }
+
+    /// A number that changes whenever what a query could read changes
+    /// (ingest, cut, compaction, expiry, peers' blocks found): a cache of
+    /// answers keyed on it is never stale.
+    pub fn generation(&self) -> u64 {
+        self.profiles.load(Ordering::Relaxed)
+            + self.flushes.load(Ordering::Relaxed)
+            + self.compactions.load(Ordering::Relaxed)
+            + self.expired.load(Ordering::Relaxed)
+            + self.found.load(Ordering::Relaxed)
+    }
+
+    /// This server's id (in the names of the blocks it writes).
+    pub fn server_id(&self) -> &str {
+        &self.server
+    }
+
+    /// Stores one profile of the series `labels` (sorted here) at `time_ms`:
+    /// durable in the log when this returns, queryable at once.
+    pub async fn ingest(
+        &self,
+        tenant: &str,
+        labels: Vec<(String, String)>,
+        time_ms: i64,
+        profile: Profile,
+    ) -> Result<(), Error> {
+        let bytes = kiln_profile::pprof::encode(&profile);
+        self.ingest_encoded(tenant, labels, time_ms, profile, &bytes)
+            .await
+    }
+
+    /// As [`Store::ingest`], logging `pprof` — the bytes `profile` was
+    /// decoded from (pprof, raw or gzipped) — rather than encoding it again.
+    pub async fn ingest_encoded(
+        &self,
+        tenant: &str,
+        mut labels: Vec<(String, String)>,
+        time_ms: i64,
+        profile: Profile,
+        pprof: &[u8],
+    ) -> Result<(), Error> {
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        let _gate = self.gate.read().await;
+        self.wal
+            .append(encode_record(tenant, &labels, time_ms, pprof))
+            .await?;
+        write(&self.head)
+            .entry(tenant.to_string())
+            .or_default()
+            .add(&labels, time_ms, &profile)?;
+        self.profiles.fetch_add(1, Ordering::Relaxed);
+        self.samples
+            .fetch_add(profile.samples.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> Stats {
+        let head = read(&self.head);
+        let blocks = read(&self.blocks);
+        Stats {
+            series: head.values().map(|p| p.series.len() as u64).sum(),
+            profiles: self.profiles.load(Ordering::Relaxed),
+            samples: self.samples.load(Ordering::Relaxed),
+            buckets: head.values().map(Part::buckets).sum(),
+            head_rows: head.values().map(Part::rows).sum(),
+            head_bytes: head.values().map(|p| p.bytes() as u64).sum(),
+            blocks: blocks.len() as u64,
+            block_bytes: blocks
+                .values()
+                .map(|b| b.meta.files.values().sum::<u64>())
+                .sum(),
+            block_rows: blocks.values().map(|b| b.meta.rows).sum(),
+            wal_bytes: self.wal.bytes(),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            flush_errors: self.flush_errors.load(Ordering::Relaxed),
+            compactions: self.compactions.load(Ordering::Relaxed),
+            hours_summed: self.hours_summed.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One round of upkeep: cut the head if it is due or too large, then
+    /// compact, expire and refresh. A server calls this every second.
+    pub async fn tick(&self) -> Result<(), Error> {
+        let due = self
+            .last_cut
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= self.opts.flush_every;
+        let big =
+            read(&self.head).values().map(Part::bytes).sum::<usize>() >= self.opts.head_max_bytes;
+        if due || big {
+            self.flush().await?;
+        }
+        self.compact().await?;
+        self.expire().await?;
+        self.refresh_if_stale().await
+    }
+}
