@@ -1,0 +1,222 @@
+//! Buckets: one series' rows per minute, grouped by profile kind, and
+//! the sums of whole hours (rollups) kept beside them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::Rows;
+use crate::{BUCKET_MS, HOUR_MS};
+
+/// The rows of one kind (one header) within a bucket.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// Index into [`Part::headers`].
+    pub header: u32,
+    pub rows: Rows,
+    /// Earliest profile start and latest end, ns (0 when unknown).
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+impl Group {
+    pub(super) fn widen(&mut self, start_ns: i64, end_ns: i64) {
+        if start_ns != 0 {
+            self.start_ns = if self.start_ns == 0 {
+                start_ns
+            } else {
+                self.start_ns.min(start_ns)
+            };
+            self.end_ns = self.end_ns.max(end_ns);
+        }
+    }
+}
+
+/// A series' (or a rollup's) rows by time: per minute as they come, and
+/// per hour, summed from the minutes once a query reads the whole hour
+/// (or, for rollups, in the background once the hour is over: see
+/// [`Part::unsummed_hour`]); an hour's sum goes when a row arrives for one
+/// of its minutes.
+#[derive(Default)]
+pub(crate) struct Buckets {
+    pub minutes: BTreeMap<i64, Vec<Group>>,
+    pub(super) hours: BTreeMap<i64, Vec<Group>>,
+    /// Per hour, how many times rows were added to it, and when last: a
+    /// sum made off the lock is kept only if its hour saw no rows
+    /// meanwhile, and is made only once the hour has been quiet a while.
+    pub(super) edits: BTreeMap<i64, (u64, Instant)>,
+    /// The newest minute rows arrived for: when rows arrive for a newer
+    /// one, its rows are folded (minutes fill one after another, so a
+    /// minute left behind is usually complete).
+    pub(super) open: Option<i64>,
+}
+
+/// The whole hours within `[lo, until)`: `[first, end)`, empty if none.
+pub(super) fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
+    let first = (lo + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let end = until.div_euclid(HOUR_MS) * HOUR_MS;
+    (first, end.max(first))
+}
+
+/// `groups` summed per kind and packed.
+pub(super) fn sum_groups<'a>(groups: impl Iterator<Item = &'a Group>) -> Vec<Group> {
+    let mut sum: Vec<Group> = Vec::new();
+    for g in groups {
+        let s = group_of(&mut sum, g.header, g.rows.width);
+        s.rows.extend(&g.rows);
+        s.rows.maybe_fold();
+        s.widen(g.start_ns, g.end_ns);
+    }
+    for g in &mut sum {
+        g.rows.pack();
+    }
+    sum
+}
+
+/// One whole hour of a service rollup to sum away from the part's lock:
+/// taken by [`Part::unsummed_hour`], summed by [`HourToSum::sum`], kept by
+/// [`Part::put_hour`] unless rows arrived for the hour meanwhile.
+pub(crate) struct HourToSum {
+    pub(super) part: u64,
+    pub(super) key: (String, String),
+    pub(super) hour: i64,
+    pub(super) edits: u64,
+    pub(super) minutes: Vec<Group>,
+}
+
+impl HourToSum {
+    pub fn sum(&self) -> Vec<Group> {
+        sum_groups(self.minutes.iter())
+    }
+}
+
+/// The group of `header` in `groups`, added if missing.
+pub(super) fn group_of(groups: &mut Vec<Group>, header: u32, width: usize) -> &mut Group {
+    let i = match groups.iter().position(|g| g.header == header) {
+        Some(i) => i,
+        None => {
+            groups.push(Group {
+                header,
+                rows: Rows::new(width),
+                start_ns: 0,
+                end_ns: 0,
+            });
+            groups.len() - 1
+        }
+    };
+    &mut groups[i]
+}
+
+impl Buckets {
+    /// The group that takes rows of `header` for the minute of `time_ms`.
+    pub(super) fn group(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
+        let hour = time_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let now = Instant::now();
+        let e = self.edits.entry(hour).or_insert((0, now));
+        *e = (e.0 + 1, now);
+        self.slot(time_ms, header, width)
+    }
+
+    /// As [`Buckets::group`], but not counted as an edit of its hour: for
+    /// rows read back from a block, which takes none after (a block's rows
+    /// come one at a time, and this is per row).
+    pub(super) fn slot(&mut self, time_ms: i64, header: u32, width: usize) -> &mut Group {
+        let minute = time_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        self.hours.remove(&(minute.div_euclid(HOUR_MS) * HOUR_MS));
+        if self.open.is_none_or(|m| m < minute) {
+            if let Some(left) = self.open.and_then(|m| self.minutes.get_mut(&m)) {
+                for g in left {
+                    g.rows.pack();
+                }
+            }
+            self.open = Some(minute);
+        }
+        group_of(self.minutes.entry(minute).or_default(), header, width)
+    }
+
+    /// Readies `[lo, until)` for reading: folds its minutes and sums each
+    /// whole hour not summed yet.
+    pub(super) fn prepare(&mut self, lo: i64, until: i64) {
+        for (_, groups) in self.minutes.range_mut(lo..until) {
+            for g in groups {
+                g.rows.fold();
+            }
+        }
+        let (first, end) = whole_hours(lo, until);
+        for h in self.hours_held(first, end) {
+            if !self.hours.contains_key(&h) {
+                let sum = sum_groups(self.minutes.range(h..h + HOUR_MS).flat_map(|(_, v)| v));
+                if !sum.is_empty() {
+                    self.hours.insert(h, sum);
+                }
+            }
+        }
+    }
+
+    /// The first hour over by `before` that holds minutes, is not summed,
+    /// and took no rows for `quiet`.
+    pub(super) fn unsummed_hour(&self, before: i64, quiet: Duration) -> Option<i64> {
+        let first = *self.minutes.keys().next()?;
+        let end = before.div_euclid(HOUR_MS) * HOUR_MS;
+        self.hours_held(first.div_euclid(HOUR_MS) * HOUR_MS, end)
+            .into_iter()
+            .find(|h| {
+                !self.hours.contains_key(h)
+                    && self.edits.get(h).is_none_or(|e| e.1.elapsed() >= quiet)
+            })
+    }
+
+    /// How many times rows were added to hour `h`.
+    pub(super) fn edits_of(&self, h: i64) -> u64 {
+        self.edits.get(&h).map_or(0, |e| e.0)
+    }
+
+    /// The hours within `[first, end)` that hold any minute, found by
+    /// skipping from one to the next (a range of years costs what it
+    /// holds, not one step per hour).
+    pub(super) fn hours_held(&self, first: i64, end: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut at = first;
+        while at < end {
+            let Some((&m, _)) = self.minutes.range(at..end).next() else {
+                break;
+            };
+            let h = m.div_euclid(HOUR_MS) * HOUR_MS;
+            out.push(h);
+            at = h + HOUR_MS;
+        }
+        out
+    }
+
+    /// The groups that cover `[lo, until)`: summed hours where there are
+    /// any, minutes elsewhere.
+    pub(super) fn read<'a>(&'a self, lo: i64, until: i64, out: &mut Vec<&'a Group>) {
+        let minutes = |a: i64, b: i64, out: &mut Vec<&'a Group>| {
+            if a < b {
+                out.extend(self.minutes.range(a..b).flat_map(|(_, v)| v.iter()));
+            }
+        };
+        let (first, end) = whole_hours(lo, until);
+        if first >= end {
+            minutes(lo, until, out);
+            return;
+        }
+        minutes(lo, first, out);
+        for h in self.hours_held(first, end) {
+            match self.hours.get(&h) {
+                Some(v) => out.extend(v.iter()),
+                None => minutes(h, h + HOUR_MS, out),
+            }
+        }
+        minutes(end, until, out);
+    }
+
+    pub fn bytes(&self) -> usize {
+        let b = |m: &BTreeMap<i64, Vec<Group>>| -> usize {
+            m.values()
+                .flat_map(|v| v.iter())
+                .map(|g| g.rows.bytes() + 48)
+                .sum()
+        };
+        b(&self.minutes) + b(&self.hours)
+    }
+}
