@@ -77,7 +77,17 @@ pub fn storage(url: &str) -> Result<Arc<dyn ObjectStore>, Error> {
         if bucket.is_empty() {
             return Err(bad("no bucket named".into()));
         }
-        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // A request gives up after 30 s (not object_store's 3 min): the
+        // store keeps what failed and retries it with its own backoff, and
+        // a flush that fails says so promptly.
+        let retry = object_store::RetryConfig {
+            max_retries: 4,
+            retry_timeout: std::time::Duration::from_secs(30),
+            ..Default::default()
+        };
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry);
         if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(e);
         }
@@ -129,7 +139,7 @@ pub(crate) async fn select(
         let (st, tenant, q) = (st.clone(), tenant.to_string(), q.clone());
         tokio::task::spawn_blocking(move || st.store.select(&tenant, &q, from, until, detail))
             .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(ApiError::from)
     };
     if st.config.peers.is_empty() {
@@ -200,13 +210,13 @@ pub(crate) fn operator(st: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         .unwrap_or("")
         .trim();
     match &st.config.peer_token {
-        Some(t) if !crate::constant_time_eq(given.as_bytes(), t.as_bytes()) => Err(ApiError(
+        Some(t) if !crate::constant_time_eq(given.as_bytes(), t.as_bytes()) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "the cluster token is required".into(),
+            "the cluster token is required",
         )),
-        None if !st.config.tokens.is_empty() => Err(ApiError(
+        None if !st.config.tokens.is_empty() => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "tenants have tokens: set cluster.token to allow this".into(),
+            "tenants have tokens: set cluster.token to allow this",
         )),
         _ => Ok(()),
     }

@@ -33,7 +33,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError(
+        ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("decoding failed: {e}"),
         )
@@ -44,16 +44,18 @@ async fn blocking<T: Send + 'static>(
 /// a request refused for any of its parts stores none of them, so the
 /// client's retry of a corrected request duplicates nothing.
 async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked>) -> Result<(), ApiError> {
+    // One admission for the whole push: refused whole, or stored whole.
+    st.store.admit()?;
     for c in items {
         st.metrics.ingested_samples.inc_by(c.p.samples.len() as u64);
-        let stored = match c.raw {
-            Some(raw) => {
-                st.store
-                    .ingest_encoded(tenant, c.labels, c.time_ms, c.p, &raw)
-                    .await
-            }
-            None => st.store.ingest(tenant, c.labels, c.time_ms, c.p).await,
+        let raw = match c.raw {
+            Some(raw) => raw,
+            None => kiln_profile::pprof::encode(&c.p),
         };
+        let stored = st
+            .store
+            .ingest_admitted(tenant, c.labels, c.time_ms, c.p, &raw)
+            .await;
         stored.map_err(ApiError::from)?;
         st.metrics.ingested_profiles.inc();
     }

@@ -88,6 +88,10 @@ pub struct Config {
     pub flush_every: Duration,
     /// ... or once it holds this many bytes. Default 512 MiB.
     pub head_max_bytes: usize,
+    /// Bytes that cut heads waiting for object storage (while it fails)
+    /// may hold; past head + this, pushes get 503 with `Retry-After`.
+    /// Default 512 MiB.
+    pub pending_max_bytes: usize,
     /// How long blocks are kept, per tenant (`""`: every tenant not named).
     /// Default: no entry, kept forever.
     pub retention: HashMap<String, Duration>,
@@ -115,6 +119,7 @@ impl Config {
             storage: None,
             flush_every: store.flush_every,
             head_max_bytes: store.head_max_bytes,
+            pending_max_bytes: store.pending_max_bytes,
             retention: HashMap::new(),
             server_id: None,
             peers: Vec::new(),
@@ -137,6 +142,7 @@ impl Config {
     /// url = "s3://bucket/prefix"     # default: DATA_DIR/blocks
     /// flush_every = "10m"
     /// head_max_bytes = 536870912
+    /// pending_max_bytes = 536870912  # cut heads waiting for storage
     /// retention = "30d"              # tenants without their own
     /// refresh_every = "10s"
     /// [cluster]
@@ -169,6 +175,7 @@ impl Config {
             url: Option<String>,
             flush_every: Option<String>,
             head_max_bytes: Option<usize>,
+            pending_max_bytes: Option<usize>,
             retention: Option<String>,
             refresh_every: Option<String>,
         }
@@ -217,6 +224,7 @@ impl Config {
             self.flush_every = span("storage.flush_every", v)?;
         }
         self.head_max_bytes = st.head_max_bytes.unwrap_or(self.head_max_bytes);
+        self.pending_max_bytes = st.pending_max_bytes.unwrap_or(self.pending_max_bytes);
         if let Some(v) = &st.retention {
             self.retention
                 .insert(String::new(), span("storage.retention", v)?);
@@ -296,6 +304,8 @@ struct Metrics {
     wal_bytes: Gauge,
     flushes: Gauge,
     flush_errors: Gauge,
+    pending_bytes: Gauge,
+    refused: Gauge,
     compactions: Gauge,
     expired_blocks: Gauge,
     hours_summed: Gauge,
@@ -321,6 +331,8 @@ impl Metrics {
             wal_bytes: Gauge::default(),
             flushes: Gauge::default(),
             flush_errors: Gauge::default(),
+            pending_bytes: Gauge::default(),
+            refused: Gauge::default(),
             compactions: Gauge::default(),
             hours_summed: Gauge::default(),
             expired_blocks: Gauge::default(),
@@ -380,6 +392,16 @@ impl Metrics {
                 "flush_errors",
                 "Cuts that failed and wait for a retry",
                 &m.flush_errors,
+            ),
+            (
+                "pending_bytes",
+                "Bytes held by cut heads waiting for object storage",
+                &m.pending_bytes,
+            ),
+            (
+                "refused_profiles",
+                "Pushes refused (503) while storage failed and memory was full",
+                &m.refused,
             ),
             (
                 "compactions",
@@ -478,6 +500,7 @@ impl App {
             server_id: config.server_id.clone(),
             flush_every: config.flush_every,
             head_max_bytes: config.head_max_bytes,
+            pending_max_bytes: config.pending_max_bytes,
             retention: config.retention.clone(),
             refresh_every: config.refresh_every,
             ..kiln_store::Options::default()
@@ -567,7 +590,7 @@ fn catch_panics<S: Clone + Send + Sync + 'static>(router: Router<S>, panics: Cou
                 .or_else(|| err.downcast_ref::<&str>().copied())
                 .unwrap_or("a panic");
             tracing::error!(target: "kiln_server", "a request handler panicked: {what}");
-            ApiError(
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error (the server logged it): {what}"),
             )
@@ -578,15 +601,19 @@ fn catch_panics<S: Clone + Send + Sync + 'static>(router: Router<S>, panics: Cou
 
 /// A refusal or failure, as JSON `{"error": ...}` with its status.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+struct ApiError(StatusCode, String, Option<std::time::Duration>);
 
 impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError(status, msg.into(), None)
+    }
+
     fn bad(msg: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, msg.into())
+        ApiError::new(StatusCode::BAD_REQUEST, msg.into())
     }
 
     fn too_large(msg: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::PAYLOAD_TOO_LARGE, msg.into())
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg.into())
     }
 }
 
@@ -596,14 +623,26 @@ impl From<kiln_store::Error> for ApiError {
             kiln_store::Error::Query { .. } => ApiError::bad(e.to_string()),
             kiln_store::Error::TooLarge { .. } => ApiError::too_large(e.to_string()),
             kiln_store::Error::Profile(p) => ApiError::bad(p.to_string()),
-            e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            kiln_store::Error::Unavailable { retry_after, .. } => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                Some(retry_after),
+            ),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let mut r = (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if let Some(after) = self.2 {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        r
     }
 }
 
@@ -663,13 +702,13 @@ fn tenant(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
         }
     }
     let Some(tenant) = found else {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "a bearer token is required (Authorization: Bearer TOKEN)".into(),
+            "a bearer token is required (Authorization: Bearer TOKEN)",
         ));
     };
     match org {
-        Some(o) if o != *tenant => Err(ApiError(
+        Some(o) if o != *tenant => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("X-Scope-OrgID {o:?}: this token is not of that tenant"),
         )),
@@ -710,6 +749,8 @@ async fn metrics(
         (&m.wal_bytes, s.wal_bytes),
         (&m.flushes, s.flushes),
         (&m.flush_errors, s.flush_errors),
+        (&m.pending_bytes, s.pending_bytes),
+        (&m.refused, s.refused),
         (&m.compactions, s.compactions),
         (&m.hours_summed, s.hours_summed),
         (&m.expired_blocks, s.expired),

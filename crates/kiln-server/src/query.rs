@@ -381,9 +381,9 @@ pub async fn diff(
         load(&st, &tenant, &l, Detail::Stacks).await?,
         load(&st, &tenant, &r, Detail::Stacks).await?,
     ) else {
-        return Err(ApiError(
+        return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
-            "one side of the comparison has no data".into(),
+            "one side of the comparison has no data",
         ));
     };
     let d = kiln_profile::diff(&lp, lt, &rp, rt).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -460,9 +460,9 @@ pub async fn pprof(
         crate::cluster::select(&st, &tenant, &s.q, s.from, s.until, Detail::Labels).await?;
     st.metrics.query_seconds.observe(t.elapsed().as_secs_f64());
     let Some(prof) = merged else {
-        return Err(ApiError(
+        return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
-            "no profiles match".into(),
+            "no profiles match",
         ));
     };
     Ok((

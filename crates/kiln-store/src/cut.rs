@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::part::Part;
 use crate::store::{Block, now_ms, read, write, write_durably};
@@ -47,10 +47,20 @@ impl Store {
     }
 
     /// Cuts the head: writes it as one block per tenant, then removes the
-    /// log it covered. Returns the ids written. A failed write leaves the
-    /// cut head queryable and in the log, and is retried at the next cut.
+    /// log it covered. Returns the ids written. Heads cut earlier whose
+    /// upload failed are uploaded first; while that fails the head is not
+    /// cut again (so memory waiting for storage stays one cut), the error
+    /// is returned and the next attempt waits out a backoff.
     pub async fn flush(&self) -> Result<Vec<String>, Error> {
+        let r = self.cut_and_upload().await;
+        let (head, pending) = self.measure_held();
+        self.held.store(head + pending, Ordering::Relaxed);
+        r
+    }
+
+    async fn cut_and_upload(&self) -> Result<Vec<String>, Error> {
         let _busy = self.busy.lock().await;
+        let mut ids = self.upload_pending().await?;
         let (parts, cut) = {
             let _gate = self.gate.write().await;
             let cut = self.wal.rotate().await?;
@@ -69,7 +79,26 @@ impl Store {
                 flushed_at: None,
             }));
         }
+        if read(&self.frozen).is_empty() {
+            // Nothing to write: the log below the cut holds nothing either.
+            write_durably(&self.dir.join("flushed"), cut.to_string().as_bytes())?;
+            self.wal.truncate_below(cut)?;
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            return Ok(ids);
+        }
+        ids.extend(self.upload_pending().await?);
+        Ok(ids)
+    }
+
+    /// Writes every cut head waiting for storage; once all are in, records
+    /// the newest cut as flushed and drops the log below it. On failure
+    /// the heads stay queryable and in the log, and the next attempt is
+    /// put off (1 s, doubling to 60 s).
+    async fn upload_pending(&self) -> Result<Vec<String>, Error> {
         let pending: Vec<Arc<Block>> = read(&self.frozen).clone();
+        let Some(cut) = pending.iter().map(|b| b.meta.wal_cut).max() else {
+            return Ok(Vec::new());
+        };
         let mut done = Vec::new();
         for b in &pending {
             write(&b.part).seal();
@@ -84,11 +113,22 @@ impl Store {
             };
             if let Err(e) = result {
                 self.flush_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(target: "kiln_store", "writing block {}: {e}", meta.id);
+                let mut retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+                let delay = retry.map_or(Duration::from_secs(1), |(_, d)| {
+                    (d * 2).min(Duration::from_secs(60))
+                });
+                *retry = Some((Instant::now() + delay, delay));
+                tracing::error!(
+                    target: "kiln_store",
+                    "writing block {}: {e} (next attempt in {}s)",
+                    meta.id,
+                    delay.as_secs()
+                );
                 return Err(e);
             }
             done.push((b.clone(), meta));
         }
+        *self.retry.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // Every cut head is in storage: the log below the cut can go.
         write_durably(&self.dir.join("flushed"), cut.to_string().as_bytes())?;
         {

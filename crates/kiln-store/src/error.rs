@@ -52,6 +52,16 @@ pub enum Error {
     /// A profile could not be used.
     #[error(transparent)]
     Profile(#[from] kiln_profile::Error),
+    /// Not taking profiles now: object storage has been failing and the
+    /// heads waiting for it hold all the memory allowed. Nothing was
+    /// stored; try again after `retry_after`.
+    #[error("{reason}; retry in {}s", retry_after.as_secs().max(1))]
+    Unavailable {
+        /// Why.
+        reason: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -75,6 +85,12 @@ pub struct Options {
     pub flush_every: Duration,
     /// ... or as soon as it holds this many bytes.
     pub head_max_bytes: usize,
+    /// Bytes that heads already cut but not yet in storage (object storage
+    /// failing) may hold. While they wait, the head is not cut again; once
+    /// the head and they together hold `head_max_bytes +
+    /// pending_max_bytes`, ingest is refused with [`Error::Unavailable`]
+    /// until uploads, retried with backoff (1 s doubling to 60 s), succeed.
+    pub pending_max_bytes: usize,
     /// Blocks older than this are deleted, per tenant; `""` is the default
     /// for tenants not named. No entry: kept forever.
     pub retention: HashMap<String, Duration>,
@@ -97,6 +113,7 @@ impl Default for Options {
             server_id: None,
             flush_every: Duration::from_secs(600),
             head_max_bytes: 512 << 20,
+            pending_max_bytes: 512 << 20,
             retention: HashMap::new(),
             refresh_every: Duration::from_secs(10),
             peer_grace: Duration::from_secs(120),
@@ -132,6 +149,10 @@ pub struct Stats {
     pub flushes: u64,
     /// Cuts that failed (retried at the next one).
     pub flush_errors: u64,
+    /// Approximate bytes of memory held by cut heads waiting for storage.
+    pub pending_bytes: u64,
+    /// Ingests refused because storage is failing and memory is full.
+    pub refused: u64,
     /// Compactions done.
     pub compactions: u64,
     /// Blocks deleted for retention.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_profile::Profile;
 use object_store::ObjectStore;
@@ -58,6 +58,15 @@ pub struct Store {
     pub(crate) samples: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) flush_errors: AtomicU64,
+    /// Head and pending bytes as of the last tick, plus what was ingested
+    /// since: what ingest checks against its bound, without walking the
+    /// head each time.
+    pub(crate) held: AtomicU64,
+    /// Ingests refused for memory.
+    pub(crate) refused: AtomicU64,
+    /// After a failed upload: when to try again, and the delay that led
+    /// there (doubled at each failure, 1 s to 60 s).
+    pub(crate) retry: Mutex<Option<(Instant, Duration)>>,
     pub(crate) compactions: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) hours_summed: AtomicU64,
@@ -212,6 +221,9 @@ impl Store {
             samples: AtomicU64::new(samples),
             flushes: AtomicU64::new(0),
             flush_errors: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            retry: Mutex::new(None),
             compactions: AtomicU64::new(0),
             hours_summed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
@@ -261,6 +273,52 @@ impl Store {
     ) -> Result<(), Error> {
         labels.sort();
         labels.dedup_by(|a, b| a.0 == b.0);
+        self.admit()?;
+        self.log_and_add(tenant, labels, time_ms, profile, pprof)
+            .await
+    }
+
+    /// Whether the store takes profiles now: refused with
+    /// [`Error::Unavailable`] while object storage fails and the head and
+    /// the cut heads waiting for it hold `head_max_bytes +
+    /// pending_max_bytes`. A caller storing several profiles as one (a
+    /// push of many series) asks once, then calls [`Store::ingest_admitted`].
+    pub fn admit(&self) -> Result<(), Error> {
+        let limit = (self.opts.head_max_bytes + self.opts.pending_max_bytes) as u64;
+        if self.held.load(Ordering::Relaxed) >= limit {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Unavailable {
+                reason: "object storage is failing and the heads waiting for it are full".into(),
+                retry_after: self.retry_in().max(Duration::from_secs(1)),
+            });
+        }
+        Ok(())
+    }
+
+    /// As [`Store::ingest_encoded`] without asking [`Store::admit`]: for
+    /// the rest of a push whose first part was admitted.
+    pub async fn ingest_admitted(
+        &self,
+        tenant: &str,
+        mut labels: Vec<(String, String)>,
+        time_ms: i64,
+        profile: Profile,
+        pprof: &[u8],
+    ) -> Result<(), Error> {
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        self.log_and_add(tenant, labels, time_ms, profile, pprof)
+            .await
+    }
+
+    async fn log_and_add(
+        &self,
+        tenant: &str,
+        labels: Vec<(String, String)>,
+        time_ms: i64,
+        profile: Profile,
+        pprof: &[u8],
+    ) -> Result<(), Error> {
         let _gate = self.gate.read().await;
         self.wal
             .append(encode_record(tenant, &labels, time_ms, pprof))
@@ -272,7 +330,27 @@ impl Store {
         self.profiles.fetch_add(1, Ordering::Relaxed);
         self.samples
             .fetch_add(profile.samples.len() as u64, Ordering::Relaxed);
+        // Until the next tick measures the head: what was logged.
+        self.held.fetch_add(pprof.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How long until the next upload attempt (zero: none is waiting).
+    pub(crate) fn retry_in(&self) -> Duration {
+        let retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+        retry.map_or(Duration::ZERO, |(at, _)| {
+            at.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Bytes held by the head and by cut heads waiting for storage.
+    pub(crate) fn measure_held(&self) -> (u64, u64) {
+        let head: usize = read(&self.head).values().map(Part::bytes).sum();
+        let pending: usize = read(&self.frozen)
+            .iter()
+            .map(|b| read(&b.part).bytes())
+            .sum();
+        (head as u64, pending as u64)
     }
 
     /// Counters for `/metrics`.
@@ -295,24 +373,33 @@ impl Store {
             wal_bytes: self.wal.bytes(),
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_errors: self.flush_errors.load(Ordering::Relaxed),
+            pending_bytes: read(&self.frozen)
+                .iter()
+                .map(|b| read(&b.part).bytes() as u64)
+                .sum(),
+            refused: self.refused.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             hours_summed: self.hours_summed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
         }
     }
 
-    /// One round of upkeep: cut the head if it is due or too large, then
-    /// compact, expire and refresh. A server calls this every second.
+    /// One round of upkeep: cut the head if it is due or too large (or,
+    /// while cut heads wait for storage, retry their upload once its
+    /// backoff has passed), then compact, expire and refresh. A server
+    /// calls this every second.
     pub async fn tick(&self) -> Result<(), Error> {
+        let (head, pending) = self.measure_held();
+        self.held.store(head + pending, Ordering::Relaxed);
         let due = self
             .last_cut
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
             >= self.opts.flush_every;
-        let big =
-            read(&self.head).values().map(Part::bytes).sum::<usize>() >= self.opts.head_max_bytes;
-        if due || big {
+        let big = head >= self.opts.head_max_bytes as u64;
+        let waiting = !read(&self.frozen).is_empty();
+        if (due || big || waiting) && self.retry_in().is_zero() {
             self.flush().await?;
         }
         self.compact().await?;

@@ -9,40 +9,87 @@ use std::time::{Duration, Instant};
 
 use crate::server::{Running, start_with};
 
-const BUCKET: &str = "kiln-bucket";
+pub const BUCKET: &str = "kiln-bucket";
 const KEY_ID: &str = "kiln-test-key";
 const SECRET: &str = "kiln-test-secret";
 
 /// s3s-fs over `root` on a free port, one bucket; lives with the runtime.
 fn start_s3(rt: &tokio::runtime::Runtime, root: &std::path::Path) -> String {
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut b = s3s::service::S3ServiceBuilder::new(fs);
-    b.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
-    let service = b.build();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(async move {
-        let http =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let conn = http
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
-    format!("http://{addr}")
+    let s3 = S3::start(rt, root, "127.0.0.1:0");
+    let url = s3.url.clone();
+    std::mem::forget(s3.task);
+    url
 }
 
-fn free_port() -> u16 {
+/// A real S3-compatible server (s3s-fs over HTTP, SigV4) that can be
+/// stopped — its listener closed and every connection cut — and started
+/// again on the same address.
+pub struct S3 {
+    /// `http://host:port`.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl S3 {
+    /// Serves `root` (bucket [`BUCKET`]) on `addr` (`127.0.0.1:0` for any
+    /// free port).
+    pub fn start(rt: &tokio::runtime::Runtime, root: &std::path::Path, addr: &str) -> S3 {
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
+        let service = b.build();
+        let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = rt.spawn(async move {
+            let http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Connections live in the set: aborting this task drops it,
+            // which aborts them all.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                conns.spawn(async move {
+                    let _ = conn.await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        S3 {
+            url: format!("http://{addr}"),
+            task,
+        }
+    }
+
+    /// Stops serving: the port refuses connections until started again.
+    pub fn stop(self, rt: &tokio::runtime::Runtime) {
+        self.task.abort();
+        let _ = rt.block_on(self.task);
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+/// The environment that points a server's S3 client at `endpoint`.
+pub fn s3_env(endpoint: &str) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ACCESS_KEY_ID", KEY_ID.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -50,7 +97,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn client() -> reqwest::blocking::Client {
+pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -74,7 +121,7 @@ fn ingest(url: &str, instance: &str, text: &str) {
 
 /// What a server answers for the shop: the top table and the merged
 /// profile's folded stacks.
-fn answer(url: &str) -> (serde_json::Value, String) {
+pub fn answer(url: &str) -> (serde_json::Value, String) {
     let q = [
         ("query", r#"process_cpu{service_name="shop"}"#),
         ("from", "now-1h"),
@@ -114,7 +161,7 @@ fn flush(url: &str) -> Vec<String> {
 }
 
 /// Block ids in the bucket (by their meta.json).
-fn blocks_in(root: &std::path::Path) -> Vec<String> {
+pub fn blocks_in(root: &std::path::Path) -> Vec<String> {
     fn walk(d: &std::path::Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
             let p = e.path();

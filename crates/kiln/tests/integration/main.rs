@@ -6,6 +6,7 @@ mod files;
 mod gopprof;
 mod push;
 mod server;
+mod storage_faults;
 mod ui;
 
 use std::path::{Path, PathBuf};
