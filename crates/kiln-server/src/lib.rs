@@ -810,3 +810,87 @@ mod tests {
         assert_eq!(panics.get(), 1);
     }
 }
+
+/// Hooks for fuzzing and for replaying what fuzzing found; not part of the
+/// API.
+#[doc(hidden)]
+pub mod testing {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+
+    /// Every route, with its method: what [`request_from_bytes`] picks from.
+    pub const ROUTES: &[(&str, &str)] = &[
+        ("POST", kiln_profile::push::PUSH_PATH),
+        ("POST", "/ingest"),
+        ("GET", "/pyroscope/render"),
+        ("GET", "/pyroscope/render-diff"),
+        ("GET", "/pyroscope/label-values"),
+        ("GET", "/pyroscope/label-names"),
+        ("GET", "/api/v1/top"),
+        ("GET", "/api/v1/flamegraph"),
+        ("GET", "/api/v1/diff"),
+        ("GET", "/api/v1/timeline"),
+        ("GET", "/api/v1/series"),
+        ("GET", "/api/v1/labels"),
+        ("GET", "/api/v1/label-values"),
+        ("GET", "/api/v1/profile-types"),
+        ("GET", "/api/v1/pprof"),
+        ("GET", "/api/v1/threads"),
+        ("POST", crate::cluster::HEAD_PATH),
+        ("POST", "/api/v1/admin/flush"),
+        ("GET", "/metrics"),
+        ("GET", "/ready"),
+    ];
+
+    const CONTENT_TYPES: &[&str] = &[
+        "",
+        "application/octet-stream",
+        "application/proto",
+        "application/json",
+        "text/plain",
+        "multipart/form-data; boundary=kiln",
+    ];
+
+    /// A request made of arbitrary bytes: byte 0 picks the route, byte 1
+    /// the content type and whether the body claims gzip, then the query
+    /// string up to the first newline, then the body.
+    pub fn request_from_bytes(data: &[u8]) -> Request<Body> {
+        let route = ROUTES[data.first().map_or(0, |b| *b as usize) % ROUTES.len()];
+        let flags = data.get(1).copied().unwrap_or(0);
+        let rest = data.get(2..).unwrap_or_default();
+        let (query, body) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        // Bytes a URI cannot carry are percent-encoded, as a client would.
+        let query: String = query
+            .iter()
+            .map(|&b| match b {
+                b'!'..=b'~' if b != b'#' && b != b'%' => (b as char).to_string(),
+                b'%' if flags & 0x80 != 0 => "%".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let uri = if query.is_empty() {
+            route.1.to_string()
+        } else {
+            format!("{}?{query}", route.1)
+        };
+        let mut b = Request::builder()
+            .method(if route.0 == "POST" {
+                Method::POST
+            } else {
+                Method::GET
+            })
+            .uri(uri);
+        let ct = CONTENT_TYPES[(flags & 0x0f) as usize % CONTENT_TYPES.len()];
+        if !ct.is_empty() {
+            b = b.header("content-type", ct);
+        }
+        if flags & 0x10 != 0 {
+            b = b.header("content-encoding", "gzip");
+        }
+        b.body(Body::from(body.to_vec()))
+            .unwrap_or_else(|_| Request::new(Body::empty()))
+    }
+}

@@ -40,18 +40,26 @@ pub fn parse(s: &str, now_ms: i64) -> Result<i64, String> {
     if let Some(rest) = s.strip_prefix("now-") {
         return span_ms(rest)
             .map_err(|e| format!("{e}, e.g. now-1h"))
-            .map(|d| now_ms - d);
+            .map(|d| now_ms.saturating_sub(d));
     }
     let n: i64 = s
         .parse()
         .map_err(|_| "expected now, now-1h, or Unix seconds or milliseconds".to_string())?;
-    // Seconds until the year 5138; milliseconds after.
-    Ok(if n.abs() < 100_000_000_000 {
+    // Seconds until the year 5138; milliseconds after. Before 1970 or
+    // after 9999 is a mistake, not a time.
+    let ms = if n.unsigned_abs() < 100_000_000_000 {
         n * 1000
     } else {
         n
-    })
+    };
+    if !(0..=MAX_MS).contains(&ms) {
+        return Err(format!("{s} is before 1970 or after 9999"));
+    }
+    Ok(ms)
 }
+
+/// 9999-12-31T23:59:59.999Z in Unix milliseconds.
+const MAX_MS: i64 = 253_402_300_799_999;
 
 #[cfg(test)]
 mod tests {
@@ -68,5 +76,8 @@ mod tests {
         assert!(parse("now-1y", now).is_err());
         assert!(parse("yesterday", now).is_err());
         assert!(parse("now-h", now).is_err());
+        assert!(parse("-9223372036854775808", now).is_err());
+        assert!(parse("9223372036854775807", now).is_err());
+        assert!(parse("-5", now).is_err());
     }
 }

@@ -52,7 +52,9 @@ pub fn hot_c() -> u64 {
 }
 
 /// Two threads splitting their CPU 60/30/10 between hot_a, hot_b, hot_c.
-pub fn workload(seconds: f64) {
+/// Returns the CPU time the two threads took, in ns (each reads its own
+/// thread CPU clock as it ends).
+pub fn workload(seconds: f64) -> u64 {
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let work = move || {
         let mut sink = 0u64;
@@ -62,14 +64,26 @@ pub fn workload(seconds: f64) {
                 .wrapping_add(hot_b())
                 .wrapping_add(hot_c());
         }
-        sink
+        black_box(sink);
+        thread_cpu_ns()
     };
     let t = std::thread::Builder::new()
         .name("worker-1".into())
         .spawn(work)
         .unwrap();
-    black_box(work());
-    black_box(t.join().unwrap());
+    let mine = work();
+    mine + t.join().unwrap()
+}
+
+/// This thread's CPU time (user + system), in ns.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// This process's CPU time (user + system), from /proc/self/stat.

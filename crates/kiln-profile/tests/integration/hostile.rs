@@ -95,6 +95,7 @@ fn fuzz_regressions_decode_without_panic() {
     for target in ["pprof", "folded", "jfr", "decode"] {
         let dir = root.join(target);
         assert!(dir.is_dir(), "{} is missing", dir.display());
+        let before = seen;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.file_name().is_some_and(|n| n == ".keep") {
@@ -106,6 +107,11 @@ fn fuzz_regressions_decode_without_panic() {
             }
             seen += 1;
         }
+        assert!(
+            seen > before,
+            "{} holds no input: nothing replayed",
+            dir.display()
+        );
     }
     eprintln!("{seen} fuzz regression files decoded");
 }
