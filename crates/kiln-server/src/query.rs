@@ -87,6 +87,17 @@ async fn load(
     }))
 }
 
+/// Runs a query's CPU work (a flame tree, a top table, a diff, encoding,
+/// summing series) on a blocking thread, so the async threads stay free
+/// for small requests while it runs.
+async fn cpu<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
 fn max_nodes(p: &HashMap<String, String>) -> Result<usize, ApiError> {
     match p.get("maxNodes").or_else(|| p.get("max_nodes")) {
         None => Ok(8192),
@@ -141,30 +152,33 @@ pub async fn render(
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
     let loaded = load(&st, &tenant, &s, Detail::Stacks).await?;
-    let (fb, unit) = match &loaded {
-        Some((prof, ty)) => {
-            let tree = kiln_profile::flame_tree(prof, *ty, max)
-                .map_err(|e| ApiError::bad(e.to_string()))?;
-            (flamebearer::single(&tree), tree.unit.clone())
-        }
-        None => (
-            json!({"names": ["total"], "levels": [[0, 0, 0, 0]], "numTicks": 0, "maxSelf": 0}),
-            String::new(),
-        ),
-    };
-    Ok(axum::Json(json!({
-        "version": 1,
-        "flamebearer": fb,
-        "metadata": {
-            "format": "single",
-            "units": units(&unit),
-            "name": s.q.profile_type,
-            "spyName": "",
-            "sampleRate": 1_000_000_000,
-        },
-        "timeline": timeline_json(&st, &tenant, &s),
-    }))
-    .into_response())
+    let body = cpu(move || {
+        let (fb, unit) = match &loaded {
+            Some((prof, ty)) => {
+                let tree = kiln_profile::flame_tree(prof, *ty, max)
+                    .map_err(|e| ApiError::bad(e.to_string()))?;
+                (flamebearer::single(&tree), tree.unit.clone())
+            }
+            None => (
+                json!({"names": ["total"], "levels": [[0, 0, 0, 0]], "numTicks": 0, "maxSelf": 0}),
+                String::new(),
+            ),
+        };
+        Ok(json!({
+            "version": 1,
+            "flamebearer": fb,
+            "metadata": {
+                "format": "single",
+                "units": units(&unit),
+                "name": s.q.profile_type,
+                "spyName": "",
+                "sampleRate": 1_000_000_000,
+            },
+            "timeline": timeline_json(&st, &tenant, &s),
+        }))
+    })
+    .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 /// `GET /pyroscope/render-diff`: flamebearer JSON of format `double`.
@@ -189,30 +203,34 @@ pub async fn render_diff(
         }],
     };
     let tree =
-        |loaded: Option<(Arc<Profile>, usize)>| -> Result<kiln_profile::FlameTree, ApiError> {
+        move |loaded: Option<(Arc<Profile>, usize)>| -> Result<kiln_profile::FlameTree, ApiError> {
             match loaded {
                 Some((prof, ty)) => kiln_profile::flame_tree(&prof, ty, max)
                     .map_err(|e| ApiError::bad(e.to_string())),
                 None => Ok(empty()),
             }
         };
-    let (lt, rt) = (
-        tree(load(&st, &tenant, &l, Detail::Stacks).await?)?,
-        tree(load(&st, &tenant, &r, Detail::Stacks).await?)?,
+    let (ll, rl) = (
+        load(&st, &tenant, &l, Detail::Stacks).await?,
+        load(&st, &tenant, &r, Detail::Stacks).await?,
     );
-    let unit = if lt.unit.is_empty() {
-        rt.unit.clone()
-    } else {
-        lt.unit.clone()
-    };
-    Ok(axum::Json(json!({
-        "version": 1,
-        "flamebearer": flamebearer::diff(&lt, &rt),
-        "metadata": {"format": "double", "units": units(&unit), "name": l.q.profile_type},
-        "leftTimeline": timeline_json(&st, &tenant, &l),
-        "rightTimeline": timeline_json(&st, &tenant, &r),
-    }))
-    .into_response())
+    let body = cpu(move || {
+        let (lt, rt) = (tree(ll)?, tree(rl)?);
+        let unit = if lt.unit.is_empty() {
+            rt.unit.clone()
+        } else {
+            lt.unit.clone()
+        };
+        Ok(json!({
+            "version": 1,
+            "flamebearer": flamebearer::diff(&lt, &rt),
+            "metadata": {"format": "double", "units": units(&unit), "name": l.q.profile_type},
+            "leftTimeline": timeline_json(&st, &tenant, &l),
+            "rightTimeline": timeline_json(&st, &tenant, &r),
+        }))
+    })
+    .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 /// Values of the label named by parameter `param`, among the series
@@ -281,8 +299,9 @@ pub async fn top(
         )
         .into_response());
     };
-    let top = kiln_profile::top(&prof, ty).map_err(|e| ApiError::bad(e.to_string()))?;
-    let rows: Vec<Value> = top
+    let body = cpu(move || {
+        let top = kiln_profile::top(&prof, ty).map_err(|e| ApiError::bad(e.to_string()))?;
+        let rows: Vec<Value> = top
         .rows
         .iter()
         .take(if n == 0 { usize::MAX } else { n })
@@ -290,10 +309,10 @@ pub async fn top(
             |r| json!({"name": r.name, "self": r.self_value, "total": r.total, "pareto": r.pareto}),
         )
         .collect();
-    Ok(
-        axum::Json(json!({"type": top.ty, "unit": top.unit, "total": top.total, "rows": rows}))
-            .into_response(),
-    )
+        Ok(json!({"type": top.ty, "unit": top.unit, "total": top.total, "rows": rows}))
+    })
+    .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 /// The selection of `s`'s sample counts: the stored profile type with the
@@ -357,10 +376,14 @@ pub async fn flamegraph(
     };
     match loaded {
         Some((prof, ty)) => {
-            let mut tree = kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))?;
-            if let Some((cp, cty)) = counted {
-                tree.add_samples(&cp, cty).map_err(|e| ApiError::bad(e.to_string()))?;
-            }
+            let tree = cpu(move || {
+                let mut tree = kiln_profile::flame_tree(&prof, ty, max).map_err(|e| ApiError::bad(e.to_string()))?;
+                if let Some((cp, cty)) = counted {
+                    tree.add_samples(&cp, cty).map_err(|e| ApiError::bad(e.to_string()))?;
+                }
+                Ok(tree)
+            })
+            .await?;
             Ok(axum::Json(tree).into_response())
         }
         None => Ok(axum::Json(json!({"type": "", "unit": "", "nodes": [{"name": "total", "self": 0, "total": 0, "children": []}]})).into_response()),
@@ -386,7 +409,9 @@ pub async fn diff(
             "one side of the comparison has no data",
         ));
     };
-    let d = kiln_profile::diff(&lp, lt, &rp, rt).map_err(|e| ApiError::bad(e.to_string()))?;
+    let d =
+        cpu(move || kiln_profile::diff(&lp, lt, &rp, rt).map_err(|e| ApiError::bad(e.to_string())))
+            .await?;
     Ok(axum::Json(d).into_response())
 }
 
@@ -399,13 +424,14 @@ pub async fn timeline(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
-    let lines = st.store.series_totals(
-        &tenant,
-        &s.q,
-        s.from,
-        s.until,
-        p.get("groupBy").map(String::as_str),
-    );
+    let group = p.get("groupBy").cloned();
+    let st2 = st.clone();
+    let lines = cpu(move || {
+        Ok(st2
+            .store
+            .series_totals(&tenant, &s.q, s.from, s.until, group.as_deref()))
+    })
+    .await?;
     let out: Vec<Value> = lines
         .into_iter()
         .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))
@@ -465,6 +491,7 @@ pub async fn pprof(
             "no profiles match",
         ));
     };
+    let gz = cpu(move || Ok(kiln_profile::pprof::encode_gzip(&prof))).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -473,7 +500,7 @@ pub async fn pprof(
                 "attachment; filename=\"profile.pb.gz\"",
             ),
         ],
-        kiln_profile::pprof::encode_gzip(&prof),
+        gz,
     )
         .into_response())
 }
@@ -492,6 +519,7 @@ pub async fn threads(
     let Some((prof, ty)) = load(&st, &tenant, &s, Detail::Labels).await? else {
         return Ok(axum::Json(json!({"total": 0, "pools": [], "threads": []})).into_response());
     };
+    let body = cpu(move || {
     let total = prof.total(ty);
     let (_, unit) = prof.sample_type_names(ty);
     let span_ns = ((s.until - s.from) as f64) * 1e6;
@@ -508,12 +536,14 @@ pub async fn threads(
             })
             .collect())
     };
-    Ok(axum::Json(json!({
+    Ok(json!({
         "type": prof.sample_type_names(ty).0,
         "unit": unit,
         "total": total,
         "pools": rows("thread_pool")?,
         "threads": rows("thread_name")?,
     }))
-    .into_response())
+    })
+    .await?;
+    Ok(axum::Json(body).into_response())
 }
