@@ -4,6 +4,7 @@
 
 mod compat;
 mod hostile;
+mod prompt;
 mod tenants;
 
 use std::time::Duration;
