@@ -37,11 +37,22 @@ impl Store {
             if sources.len() < 2 {
                 continue;
             }
-            let mut part = Part::default();
-            for s in &sources {
-                part.absorb(&read(&s.part))?;
-            }
-            part.seal();
+            // Merging the hour and encoding it are CPU work: off the async
+            // threads.
+            let from = sources.clone();
+            let mut part = tokio::task::spawn_blocking(move || {
+                let mut part = Part::default();
+                for s in &from {
+                    part.absorb(&read(&s.part))?;
+                }
+                part.seal();
+                Ok::<_, Error>(part)
+            })
+            .await
+            .map_err(|e| Error::Block {
+                block: format!("compaction of {tenant} at {hour}"),
+                reason: e.to_string(),
+            })??;
             let mut meta = self.meta(
                 self.block_id(hour),
                 tenant.clone(),
@@ -50,8 +61,17 @@ impl Store {
             );
             meta.level = sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
             meta.sources = sources.iter().map(|s| s.meta.id.clone()).collect();
-            let (files, kinds) = block::encode(&meta.id, &part)?;
-            block::fill_meta(&mut meta, &part, kinds, &files);
+            let (meta, files, back) = tokio::task::spawn_blocking(move || {
+                let (files, kinds) = block::encode(&meta.id, &part)?;
+                block::fill_meta(&mut meta, &part, kinds, &files);
+                Ok::<_, Error>((meta, files, part))
+            })
+            .await
+            .map_err(|e| Error::Block {
+                block: "compaction".into(),
+                reason: e.to_string(),
+            })??;
+            part = back;
             block::upload(&*self.storage, &meta, files).await?;
             {
                 let mut blocks = write(&self.blocks);

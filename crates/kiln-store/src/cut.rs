@@ -101,12 +101,27 @@ impl Store {
         };
         let mut done = Vec::new();
         for b in &pending {
-            write(&b.part).seal();
+            // Encoding Parquet is CPU work: off the async threads.
+            let block = b.clone();
+            let encoded = tokio::task::spawn_blocking(move || {
+                write(&block.part).seal();
+                let mut meta = block.meta.clone();
+                let part = read(&block.part);
+                let (files, kinds) = block::encode(&meta.id, &part)?;
+                block::fill_meta(&mut meta, &part, kinds, &files);
+                Ok::<_, Error>((meta, files))
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::Block {
+                    block: b.meta.id.clone(),
+                    reason: format!("encoding: {e}"),
+                })
+            });
             let mut meta = b.meta.clone();
-            let encoded = block::encode(&meta.id, &read(&b.part));
             let result = match encoded {
-                Ok((files, kinds)) => {
-                    block::fill_meta(&mut meta, &read(&b.part), kinds, &files);
+                Ok((m, files)) => {
+                    meta = m;
                     block::upload(&*self.storage, &meta, files).await
                 }
                 Err(e) => Err(e),
