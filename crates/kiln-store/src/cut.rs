@@ -118,13 +118,12 @@ impl Store {
                     reason: format!("encoding: {e}"),
                 })
             });
-            let mut meta = b.meta.clone();
-            let result = match encoded {
-                Ok((m, files)) => {
-                    meta = m;
-                    block::upload(&*self.storage, &meta, files).await
+            let (meta, result) = match encoded {
+                Ok((meta, files)) => {
+                    let r = block::upload(&*self.storage, &meta, files).await;
+                    (meta, r)
                 }
-                Err(e) => Err(e),
+                Err(e) => (b.meta.clone(), Err(e)),
             };
             if let Err(e) = result {
                 self.flush_errors.fetch_add(1, Ordering::Relaxed);

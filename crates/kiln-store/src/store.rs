@@ -266,15 +266,13 @@ impl Store {
     pub async fn ingest_encoded(
         &self,
         tenant: &str,
-        mut labels: Vec<(String, String)>,
+        labels: Vec<(String, String)>,
         time_ms: i64,
         profile: Profile,
         pprof: &[u8],
     ) -> Result<(), Error> {
-        labels.sort();
-        labels.dedup_by(|a, b| a.0 == b.0);
         self.admit()?;
-        self.log_and_add(tenant, labels, time_ms, profile, pprof)
+        self.ingest_admitted(tenant, labels, time_ms, profile, pprof)
             .await
     }
 
@@ -307,18 +305,6 @@ impl Store {
     ) -> Result<(), Error> {
         labels.sort();
         labels.dedup_by(|a, b| a.0 == b.0);
-        self.log_and_add(tenant, labels, time_ms, profile, pprof)
-            .await
-    }
-
-    async fn log_and_add(
-        &self,
-        tenant: &str,
-        labels: Vec<(String, String)>,
-        time_ms: i64,
-        profile: Profile,
-        pprof: &[u8],
-    ) -> Result<(), Error> {
         let _gate = self.gate.read().await;
         self.wal
             .append(encode_record(tenant, &labels, time_ms, pprof))

@@ -43,6 +43,8 @@ pub struct Object {
     bytes: Bytes,
     /// The separate debug file, if the object's DWARF is there.
     debug: Option<Mapped>,
+    /// The object itself carries DWARF.
+    own_dwarf: bool,
     /// Which unit covers which address; `None` without DWARF.
     index: Option<UnitIndex>,
     /// Why the DWARF could not be read, if it could not.
@@ -60,13 +62,15 @@ impl Object {
         };
         ElfFile64::<Endianness>::parse(bytes.get())
             .map_err(|e| std::io::Error::other(format!("{source}: {e}")))?;
+        let own_dwarf = has_dwarf(bytes.get());
         let mut obj = Object {
             bytes,
             debug: None,
+            own_dwarf,
             index: None,
             dwarf_error: None,
         };
-        if !has_dwarf(obj.bytes.get()) && build_id.len() > 2 {
+        if !own_dwarf && build_id.len() > 2 {
             let path = format!(
                 "/usr/lib/debug/.build-id/{}/{}.debug",
                 &build_id[..2],
@@ -103,7 +107,7 @@ impl Object {
     fn dwarf_bytes(&self) -> Option<&[u8]> {
         match &self.debug {
             Some(d) => Some(d.bytes()),
-            None if has_dwarf(self.bytes.get()) => Some(self.bytes.get()),
+            None if self.own_dwarf => Some(self.bytes.get()),
             None => None,
         }
     }
