@@ -91,11 +91,12 @@ pub(crate) async fn select(
     );
     // Merging is CPU work: off the async threads, so other requests
     // (the UI's timeline, label lists) are not held behind it.
+    // The store merges on blocking threads, so other requests (the UI's
+    // timeline, label lists) are not held behind it.
     let merge = || async {
-        let (st, tenant, q) = (st.clone(), tenant.to_string(), q.clone());
-        tokio::task::spawn_blocking(move || st.store.select(&tenant, &q, from, until, detail))
+        st.store
+            .select(tenant, q, from, until, detail)
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(ApiError::from)
     };
     if st.config.peers.is_empty() {
@@ -200,7 +201,8 @@ pub(crate) async fn head(
     };
     match st
         .store
-        .select_head(&ask.tenant, &q, ask.from, ask.until, detail, &known)?
+        .select_head(&ask.tenant, &q, ask.from, ask.until, detail, &known)
+        .await?
     {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
         Some(p) => Ok((

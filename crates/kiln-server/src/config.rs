@@ -60,6 +60,10 @@ pub struct Config {
     /// may hold; past head + this, pushes get 503 with `Retry-After`.
     /// Default 512 MiB.
     pub pending_max_bytes: usize,
+    /// Bytes of block data (symbols, hour sums, rows) kept in memory
+    /// (`[storage] cache`); the least recently read blocks are dropped back
+    /// to their index past it. Default 512 MiB.
+    pub cache_bytes: usize,
     /// How long blocks are kept, per tenant (`""`: every tenant not named).
     /// Default: no entry, kept forever.
     pub retention: HashMap<String, Duration>,
@@ -88,6 +92,7 @@ impl Config {
             flush_every: store.flush_every,
             head_max_bytes: store.head_max_bytes,
             pending_max_bytes: store.pending_max_bytes,
+            cache_bytes: store.cache_bytes,
             retention: HashMap::new(),
             server_id: None,
             peers: Vec::new(),
@@ -109,8 +114,9 @@ impl Config {
     /// [storage]
     /// url = "s3://bucket/prefix"     # default: DATA_DIR/blocks
     /// flush_every = "10m"
-    /// head_max_bytes = 536870912
-    /// pending_max_bytes = 536870912  # cut heads waiting for storage
+    /// head_max_bytes = "512MiB"       # or a number of bytes
+    /// pending_max_bytes = "512MiB"    # cut heads waiting for storage
+    /// cache = "512MiB"                # block data kept in memory
     /// retention = "30d"              # tenants without their own
     /// refresh_every = "10s"
     /// [cluster]
@@ -142,8 +148,9 @@ impl Config {
         struct Storage {
             url: Option<String>,
             flush_every: Option<String>,
-            head_max_bytes: Option<usize>,
-            pending_max_bytes: Option<usize>,
+            head_max_bytes: Option<Size>,
+            pending_max_bytes: Option<Size>,
+            cache: Option<Size>,
             retention: Option<String>,
             refresh_every: Option<String>,
         }
@@ -191,8 +198,19 @@ impl Config {
         if let Some(v) = &st.flush_every {
             self.flush_every = span("storage.flush_every", v)?;
         }
-        self.head_max_bytes = st.head_max_bytes.unwrap_or(self.head_max_bytes);
-        self.pending_max_bytes = st.pending_max_bytes.unwrap_or(self.pending_max_bytes);
+        let bytes = |key: &str, v: &Option<Size>, default: usize| match v {
+            None => Ok(default),
+            Some(v) => v
+                .bytes()
+                .map_err(|e| Error::Config(format!("storage.{key}: {e}"))),
+        };
+        self.head_max_bytes = bytes("head_max_bytes", &st.head_max_bytes, self.head_max_bytes)?;
+        self.pending_max_bytes = bytes(
+            "pending_max_bytes",
+            &st.pending_max_bytes,
+            self.pending_max_bytes,
+        )?;
+        self.cache_bytes = bytes("cache", &st.cache, self.cache_bytes)?;
         if let Some(v) = &st.retention {
             self.retention
                 .insert(String::new(), span("storage.retention", v)?);
@@ -243,5 +261,45 @@ impl Config {
             }
         }
         Ok(self)
+    }
+}
+
+/// A size in a configuration file: a number of bytes, or a string such as
+/// `"512MiB"`, `"2GiB"`, `"64KiB"`, `"100MB"` (units of 1024 with `i`,
+/// 1000 without).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(usize),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> Result<usize, String> {
+        let text = match self {
+            Size::Bytes(n) => return Ok(*n),
+            Size::Text(t) => t.trim(),
+        };
+        let at = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (num, unit) = text.split_at(at);
+        let n: usize = num
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a number of bytes such as \"512MiB\""))?;
+        let scale: usize = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            u => return Err(format!("{text:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
+        };
+        n.checked_mul(scale)
+            .ok_or_else(|| format!("{text:?}: too large"))
     }
 }

@@ -48,7 +48,7 @@ use metrics::Metrics;
 
 struct Inner {
     config: Config,
-    store: kiln_store::Store,
+    store: Arc<kiln_store::Store>,
     metrics: Metrics,
     /// For asking peers.
     http: reqwest::Client,
@@ -109,9 +109,31 @@ impl App {
             pending_max_bytes: config.pending_max_bytes,
             retention: config.retention.clone(),
             refresh_every: config.refresh_every,
+            cache_bytes: config.cache_bytes,
             ..kiln_store::Options::default()
         };
-        let store = kiln_store::Store::open(&config.data_dir, opts).await?;
+        // The log is replayed before the server listens (it is bounded by
+        // the head); the blocks in storage are listed in the background,
+        // pushes being taken meanwhile and queries waiting for the list.
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || kiln_store::Store::open_lazy(&dir, opts))
+            .await
+            .map_err(|e| Error::Config(format!("opening the store: {e}")))??;
+        {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut delay = Duration::from_secs(1);
+                while let Err(e) = store.load_blocks().await {
+                    tracing::error!(
+                        target: "kiln_server",
+                        "listing the blocks in storage: {e} (again in {}s)",
+                        delay.as_secs()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            });
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -28,6 +28,11 @@ pub(crate) struct Metrics {
     pub(crate) compactions: Gauge,
     pub(crate) expired_blocks: Gauge,
     pub(crate) hours_summed: Gauge,
+    pub(crate) cache_bytes: Gauge,
+    pub(crate) cache_hits: Gauge,
+    pub(crate) cache_loads: Gauge,
+    pub(crate) cache_drops: Gauge,
+    pub(crate) blocks_listed: Gauge,
     pub(crate) peer_errors: Counter,
     pub(crate) panics: Counter,
     pub(crate) query_seconds: Histogram,
@@ -54,6 +59,11 @@ impl Metrics {
             refused: Gauge::default(),
             compactions: Gauge::default(),
             hours_summed: Gauge::default(),
+            cache_bytes: Gauge::default(),
+            cache_hits: Gauge::default(),
+            cache_loads: Gauge::default(),
+            cache_drops: Gauge::default(),
+            blocks_listed: Gauge::default(),
             expired_blocks: Gauge::default(),
             peer_errors: Counter::default(),
             panics: Counter::default(),
@@ -137,6 +147,31 @@ impl Metrics {
                 "Blocks deleted for retention",
                 &m.expired_blocks,
             ),
+            (
+                "cache_bytes",
+                "Bytes of block data in memory (at most [storage] cache between queries)",
+                &m.cache_bytes,
+            ),
+            (
+                "cache_hits",
+                "Block reads answered from memory",
+                &m.cache_hits,
+            ),
+            (
+                "cache_loads",
+                "Blocks loaded from object storage for a query",
+                &m.cache_loads,
+            ),
+            (
+                "cache_drops",
+                "Blocks dropped from memory back to their index",
+                &m.cache_drops,
+            ),
+            (
+                "blocks_listed",
+                "1 once the blocks in storage at the start are known (queries wait until then)",
+                &m.blocks_listed,
+            ),
         ] {
             registry.register(name, help, g.clone());
         }
@@ -186,6 +221,11 @@ pub(crate) async fn metrics(
         (&m.compactions, s.compactions),
         (&m.hours_summed, s.hours_summed),
         (&m.expired_blocks, s.expired),
+        (&m.cache_bytes, s.cache_bytes),
+        (&m.cache_hits, s.cache_hits),
+        (&m.cache_loads, s.cache_loads),
+        (&m.cache_drops, s.cache_drops),
+        (&m.blocks_listed, u64::from(s.loaded)),
     ] {
         g.set(v as i64);
     }

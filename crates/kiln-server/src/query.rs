@@ -2,7 +2,7 @@
 //! and the native `/api/v1/` (top with the Pareto mark, flame-graph tree,
 //! diff, timeline, series, labels, profile types, merged pprof, threads).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -118,8 +118,19 @@ fn units(unit: &str) -> &'static str {
     }
 }
 
-fn timeline_json(st: &AppState, tenant: &str, s: &Selection) -> Value {
-    let lines = st.store.series_totals(tenant, &s.q, s.from, s.until, None);
+/// The selection's total per minute, for a flamebearer's `timeline`.
+async fn totals(
+    st: &AppState,
+    tenant: &str,
+    s: &Selection,
+) -> Result<BTreeMap<String, BTreeMap<i64, i64>>, ApiError> {
+    Ok(st
+        .store
+        .series_totals(tenant, &s.q, s.from, s.until, None)
+        .await?)
+}
+
+fn timeline_json(lines: &BTreeMap<String, BTreeMap<i64, i64>>, s: &Selection) -> Value {
     let step = kiln_store::BUCKET_MS;
     let start = s.from.div_euclid(step) * step;
     let n = ((s.until - start) / step).max(0) as usize + 1;
@@ -152,6 +163,7 @@ pub async fn render(
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
     let loaded = load(&st, &tenant, &s, Detail::Stacks).await?;
+    let lines = totals(&st, &tenant, &s).await?;
     let body = cpu(move || {
         let (fb, unit) = match &loaded {
             Some((prof, ty)) => {
@@ -174,7 +186,7 @@ pub async fn render(
                 "spyName": "",
                 "sampleRate": 1_000_000_000,
             },
-            "timeline": timeline_json(&st, &tenant, &s),
+            "timeline": timeline_json(&lines, &s),
         }))
     })
     .await?;
@@ -214,6 +226,7 @@ pub async fn render_diff(
         load(&st, &tenant, &l, Detail::Stacks).await?,
         load(&st, &tenant, &r, Detail::Stacks).await?,
     );
+    let (llines, rlines) = (totals(&st, &tenant, &l).await?, totals(&st, &tenant, &r).await?);
     let body = cpu(move || {
         let (lt, rt) = (tree(ll)?, tree(rl)?);
         let unit = if lt.unit.is_empty() {
@@ -225,8 +238,8 @@ pub async fn render_diff(
             "version": 1,
             "flamebearer": flamebearer::diff(&lt, &rt),
             "metadata": {"format": "double", "units": units(&unit), "name": l.q.profile_type},
-            "leftTimeline": timeline_json(&st, &tenant, &l),
-            "rightTimeline": timeline_json(&st, &tenant, &r),
+            "leftTimeline": timeline_json(&llines, &l),
+            "rightTimeline": timeline_json(&rlines, &r),
         }))
     })
     .await?;
@@ -258,6 +271,7 @@ pub async fn pyroscope_label_values(
     headers: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
+    st.store.wait_loaded().await?;
     values_of(&st, &headers, &p, "label")
 }
 
@@ -267,6 +281,7 @@ pub async fn label_values(
     headers: HeaderMap,
     Query(p): Params,
 ) -> Result<Response, ApiError> {
+    st.store.wait_loaded().await?;
     values_of(&st, &headers, &p, "name")
 }
 
@@ -276,6 +291,7 @@ pub async fn label_names(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
+    st.store.wait_loaded().await?;
     Ok(axum::Json(st.store.label_names(&tenant)).into_response())
 }
 
@@ -425,13 +441,10 @@ pub async fn timeline(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let group = p.get("groupBy").cloned();
-    let st2 = st.clone();
-    let lines = cpu(move || {
-        Ok(st2
-            .store
-            .series_totals(&tenant, &s.q, s.from, s.until, group.as_deref()))
-    })
-    .await?;
+    let lines = st
+        .store
+        .series_totals(&tenant, &s.q, s.from, s.until, group.as_deref())
+        .await?;
     let out: Vec<Value> = lines
         .into_iter()
         .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))
@@ -455,6 +468,7 @@ pub async fn series(
     } else {
         selector::parse(raw).map_err(|e| ApiError::bad(format!("query: {e}")))?
     };
+    st.store.wait_loaded().await?;
     let sets: Vec<HashMap<String, String>> = st
         .store
         .series(&tenant, &q)
@@ -470,6 +484,7 @@ pub async fn profile_types(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
+    st.store.wait_loaded().await?;
     Ok(axum::Json(st.store.profile_types(&tenant)).into_response())
 }
 

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::catalog::delete_block;
+use crate::block::Level;
 use crate::part::Part;
 use crate::store::{Block, now_ms, read, write};
 use crate::{Error, HOUR_MS, Store, block};
@@ -37,15 +38,20 @@ impl Store {
             if sources.len() < 2 {
                 continue;
             }
+            // Every row of the sources, from storage if the cache dropped
+            // them; held until the compacted block replaces them.
+            let want: Vec<(Arc<Block>, Level)> =
+                sources.iter().map(|s| (s.clone(), Level::Full)).collect();
+            let pins = self.pin(&want).await?;
             // Merging the hour and encoding it are CPU work: off the async
             // threads.
-            let from = sources.clone();
             let mut part = tokio::task::spawn_blocking(move || {
                 let mut part = Part::default();
-                for s in &from {
+                for (s, _) in pins.blocks() {
                     part.absorb(&read(&s.part))?;
                 }
                 part.seal();
+                part.sum_all_hours();
                 Ok::<_, Error>(part)
             })
             .await
@@ -80,13 +86,15 @@ impl Store {
                 }
                 blocks.insert(
                     meta.id.clone(),
-                    Arc::new(Block {
-                        meta: meta.clone(),
-                        part: RwLock::new(part),
-                        flushed_at: Some(Instant::now()),
-                    }),
+                    Arc::new(Block::new(
+                        meta.clone(),
+                        part,
+                        Level::Full,
+                        Some(Instant::now()),
+                    )),
                 );
             }
+            self.drop_over_cache();
             // The new block names its sources, so readers skip them even
             // if deleting them fails here.
             for s in &sources {

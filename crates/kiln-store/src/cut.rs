@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::block::Level;
 use crate::part::Part;
 use crate::store::{Block, now_ms, read, write, write_durably};
 use crate::{Error, Store, block};
@@ -73,11 +74,7 @@ impl Store {
             }
             let id = self.block_id(part.min_ms);
             let meta = self.meta(id, tenant, &part, cut);
-            write(&self.frozen).push(Arc::new(Block {
-                meta,
-                part: RwLock::new(part),
-                flushed_at: None,
-            }));
+            write(&self.frozen).push(Arc::new(Block::new(meta, part, Level::Full, None)));
         }
         if read(&self.frozen).is_empty() {
             // Nothing to write: the log below the cut holds nothing either.
@@ -104,7 +101,12 @@ impl Store {
             // Encoding Parquet is CPU work: off the async threads.
             let block = b.clone();
             let encoded = tokio::task::spawn_blocking(move || {
-                write(&block.part).seal();
+                {
+                    // Every hour summed: the block's hour sums are complete.
+                    let mut p = write(&block.part);
+                    p.seal();
+                    p.sum_all_hours();
+                }
                 let mut meta = block.meta.clone();
                 let part = read(&block.part);
                 let (files, kinds) = block::encode(&meta.id, &part)?;
@@ -152,17 +154,19 @@ impl Store {
                 let part = std::mem::take(&mut *write(&b.part));
                 blocks.insert(
                     meta.id.clone(),
-                    Arc::new(Block {
-                        meta: meta.clone(),
-                        part: RwLock::new(part),
-                        flushed_at: Some(Instant::now()),
-                    }),
+                    Arc::new(Block::new(
+                        meta.clone(),
+                        part,
+                        Level::Full,
+                        Some(Instant::now()),
+                    )),
                 );
                 frozen.retain(|f| !Arc::ptr_eq(f, b));
             }
         }
         self.wal.truncate_below(cut)?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.drop_over_cache();
         Ok(done.into_iter().map(|(_, m)| m.id).collect())
     }
 }

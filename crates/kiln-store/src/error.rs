@@ -104,6 +104,13 @@ pub struct Options {
     /// A whole hour of the head is summed ahead of queries
     /// ([`Store::sum_an_hour`]) once no rows arrived for it this long.
     pub quiet_before_sum: Duration,
+    /// Bytes of block data (symbols, hour sums, rows) kept in memory;
+    /// past it the least recently read blocks are dropped back to their
+    /// index. A query reading more holds at most 8 blocks beyond it.
+    pub cache_bytes: usize,
+    /// How long a query waits for the list of blocks at start before it
+    /// is answered [`Error::Unavailable`].
+    pub load_wait: Duration,
 }
 
 impl Default for Options {
@@ -118,6 +125,8 @@ impl Default for Options {
             refresh_every: Duration::from_secs(10),
             peer_grace: Duration::from_secs(120),
             quiet_before_sum: Duration::from_secs(60),
+            cache_bytes: 512 << 20,
+            load_wait: Duration::from_secs(10),
         }
     }
 }
@@ -159,4 +168,16 @@ pub struct Stats {
     pub expired: u64,
     /// Whole hours summed ahead of queries ([`Store::sum_an_hour`]).
     pub hours_summed: u64,
+    /// Bytes of block data in memory (the cache, `cache_bytes` at most
+    /// between queries).
+    pub cache_bytes: u64,
+    /// Block reads answered from memory, blocks loaded from storage, and
+    /// blocks dropped from memory.
+    pub cache_hits: u64,
+    /// See `cache_hits`.
+    pub cache_loads: u64,
+    /// See `cache_hits`.
+    pub cache_drops: u64,
+    /// Whether the blocks in storage at the start are all known yet.
+    pub loaded: bool,
 }

@@ -8,9 +8,12 @@
 //! grows past `head_max_bytes`, the head is cut: the log begins a new
 //! segment, the old head is written as one immutable Parquet block per
 //! tenant to object storage (a local directory, or S3), and the log
-//! segments it covered are removed. A restart loads the blocks — series
-//! index, symbols and rows, no profile decoding — and replays only the log
-//! written since the last cut. Blocks of one hour are compacted into one;
+//! segments it covered are removed. A restart replays only the log
+//! written since the last cut and takes profiles at once; the blocks'
+//! indexes (series and labels) are listed meanwhile, and their symbols,
+//! hour sums and rows are loaded when a query needs them, into a cache of
+//! `cache_bytes` (least recently read dropped first). Blocks of one hour
+//! are compacted into one, with each service's hour sums written in;
 //! blocks past a tenant's retention are deleted.
 //!
 //! Several servers can share one bucket: each writes its own blocks
@@ -32,16 +35,18 @@
 //! ];
 //! store.ingest("", labels, 1_000, p).await.unwrap();
 //! let q = kiln_store::selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
-//! let merged = store.select("", &q, 0, 2_000, kiln_store::Detail::Stacks).unwrap().unwrap();
+//! let merged = store.select("", &q, 0, 2_000, kiln_store::Detail::Stacks).await.unwrap().unwrap();
 //! assert_eq!(merged.total(0), 7);
 //! // Written as a block and read back from it: the same answer.
 //! store.flush().await.unwrap();
-//! assert_eq!(store.select("", &q, 0, 2_000, kiln_store::Detail::Stacks).unwrap().unwrap().total(0), 7);
+//! let again = store.select("", &q, 0, 2_000, kiln_store::Detail::Stacks).await.unwrap();
+//! assert_eq!(again.unwrap().total(0), 7);
 //! # });
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod block;
+mod cache;
 mod catalog;
 mod compact;
 mod cut;

@@ -1,62 +1,143 @@
-//! Reads: merging what a selector selects over blocks, frozen heads and
-//! the head; what this server has not flushed, for peers; series totals,
-//! label names and values, series and profile types.
+//! Reads: merging what a selector selects over the head, frozen heads and
+//! blocks (loaded through the cache a step at a time, on blocking
+//! threads); what this server has not flushed, for peers; series totals,
+//! label names and values, series and profile types (from the blocks'
+//! indexes).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 
 use kiln_profile::{Merger, Profile};
 
+use crate::block::Level;
+use crate::cache::Need;
 use crate::part::Part;
 use crate::store::{Block, read, write};
 use crate::{Detail, Error, Read, Store, selector};
 
+/// A read's query and range, owned, to take onto a blocking thread.
+struct Ask {
+    q: selector::Query,
+    from_ms: i64,
+    until_ms: i64,
+    detail: Detail,
+}
+
+impl Ask {
+    fn read(&self) -> Read<'_> {
+        Read {
+            q: &self.q,
+            from_ms: self.from_ms,
+            until_ms: self.until_ms,
+            detail: self.detail,
+        }
+    }
+}
+
+/// What a read does with one stored part, adding to its state `S`.
+type PerPart<S> = Arc<dyn Fn(&RwLock<Part>, &mut S) -> Result<(), Error> + Send + Sync>;
+
+/// Runs `f` on a blocking thread: a query's CPU work stays off the async
+/// threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Block {
+            block: "a query".into(),
+            reason: e.to_string(),
+        })?
+}
+
+/// Blocks loaded per step of a read: what a query holds beyond the cache.
+const LOAD_STEP: usize = 8;
+
 impl Store {
-    /// The blocks and cut heads of `tenant` over the range.
-    pub(crate) fn stored_parts(
+    /// Runs `f` over every block of `plan`, in steps: first the blocks
+    /// already in memory, then the rest [`LOAD_STEP`] at a time, each
+    /// step loaded (and pinned) before it is read and released after, so
+    /// a query over more history than the cache holds stays within the
+    /// cache and one step.
+    async fn over_blocks<S: Send + 'static>(
         &self,
-        tenant: &str,
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Vec<Arc<Block>> {
-        let mut out: Vec<Arc<Block>> = read(&self.frozen)
-            .iter()
-            .filter(|b| b.meta.tenant == tenant)
-            .cloned()
-            .collect();
-        out.extend(
-            read(&self.blocks)
-                .values()
-                .filter(|b| b.overlaps(tenant, from_ms, until_ms))
-                .cloned(),
-        );
-        out
+        plan: Vec<(Arc<Block>, Level)>,
+        mut state: S,
+        f: PerPart<S>,
+    ) -> Result<S, Error> {
+        let (ready, rest): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(b, l)| b.level() >= *l);
+        let steps = std::iter::once(ready).chain(rest.chunks(LOAD_STEP).map(<[_]>::to_vec));
+        for step in steps {
+            if step.is_empty() {
+                continue;
+            }
+            let pins = self.pin(&step).await?;
+            let f = f.clone();
+            state = blocking(move || {
+                for (b, level) in pins.blocks() {
+                    if b.level() < *level {
+                        return Err(Error::Block {
+                            block: b.meta.id.clone(),
+                            reason: "dropped from memory while pinned".into(),
+                        });
+                    }
+                    f(&b.part, &mut state)?;
+                }
+                drop(pins);
+                Ok(state)
+            })
+            .await?;
+            self.drop_over_cache();
+        }
+        Ok(state)
     }
 
     /// Every profile of tenant `tenant` matching `q` within
     /// `[from_ms, until_ms)`, reduced to the query's sample type (when it
     /// names one) and merged, keeping `detail`; `None` when nothing
-    /// matches.
-    pub fn select(
-        &self,
+    /// matches. Blocks not in memory are read from storage; the merge
+    /// runs on blocking threads.
+    pub async fn select(
+        self: &Arc<Self>,
         tenant: &str,
         q: &selector::Query,
         from_ms: i64,
         until_ms: i64,
         detail: Detail,
     ) -> Result<Option<Profile>, Error> {
-        let mut m = Merger::new();
-        let at = Read {
-            q,
+        self.wait_loaded().await?;
+        let plan = self.plan(tenant, q, from_ms, until_ms, Need::Merge, |_, _| true);
+        self.merge(tenant, q, from_ms, until_ms, detail, plan).await
+    }
+
+    /// The head of `tenant` and the parts of `plan`, merged.
+    async fn merge(
+        self: &Arc<Self>,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        detail: Detail,
+        plan: Vec<(Arc<Block>, Level)>,
+    ) -> Result<Option<Profile>, Error> {
+        let ask = Arc::new(Ask {
+            q: q.clone(),
             from_ms,
             until_ms,
             detail,
-        };
-        self.head_into(tenant, &at, &mut m)?;
-        for b in self.stored_parts(tenant, from_ms, until_ms) {
-            read_part(&b.part, &at, &mut m)?;
-        }
-        Ok((m.inputs() > 0).then(|| m.finish()))
+        });
+        let (me, t, a) = (self.clone(), tenant.to_string(), ask.clone());
+        let m = blocking(move || {
+            let mut m = Merger::new();
+            me.head_into(&t, &a.read(), &mut m)?;
+            Ok(m)
+        })
+        .await?;
+        let a = ask.clone();
+        let m = self
+            .over_blocks(plan, m, Arc::new(move |p, m| read_part(p, &a.read(), m)))
+            .await?;
+        blocking(move || Ok((m.inputs() > 0).then(|| m.finish()))).await
     }
 
     pub(crate) fn head_into(&self, tenant: &str, at: &Read, m: &mut Merger) -> Result<(), Error> {
@@ -74,8 +155,8 @@ impl Store {
     /// What only this server holds — its head, heads being cut, and blocks
     /// it flushed within `peer_grace` whose ids are not in `known` — of
     /// `q` over the range, merged: the answer to a peer's query.
-    pub fn select_head(
-        &self,
+    pub async fn select_head(
+        self: &Arc<Self>,
         tenant: &str,
         q: &selector::Query,
         from_ms: i64,
@@ -83,54 +164,45 @@ impl Store {
         detail: Detail,
         known: &HashSet<String>,
     ) -> Result<Option<Profile>, Error> {
-        let mut m = Merger::new();
-        let at = Read {
-            q,
-            from_ms,
-            until_ms,
-            detail,
-        };
-        self.head_into(tenant, &at, &mut m)?;
-        let recent: Vec<Arc<Block>> = read(&self.frozen)
-            .iter()
-            .filter(|b| b.meta.tenant == tenant && !known.contains(&b.meta.id))
-            .cloned()
-            .chain(
-                read(&self.blocks)
-                    .values()
-                    .filter(|b| {
-                        b.overlaps(tenant, from_ms, until_ms)
-                            && !known.contains(&b.meta.id)
-                            && b.flushed_at
-                                .is_some_and(|t| t.elapsed() < self.opts.peer_grace)
-                    })
-                    .cloned(),
-            )
-            .collect();
-        for b in recent {
-            read_part(&b.part, &at, &mut m)?;
-        }
-        Ok((m.inputs() > 0).then(|| m.finish()))
+        let grace = self.opts.peer_grace;
+        let plan = self.plan(tenant, q, from_ms, until_ms, Need::Merge, |b, frozen| {
+            !known.contains(&b.meta.id)
+                && (frozen || b.flushed_at.is_some_and(|t| t.elapsed() < grace))
+        });
+        self.merge(tenant, q, from_ms, until_ms, detail, plan).await
     }
 
     /// Per bucket (start ms) within the range, the total of the query's
     /// sample type, for each value of `group_by` (or one line, `""`).
-    pub fn series_totals(
-        &self,
+    pub async fn series_totals(
+        self: &Arc<Self>,
         tenant: &str,
         q: &selector::Query,
         from_ms: i64,
         until_ms: i64,
         group_by: Option<&str>,
-    ) -> BTreeMap<String, BTreeMap<i64, i64>> {
-        let mut out = BTreeMap::new();
-        if let Some(p) = read(&self.head).get(tenant) {
-            p.totals(q, from_ms, until_ms, group_by, &mut out);
-        }
-        for b in self.stored_parts(tenant, from_ms, until_ms) {
-            read(&b.part).totals(q, from_ms, until_ms, group_by, &mut out);
-        }
-        out
+    ) -> Result<BTreeMap<String, BTreeMap<i64, i64>>, Error> {
+        self.wait_loaded().await?;
+        let (q, g) = (q.clone(), group_by.map(str::to_string));
+        let (me, t, q2, g2) = (self.clone(), tenant.to_string(), q.clone(), g.clone());
+        let out = blocking(move || {
+            let mut out = BTreeMap::new();
+            if let Some(p) = read(&me.head).get(&t) {
+                p.totals(&q2, from_ms, until_ms, g2.as_deref(), &mut out);
+            }
+            Ok(out)
+        })
+        .await?;
+        let plan = self.plan(tenant, &q, from_ms, until_ms, Need::Totals, |_, _| true);
+        self.over_blocks(
+            plan,
+            out,
+            Arc::new(move |p, out| {
+                read(p).totals(&q, from_ms, until_ms, g.as_deref(), out);
+                Ok(())
+            }),
+        )
+        .await
     }
 
     /// Calls `f` with every part of `tenant`: head, cut heads, blocks.
@@ -138,7 +210,15 @@ impl Store {
         if let Some(p) = read(&self.head).get(tenant) {
             f(p);
         }
-        for b in self.stored_parts(tenant, i64::MIN / 2, i64::MAX / 2) {
+        for b in read(&self.frozen).iter().filter(|b| b.meta.tenant == tenant) {
+            f(&read(&b.part));
+        }
+        let blocks: Vec<Arc<Block>> = read(&self.blocks)
+            .values()
+            .filter(|b| b.meta.tenant == tenant)
+            .cloned()
+            .collect();
+        for b in blocks {
             f(&read(&b.part));
         }
     }

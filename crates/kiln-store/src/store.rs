@@ -1,18 +1,19 @@
-//! The [`Store`] itself: its state, opening it (blocks listed, the log
-//! replayed), ingest (log append, then head), counters, and the periodic
-//! tick that drives cuts, compaction, retention and refresh. Small helpers
-//! every part of the crate shares live here too.
+//! The [`Store`] itself: its state, opening it (the log replayed, then
+//! blocks listed, at once or in the background), ingest (log append, then
+//! head), counters, and the periodic tick that drives cuts, compaction,
+//! retention and refresh. Small helpers every part of the crate shares
+//! live here too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_profile::Profile;
 use object_store::ObjectStore;
 
-use crate::catalog::{delete_block, list_metas};
+use crate::block::Level;
 use crate::part::Part;
 use crate::record::{decode_record, encode_record};
 use crate::{BUCKET_MS, Error, Options, Stats, block, wal};
@@ -20,13 +21,50 @@ use crate::{BUCKET_MS, Error, Options, Stats, block, wal};
 /// A part in storage (or on its way there).
 pub(crate) struct Block {
     pub(crate) meta: block::Meta,
+    /// As much of the block as [`Block::level`] says: the block cache
+    /// (`cache.rs`) loads and drops the rest.
     pub(crate) part: RwLock<Part>,
     /// When this server flushed it (None: written by another server, or
     /// before this process started).
     pub(crate) flushed_at: Option<Instant>,
+    /// How much of it is in memory ([`Level`] as a number) ...
+    pub(crate) level: AtomicU8,
+    /// ... and the bytes that takes beyond the index.
+    pub(crate) bytes: AtomicU64,
+    /// Queries reading it now: it is not dropped while any is.
+    pub(crate) pins: AtomicUsize,
+    /// When a query last read it ([`Store::clock`]): the least recently
+    /// read are dropped first.
+    pub(crate) used: AtomicU64,
+    /// One load of it at a time.
+    pub(crate) loading: tokio::sync::Mutex<()>,
 }
 
 impl Block {
+    /// A block holding `part` at `level`.
+    pub(crate) fn new(
+        meta: block::Meta,
+        part: Part,
+        level: Level,
+        flushed_at: Option<Instant>,
+    ) -> Block {
+        let bytes = if level > Level::Index { part.bytes() } else { 0 };
+        Block {
+            meta,
+            part: RwLock::new(part),
+            flushed_at,
+            level: AtomicU8::new(level as u8),
+            bytes: AtomicU64::new(bytes as u64),
+            pins: AtomicUsize::new(0),
+            used: AtomicU64::new(0),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn level(&self) -> Level {
+        Level::from_u8(self.level.load(Ordering::Acquire))
+    }
+
     pub(crate) fn overlaps(&self, tenant: &str, from_ms: i64, until_ms: i64) -> bool {
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         self.meta.tenant == tenant && self.meta.max_ms >= lo && self.meta.min_ms < until_ms
@@ -72,6 +110,19 @@ pub struct Store {
     pub(crate) hours_summed: AtomicU64,
     /// Peers' blocks found or forgotten.
     pub(crate) found: AtomicU64,
+    /// Whether every block in storage at the start is known (see
+    /// [`Store::load_blocks`]).
+    pub(crate) loaded: AtomicBool,
+    /// The log segment replay began at: this server's blocks naming a
+    /// later cut that are not known yet were left by a cut that did not
+    /// complete.
+    pub(crate) replayed_from: u64,
+    /// Ticks once per block read by a query: the cache's clock.
+    pub(crate) clock: AtomicU64,
+    /// Block reads served from memory, loads from storage, and drops.
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_loads: AtomicU64,
+    pub(crate) cache_drops: AtomicU64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -131,9 +182,20 @@ pub(crate) fn flushed_upto(dir: &Path) -> u64 {
 }
 
 impl Store {
-    /// Opens the store under `dir` (creating it): loads every block in
-    /// storage and replays the log written since the last cut.
-    pub async fn open(dir: &Path, opts: Options) -> Result<Store, Error> {
+    /// Opens the store under `dir` (creating it): replays the log written
+    /// since the last cut and lists every block in storage
+    /// ([`Store::open_lazy`] then [`Store::load_blocks`]).
+    pub async fn open(dir: &Path, opts: Options) -> Result<Arc<Store>, Error> {
+        let store = Store::open_lazy(dir, opts)?;
+        store.load_blocks().await?;
+        Ok(store)
+    }
+
+    /// Opens the store under `dir` (creating it) and replays the log
+    /// written since the last cut: it takes profiles at once. Queries wait
+    /// (up to `load_wait`, then [`Error::Unavailable`]) until
+    /// [`Store::load_blocks`] has listed the blocks in storage.
+    pub fn open_lazy(dir: &Path, opts: Options) -> Result<Arc<Store>, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let storage: Arc<dyn ObjectStore> = match &opts.storage {
             Some(s) => s.clone(),
@@ -151,25 +213,6 @@ impl Store {
             None => server_id(dir)?,
         };
         let upto = flushed_upto(dir);
-        let mut blocks = BTreeMap::new();
-        for meta in list_metas(&*storage).await? {
-            if meta.server == server && meta.wal_cut > upto {
-                // Written by a cut that did not complete: the log still
-                // holds its records and is replayed below.
-                tracing::info!(target: "kiln_store", "removing unfinished block {}", meta.id);
-                delete_block(&*storage, &meta.tenant, &meta.id).await?;
-                continue;
-            }
-            let part = block::read(&*storage, &meta).await?;
-            blocks.insert(
-                meta.id.clone(),
-                Arc::new(Block {
-                    meta,
-                    part: RwLock::new(part),
-                    flushed_at: None,
-                }),
-            );
-        }
         let mut head: HashMap<String, Part> = HashMap::new();
         let mut profiles = 0u64;
         let mut samples = 0u64;
@@ -203,7 +246,7 @@ impl Store {
         if bad > 0 {
             tracing::warn!(target: "kiln_store", "replay: {bad} unreadable records skipped");
         }
-        Ok(Store {
+        Ok(Arc::new(Store {
             dir: dir.to_path_buf(),
             opts,
             server,
@@ -212,7 +255,7 @@ impl Store {
             gate: tokio::sync::RwLock::new(()),
             head: RwLock::new(head),
             frozen: RwLock::new(Vec::new()),
-            blocks: RwLock::new(blocks),
+            blocks: RwLock::new(BTreeMap::new()),
             busy: tokio::sync::Mutex::new(()),
             last_cut: Mutex::new(Instant::now()),
             last_refresh: Mutex::new(Some(Instant::now())),
@@ -228,7 +271,13 @@ impl Store {
             hours_summed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             found: AtomicU64::new(0),
-        })
+            loaded: AtomicBool::new(false),
+            replayed_from: upto,
+            clock: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_loads: AtomicU64::new(0),
+            cache_drops: AtomicU64::new(0),
+        }))
     }
 
     /// A number that changes whenever what a query could read changes
@@ -367,6 +416,11 @@ impl Store {
             compactions: self.compactions.load(Ordering::Relaxed),
             hours_summed: self.hours_summed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            cache_bytes: self.cached_bytes(),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_loads: self.cache_loads.load(Ordering::Relaxed),
+            cache_drops: self.cache_drops.load(Ordering::Relaxed),
+            loaded: self.loaded.load(Ordering::Acquire),
         }
     }
 
@@ -387,6 +441,11 @@ impl Store {
         let waiting = !read(&self.frozen).is_empty();
         if (due || big || waiting) && self.retry_in().is_zero() {
             self.flush().await?;
+        }
+        if !self.loaded.load(Ordering::Acquire) {
+            // Compaction, expiry and the peers' blocks wait for the view
+            // of storage.
+            return Ok(());
         }
         self.compact().await?;
         self.expire().await?;

@@ -39,7 +39,7 @@ impl Group {
 #[derive(Default)]
 pub(crate) struct Buckets {
     pub minutes: BTreeMap<i64, Vec<Group>>,
-    pub(super) hours: BTreeMap<i64, Vec<Group>>,
+    pub(crate) hours: BTreeMap<i64, Vec<Group>>,
     /// Per hour, how many times rows were added to it, and when last: a
     /// sum made off the lock is kept only if its hour saw no rows
     /// meanwhile, and is made only once the hour has been quiet a while.
@@ -51,7 +51,7 @@ pub(crate) struct Buckets {
 }
 
 /// The whole hours within `[lo, until)`: `[first, end)`, empty if none.
-pub(super) fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
+pub(crate) fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
     let first = (lo + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let end = until.div_euclid(HOUR_MS) * HOUR_MS;
     (first, end.max(first))
@@ -135,7 +135,7 @@ impl Buckets {
 
     /// Readies `[lo, until)` for reading: folds its minutes and sums each
     /// whole hour not summed yet.
-    pub(super) fn prepare(&mut self, lo: i64, until: i64) {
+    pub(crate) fn prepare(&mut self, lo: i64, until: i64) {
         for (_, groups) in self.minutes.range_mut(lo..until) {
             for g in groups {
                 g.rows.fold();
@@ -174,7 +174,8 @@ impl Buckets {
     /// skipping from one to the next (a range of years costs what it
     /// holds, not one step per hour).
     pub(super) fn hours_held(&self, first: i64, end: i64) -> Vec<i64> {
-        let mut out = Vec::new();
+        // Sums read back without their minutes (a block at `Hours`).
+        let mut out: Vec<i64> = self.hours.range(first..end).map(|(&h, _)| h).collect();
         let mut at = first;
         while at < end {
             let Some((&m, _)) = self.minutes.range(at..end).next() else {
@@ -184,6 +185,8 @@ impl Buckets {
             out.push(h);
             at = h + HOUR_MS;
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 

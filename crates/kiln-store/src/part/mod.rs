@@ -19,7 +19,7 @@ mod buckets;
 mod read;
 mod rows;
 
-pub(crate) use buckets::{Buckets, Group, HourToSum};
+pub(crate) use buckets::{Buckets, Group, HourToSum, whole_hours};
 pub(crate) use rows::Rows;
 
 /// Where a row read back from a block goes: its minute, its kind, and
@@ -34,6 +34,20 @@ pub(crate) struct At {
 pub(crate) struct Series {
     pub labels: Vec<(String, String)>,
     pub buckets: Buckets,
+    /// Kinds (header indices) the series held when its rows were dropped
+    /// or not read (a block at [`crate::block::Level::Index`]).
+    pub kinds: Vec<u32>,
+}
+
+impl Series {
+    /// The kinds (header indices) of the series' rows, sorted.
+    pub fn kinds_held(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.kinds.clone();
+        out.extend(self.buckets.minutes.values().flatten().map(|g| g.header));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The symbol table: growing while the part takes profiles, fixed after.
@@ -148,6 +162,7 @@ impl Part {
         self.series.push(Series {
             labels: labels.to_vec(),
             buckets: Buckets::default(),
+            kinds: Vec::new(),
         });
         self.by_labels.insert(labels.to_vec(), id);
         id
@@ -323,6 +338,36 @@ impl Part {
                 g.rows.pack();
             }
         }
+    }
+
+    /// Sums every hour of every rollup not summed yet: a block's
+    /// `rollups.parquet` then holds every hour the block holds.
+    pub fn sum_all_hours(&mut self) {
+        for r in self.rollups.values_mut() {
+            r.prepare(i64::MIN / 2, i64::MAX / 2);
+        }
+    }
+
+    /// Puts an hour's sum read back from a block into the rollup `key`.
+    pub fn put_hour_rows(&mut self, key: (String, String), at: At, mut rows: Rows) {
+        rows.pack();
+        let groups = self.rollups.entry(key).or_default().hours.entry(at.minute).or_default();
+        let g = buckets::group_of(groups, at.header, rows.width);
+        g.rows.extend(&rows);
+        g.rows.pack();
+        g.widen(at.span.0, at.span.1);
+    }
+
+    /// Drops the symbol table, rows and sums, keeping what plans a query:
+    /// series, labels, the index, kinds and headers (a block back at
+    /// [`crate::block::Level::Index`]).
+    pub fn evict(&mut self) {
+        for s in &mut self.series {
+            s.kinds = s.kinds_held();
+            s.buckets = Buckets::default();
+        }
+        self.rollups.clear();
+        self.dict = Dict::Fixed(Box::default());
     }
 
     /// A rollup's whole hour that ended by `before_ms` and that no query

@@ -12,7 +12,7 @@ use crate::{BUCKET_MS, Detail, Error, NAME_LABEL, Read, selector};
 impl Part {
     /// The rollup that answers `q` exactly: `q` names a profile and
     /// selects by `service_name="…"` alone.
-    fn rollup_key_for(q: &selector::Query) -> Option<(String, String)> {
+    pub(crate) fn rollup_key_for(q: &selector::Query) -> Option<(String, String)> {
         match q.matchers.as_slice() {
             [m] if m.name == "service_name"
                 && m.op == selector::Op::Eq
@@ -255,14 +255,7 @@ impl Part {
                 .iter()
                 .find(|(k, _)| k == NAME_LABEL)
                 .map_or("", |(_, v)| v.as_str());
-            let headers: BTreeSet<u32> = s
-                .buckets
-                .minutes
-                .values()
-                .flatten()
-                .map(|g| g.header)
-                .collect();
-            for h in headers {
+            for h in s.kinds_held() {
                 let p = &self.headers[h as usize];
                 let (pt, pu) = p
                     .period_type

@@ -1,6 +1,8 @@
 //! The store end to end: head and blocks answer alike, restart, cuts that
 //! did not finish, compaction and retention, two servers on one bucket,
-//! rollups, records.
+//! rollups, records; the block cache and a lazy start in `cache`.
+
+mod cache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,12 +13,74 @@ use kiln_profile::{Merger, Profile};
 use object_store::ObjectStore;
 
 use crate::record::{decode_record, encode_record};
+use crate::block::Level;
 use crate::store::{Block, now_ms};
 use crate::{BUCKET_MS, Detail, HOUR_MS, NAME_LABEL, Options, Store, selector};
 
+/// The store's async reads, answered from any context (a test's sync
+/// code or its runtime) on a thread of their own.
+pub(crate) trait Now {
+    fn select_now(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        detail: Detail,
+    ) -> Result<Option<Profile>, crate::Error>;
+    fn select_head_now(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        detail: Detail,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Option<Profile>, crate::Error>;
+}
+
+pub(crate) fn on_own_thread<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+impl Now for Arc<Store> {
+    fn select_now(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        detail: Detail,
+    ) -> Result<Option<Profile>, crate::Error> {
+        on_own_thread(self.select(tenant, q, from_ms, until_ms, detail))
+    }
+
+    fn select_head_now(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        detail: Detail,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Option<Profile>, crate::Error> {
+        on_own_thread(self.select_head(tenant, q, from_ms, until_ms, detail, known))
+    }
+}
+
 /// A store in a temporary directory (kept alive by the first element)
 /// and a runtime to ingest with.
-fn fresh() -> (tempfile::TempDir, Store, tokio::runtime::Runtime) {
+fn fresh() -> (tempfile::TempDir, Arc<Store>, tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,18 +124,18 @@ fn service_rollup_answers_like_the_series_it_merges() {
     drop(head);
     for (from, until) in [(0, 3 * BUCKET_MS), (BUCKET_MS, 2 * BUCKET_MS)] {
         let a = store
-            .select("", &rolled, from, until, Detail::Labels)
+            .select_now("", &rolled, from, until, Detail::Labels)
             .unwrap()
             .unwrap();
         let b = store
-            .select("", &per_series, from, until, Detail::Labels)
+            .select_now("", &per_series, from, until, Detail::Labels)
             .unwrap()
             .unwrap();
         let top = |p: &Profile| kiln_profile::top(p, 0).unwrap().rows;
         assert_eq!(top(&a), top(&b), "{from}..{until}");
     }
     let all = store
-        .select("", &rolled, 0, 3 * BUCKET_MS, Detail::Labels)
+        .select_now("", &rolled, 0, 3 * BUCKET_MS, Detail::Labels)
         .unwrap()
         .unwrap();
     assert_eq!(all.total(0), 3 * (10 + 11 + 12) + 3 * (1 + 2 + 3));
@@ -98,7 +162,7 @@ fn whole_hours_read_merged_and_late_data_invalidates_them() {
     let sum = |a: i64, b: i64| (a..b).map(|m| m + 1).sum::<i64>();
     let total = |from: i64, until: i64| {
         store
-            .select("", &q, from * BUCKET_MS, until * BUCKET_MS, Detail::Labels)
+            .select_now("", &q, from * BUCKET_MS, until * BUCKET_MS, Detail::Labels)
             .unwrap()
             .map_or(0, |p| p.total(0))
     };
@@ -163,7 +227,7 @@ fn hours_that_are_over_are_summed_ahead_of_queries() {
     assert_eq!(store.stats().hours_summed, 2);
     let total = || {
         store
-            .select("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
+            .select_now("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
             .unwrap()
             .map_or(0, |p| p.total(0))
     };
@@ -190,28 +254,45 @@ fn hours_that_are_over_are_summed_ahead_of_queries() {
     assert!(store.sum_an_hour());
     assert_eq!(hours(), [0, HOUR_MS]);
     assert_eq!(total(), (1..=120).sum::<i64>() + 1100);
-    // Blocks too: read back after a restart, nothing is summed until
-    // the upkeep sums it.
+    // Blocks carry the hour sums: after a restart nothing of the block is
+    // in memory but its index; a query of whole hours loads the symbols
+    // and the sums (no rows), and nothing is summed again.
     rt.block_on(store.flush()).unwrap();
     drop(store);
     let store = rt.block_on(Store::open(dir.path(), opts())).unwrap();
     let blocks: Vec<Arc<Block>> = store.blocks.read().unwrap().values().cloned().collect();
     assert_eq!(blocks.len(), 1);
+    assert!(blocks[0].meta.files.contains_key(crate::block::ROLLUPS));
+    assert_eq!(blocks[0].level(), Level::Index);
     let block_hours = || blocks[0].part.read().unwrap().rollup_hours(&q);
     assert!(block_hours().is_empty());
-    while store.sum_an_hour() {}
-    assert_eq!(block_hours(), [0, HOUR_MS]);
     let p = store
-        .select("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
+        .select_now("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
+        .unwrap();
+    assert_eq!(p.unwrap().total(0), (1..=120).sum::<i64>() + 1100);
+    assert_eq!(blocks[0].level(), Level::Hours);
+    assert_eq!(blocks[0].part.read().unwrap().rows(), 0, "no rows read");
+    assert_eq!(block_hours(), [0, HOUR_MS]);
+    assert!(!store.sum_an_hour(), "nothing left to sum");
+    assert_eq!(store.stats().hours_summed, 0);
+    // Half an hour at each edge: the rows are read, and agree.
+    let p = store
+        .select_now("", &q, 30 * BUCKET_MS, 90 * BUCKET_MS, Detail::Stacks)
+        .unwrap();
+    assert_eq!(p.unwrap().total(0), (31..=90).sum::<i64>());
+    assert_eq!(blocks[0].level(), Level::Full);
+    assert_eq!(block_hours(), [0, HOUR_MS], "sums kept beside the rows");
+    let p = store
+        .select_now("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
         .unwrap();
     assert_eq!(p.unwrap().total(0), (1..=120).sum::<i64>() + 1100);
 }
 
 /// A profile as a comparable map: (frames root first, sample labels)
 /// → values; independent of table order.
-type Canon = BTreeMap<(Vec<String>, Vec<(String, String)>), Vec<i64>>;
+pub(crate) type Canon = BTreeMap<(Vec<String>, Vec<(String, String)>), Vec<i64>>;
 
-fn canon(p: &Profile) -> Canon {
+pub(crate) fn canon(p: &Profile) -> Canon {
     let mut out = BTreeMap::new();
     let n = p.sample_types.len();
     for (i, s) in p.samples.iter().enumerate() {
@@ -248,13 +329,13 @@ fn unlabelled(c: &Canon) -> Canon {
 
 /// Asserts that `q` answers per stack what it answers per label set,
 /// labels dropped.
-fn stacks_agree(store: &Store, q: &selector::Query) {
+fn stacks_agree(store: &Arc<Store>, q: &selector::Query) {
     let full = store
-        .select("", q, 0, 3_600_000, Detail::Labels)
+        .select_now("", q, 0, 3_600_000, Detail::Labels)
         .unwrap()
         .unwrap();
     let stacks = store
-        .select("", q, 0, 3_600_000, Detail::Stacks)
+        .select_now("", q, 0, 3_600_000, Detail::Stacks)
         .unwrap()
         .unwrap();
     assert_eq!(canon(&stacks), unlabelled(&canon(&full)), "{q}");
@@ -264,7 +345,7 @@ fn stacks_agree(store: &Store, q: &selector::Query) {
     );
 }
 
-fn labels(svc: &str, inst: &str) -> Vec<(String, String)> {
+pub(crate) fn labels(svc: &str, inst: &str) -> Vec<(String, String)> {
     vec![
         (NAME_LABEL.to_string(), "process_cpu".to_string()),
         ("service_name".to_string(), svc.to_string()),
@@ -273,7 +354,7 @@ fn labels(svc: &str, inst: &str) -> Vec<(String, String)> {
 }
 
 /// A two-type profile with thread labels, different per `seed`.
-fn profile(seed: i64) -> Profile {
+pub(crate) fn profile(seed: i64) -> Profile {
     let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
     p.period_type = Some(p.value_type("cpu", "nanoseconds"));
     p.period = 10_000_000;
@@ -333,11 +414,11 @@ fn blocks_answer_like_the_head_and_restart_replays_only_the_tail() {
             .await
             .unwrap();
         let before = store
-            .select("", &q, 0, 3_600_000, Detail::Labels)
+            .select_now("", &q, 0, 3_600_000, Detail::Labels)
             .unwrap()
             .unwrap();
         let before_b = store
-            .select("", &by_inst, 0, 3_600_000, Detail::Labels)
+            .select_now("", &by_inst, 0, 3_600_000, Detail::Labels)
             .unwrap()
             .unwrap();
         stacks_agree(&store, &q);
@@ -347,12 +428,12 @@ fn blocks_answer_like_the_head_and_restart_replays_only_the_tail() {
         assert_eq!((st.blocks, st.head_rows, st.flushes), (2, 0, 1));
         assert_eq!(st.wal_bytes, 0, "the log the blocks hold is gone");
         let after = store
-            .select("", &q, 0, 3_600_000, Detail::Labels)
+            .select_now("", &q, 0, 3_600_000, Detail::Labels)
             .unwrap()
             .unwrap();
         assert_eq!(canon(&after), canon(&before));
         let after_b = store
-            .select("", &by_inst, 0, 3_600_000, Detail::Labels)
+            .select_now("", &by_inst, 0, 3_600_000, Detail::Labels)
             .unwrap()
             .unwrap();
         assert_eq!(canon(&after_b), canon(&before_b));
@@ -366,7 +447,7 @@ fn blocks_answer_like_the_head_and_restart_replays_only_the_tail() {
         );
         // Tenants stay apart in blocks too.
         let t2 = store
-            .select("t2", &q, 0, 3_600_000, Detail::Labels)
+            .select_now("t2", &q, 0, 3_600_000, Detail::Labels)
             .unwrap()
             .unwrap();
         assert_eq!(t2.total(0), 99 + 100);
@@ -387,7 +468,7 @@ fn blocks_answer_like_the_head_and_restart_replays_only_the_tail() {
         "blocks loaded, one record replayed"
     );
     let now = store
-        .select("", &q, 0, 3_600_000, Detail::Labels)
+        .select_now("", &q, 0, 3_600_000, Detail::Labels)
         .unwrap()
         .unwrap();
     let mut want = canon(&before);
@@ -402,7 +483,7 @@ fn blocks_answer_like_the_head_and_restart_replays_only_the_tail() {
     let cpu = selector::parse(r#"process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="svc"}"#)
         .unwrap();
     let p = store
-        .select("", &cpu, 0, 3_600_000, Detail::Labels)
+        .select_now("", &cpu, 0, 3_600_000, Detail::Labels)
         .unwrap()
         .unwrap();
     assert_eq!(p.sample_types.len(), 1);
@@ -444,7 +525,7 @@ fn a_cut_that_did_not_finish_is_replayed_once() {
         .unwrap();
     assert_eq!(store.stats().blocks, 0, "the unfinished block is removed");
     let p = store
-        .select("", &q, 0, 60_000, Detail::Labels)
+        .select_now("", &q, 0, 60_000, Detail::Labels)
         .unwrap()
         .unwrap();
     assert_eq!(p.total(0), (0..10).map(|i| 2 * i + 1).sum::<i64>());
@@ -477,8 +558,8 @@ fn compaction_merges_an_hour_and_retention_deletes_old_blocks() {
             }
             store.flush().await.unwrap();
         }
-        let total = |s: &Store| {
-            s.select("", &q, old, old + HOUR_MS, Detail::Labels)
+        let total = |s: &Arc<Store>| {
+            s.select_now("", &q, old, old + HOUR_MS, Detail::Labels)
                 .unwrap()
                 .unwrap()
                 .total(0)
@@ -502,13 +583,13 @@ fn compaction_merges_an_hour_and_retention_deletes_old_blocks() {
         );
         assert!(
             store
-                .select("", &q, old, old + HOUR_MS, Detail::Labels)
+                .select_now("", &q, old, old + HOUR_MS, Detail::Labels)
                 .unwrap()
                 .is_none()
         );
         assert!(
             store
-                .select("keep", &q, old, old + HOUR_MS, Detail::Labels)
+                .select_now("keep", &q, old, old + HOUR_MS, Detail::Labels)
                 .unwrap()
                 .is_some()
         );
@@ -548,11 +629,11 @@ fn two_servers_on_one_bucket_answer_alike() {
         let a = Store::open(da.path(), opts("a")).await.unwrap();
         let b = Store::open(db.path(), opts("b")).await.unwrap();
         // What a server answers: its own view plus each peer's head.
-        let answer = |me: &Store, peer: &Store| {
+        let answer = |me: &Arc<Store>, peer: &Arc<Store>| {
             let mut m = Merger::new();
             for p in [
-                me.select("", &q, 0, HOUR_MS, Detail::Labels).unwrap(),
-                peer.select_head("", &q, 0, HOUR_MS, Detail::Labels, &me.peer_blocks())
+                me.select_now("", &q, 0, HOUR_MS, Detail::Labels).unwrap(),
+                peer.select_head_now("", &q, 0, HOUR_MS, Detail::Labels, &me.peer_blocks())
                     .unwrap(),
             ]
             .into_iter()
