@@ -297,7 +297,11 @@ impl Size {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            u => return Err(format!("{text:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
+            u => {
+                return Err(format!(
+                    "{text:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+                ));
+            }
         };
         n.checked_mul(scale)
             .ok_or_else(|| format!("{text:?}: too large"))

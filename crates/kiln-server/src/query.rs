@@ -226,7 +226,10 @@ pub async fn render_diff(
         load(&st, &tenant, &l, Detail::Stacks).await?,
         load(&st, &tenant, &r, Detail::Stacks).await?,
     );
-    let (llines, rlines) = (totals(&st, &tenant, &l).await?, totals(&st, &tenant, &r).await?);
+    let (llines, rlines) = (
+        totals(&st, &tenant, &l).await?,
+        totals(&st, &tenant, &r).await?,
+    );
     let body = cpu(move || {
         let (lt, rt) = (tree(ll)?, tree(rl)?);
         let unit = if lt.unit.is_empty() {

@@ -45,7 +45,13 @@ pub(crate) enum Need {
 
 /// The level block `b` must be at for `q` over `[from_ms, until_ms)`, or
 /// `None` if it holds no series `q` selects.
-fn level_for(b: &Block, q: &selector::Query, from_ms: i64, until_ms: i64, need: Need) -> Option<Level> {
+fn level_for(
+    b: &Block,
+    q: &selector::Query,
+    from_ms: i64,
+    until_ms: i64,
+    need: Need,
+) -> Option<Level> {
     if read(&b.part).matching(q).is_empty() {
         return None;
     }
@@ -119,8 +125,10 @@ impl Store {
         }
         let pins = Pins(want.to_vec());
         let loads = want.iter().cloned().map(|(b, level)| async move {
-            b.used
-                .store(self.clock.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+            b.used.store(
+                self.clock.fetch_add(1, Ordering::Relaxed) + 1,
+                Ordering::Relaxed,
+            );
             // Under the block's lock: a drop checks the pins under it too.
             let _one = b.loading.lock().await;
             if b.level() >= level {

@@ -4,8 +4,8 @@
 //! peers') that queries read.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};

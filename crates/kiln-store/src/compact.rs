@@ -1,12 +1,12 @@
 //! Compaction: the blocks of one finished hour merged into one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::catalog::delete_block;
 use crate::block::Level;
+use crate::catalog::delete_block;
 use crate::part::Part;
 use crate::store::{Block, now_ms, read, write};
 use crate::{Error, HOUR_MS, Store, block};

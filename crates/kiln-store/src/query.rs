@@ -210,7 +210,10 @@ impl Store {
         if let Some(p) = read(&self.head).get(tenant) {
             f(p);
         }
-        for b in read(&self.frozen).iter().filter(|b| b.meta.tenant == tenant) {
+        for b in read(&self.frozen)
+            .iter()
+            .filter(|b| b.meta.tenant == tenant)
+        {
             f(&read(&b.part));
         }
         let blocks: Vec<Arc<Block>> = read(&self.blocks)

@@ -48,7 +48,11 @@ impl Block {
         level: Level,
         flushed_at: Option<Instant>,
     ) -> Block {
-        let bytes = if level > Level::Index { part.bytes() } else { 0 };
+        let bytes = if level > Level::Index {
+            part.bytes()
+        } else {
+            0
+        };
         Block {
             meta,
             part: RwLock::new(part),

@@ -221,4 +221,3 @@ pub async fn read_meta(store: &dyn ObjectStore, at: &ObjPath) -> Result<Meta, Er
     }
     Ok(meta)
 }
-

@@ -65,17 +65,21 @@ impl Level {
 }
 
 /// Reads block `meta` back to `level`: a sealed part.
-pub(crate) async fn read(store: &dyn ObjectStore, meta: &Meta, level: Level) -> Result<Part, Error> {
+pub(crate) async fn read(
+    store: &dyn ObjectStore,
+    meta: &Meta,
+    level: Level,
+) -> Result<Part, Error> {
     let names = level.files(meta);
     let got = futures::future::join_all(names.iter().map(|&n| async move {
         let p = path(&meta.tenant, &meta.id, n);
         let bytes = store
             .get(&p)
             .await
-            .map_err(|e| err(&p.to_string(), e))?
+            .map_err(|e| err(p.as_ref(), e))?
             .bytes()
             .await
-            .map_err(|e| err(&p.to_string(), e))?;
+            .map_err(|e| err(p.as_ref(), e))?;
         Ok::<_, Error>((n, bytes))
     }))
     .await;
@@ -436,7 +440,10 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
                 return Err(err(id, "an hour sum names a kind out of range"));
             }
             if stack.value(i) >= stacks || labels.value(i) >= sets {
-                return Err(err(id, "an hour sum names a stack or label set out of range"));
+                return Err(err(
+                    id,
+                    "an hour sum names a stack or label set out of range",
+                ));
             }
             let v = &vv.values()[off[i] as usize..off[i + 1] as usize];
             let width = part.headers[k].sample_types.len();

@@ -264,4 +264,3 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
 
     Ok((files, part.headers.iter().map(kind_of).collect()))
 }
-

@@ -351,7 +351,13 @@ impl Part {
     /// Puts an hour's sum read back from a block into the rollup `key`.
     pub fn put_hour_rows(&mut self, key: (String, String), at: At, mut rows: Rows) {
         rows.pack();
-        let groups = self.rollups.entry(key).or_default().hours.entry(at.minute).or_default();
+        let groups = self
+            .rollups
+            .entry(key)
+            .or_default()
+            .hours
+            .entry(at.minute)
+            .or_default();
         let g = buckets::group_of(groups, at.header, rows.width);
         g.rows.extend(&rows);
         g.rows.pack();

@@ -34,7 +34,9 @@ fn six_hours(dir: &std::path::Path, opts: Options) -> (Arc<Store>, super::Canon,
         });
         let (from, until) = (hour * HOUR_MS, (hour + 1) * HOUR_MS);
         let add = |into: &mut super::Canon, q: &selector::Query| {
-            let p = store.select_now("", q, from, until, Detail::Labels).unwrap();
+            let p = store
+                .select_now("", q, from, until, Detail::Labels)
+                .unwrap();
             for (k, v) in canon(&p.unwrap()) {
                 let e = into.entry(k).or_insert_with(|| vec![0; v.len()]);
                 for (o, x) in e.iter_mut().zip(&v) {
@@ -66,7 +68,10 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
         .map(|b| b.bytes.load(std::sync::atomic::Ordering::Relaxed))
         .max()
         .unwrap();
-    assert!(one * 2 > cap as u64, "a block ({one} B) is over half the cache");
+    assert!(
+        one * 2 > cap as u64,
+        "a block ({one} B) is over half the cache"
+    );
     assert!(store.stats().cache_bytes <= cap as u64, "after the cuts");
     assert!(store.stats().cache_drops >= 4, "{:?}", store.stats());
 
@@ -104,7 +109,10 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
     assert_eq!(store.label_values("", "instance", None), ["a", "b"]);
     assert_eq!(
         store.profile_types(""),
-        ["process_cpu:cpu:nanoseconds:cpu:nanoseconds", "process_cpu:samples:count:cpu:nanoseconds"]
+        [
+            "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+            "process_cpu:samples:count:cpu:nanoseconds"
+        ]
     );
     let other = selector::parse(r#"process_cpu{service_name="nothing-here"}"#).unwrap();
     assert!(
@@ -119,7 +127,11 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
     // The timeline reads rows too.
     let lines = on_own_thread(store.series_totals("", &svc, 0, 6 * HOUR_MS, None)).unwrap();
     let total: i64 = lines[""].values().sum();
-    assert_eq!(total, want_svc.values().map(|v| v[1]).sum::<i64>(), "cpu, the default type");
+    assert_eq!(
+        total,
+        want_svc.values().map(|v| v[1]).sum::<i64>(),
+        "cpu, the default type"
+    );
 }
 
 #[test]

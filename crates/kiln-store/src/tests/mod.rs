@@ -12,8 +12,8 @@ use std::time::Duration;
 use kiln_profile::{Merger, Profile};
 use object_store::ObjectStore;
 
-use crate::record::{decode_record, encode_record};
 use crate::block::Level;
+use crate::record::{decode_record, encode_record};
 use crate::store::{Block, now_ms};
 use crate::{BUCKET_MS, Detail, HOUR_MS, NAME_LABEL, Options, Store, selector};
 

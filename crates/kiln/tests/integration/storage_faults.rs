@@ -4,7 +4,9 @@
 //! acknowledging until the heads waiting for storage fill their bound,
 //! then answers 503 with `Retry-After` and its memory stays flat; when
 //! storage is back the uploads resume by themselves and pushes are taken
-//! again; `kill -9` while storage is down loses nothing acknowledged.
+//! again; `kill -9` while storage is down loses nothing acknowledged. A
+//! server started while storage is down takes pushes at once and answers
+//! queries once it has listed the blocks.
 
 use std::time::{Duration, Instant};
 
@@ -193,4 +195,81 @@ fn storage_down_bounds_memory_refuses_with_503_and_loses_nothing() {
     let _s3 = S3::start(&rt, root.path(), &addr);
     let (_server, url) = run();
     assert_eq!(total(&url), acked, "acknowledged samples lost");
+}
+
+/// A server started while object storage is down listens and takes pushes
+/// at once; a query says it lacks the history (503, never a partial
+/// answer); once storage is back the blocks are listed by themselves and
+/// every profile, old and new, is answered.
+#[test]
+fn a_server_started_with_storage_down_takes_pushes_and_answers_once_it_is_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&rt, root.path(), "127.0.0.1:0");
+    let (addr, endpoint) = (s3.addr().to_string(), s3.url.clone());
+    let env = s3_env(&endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let storage = format!("s3://{BUCKET}/kiln");
+    let run = || {
+        start_with(
+            data.path(),
+            &format!("127.0.0.1:{port}"),
+            &["--storage", &storage],
+            &env,
+        )
+    };
+    let (mut server, url) = run();
+    for n in 0..5 {
+        assert_eq!(push(&url, n).0, 200);
+    }
+    let r = client()
+        .post(format!("{url}/api/v1/admin/flush"))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    assert!(!blocks_in(root.path()).is_empty());
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    drop(server);
+
+    s3.stop(&rt);
+    let t0 = Instant::now();
+    let (_server, url) = run();
+    let listening = t0.elapsed();
+    assert_eq!(push(&url, 5).0, 200, "a push while the blocks are unlisted");
+    let acked = t0.elapsed();
+    assert!(
+        acked < Duration::from_secs(5),
+        "first push acknowledged {acked:?} after start"
+    );
+    let r = client()
+        .get(format!("{url}/api/v1/top"))
+        .query(&[
+            ("query", r#"process_cpu{service_name="shop"}"#),
+            ("from", "now-1h"),
+            ("until", "now"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503, "{}", r.text().unwrap());
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(metric(&url, "kiln_server_blocks_listed"), 0);
+
+    let _s3 = S3::start(&rt, root.path(), &addr);
+    let back = Instant::now();
+    while metric(&url, "kiln_server_blocks_listed") == 0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(90),
+            "blocks not listed 90 s after storage came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "FAULTS start with storage down: listening after {listening:?}, first push acknowledged \
+         after {acked:?}; blocks listed {:.1} s after storage came back",
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(total(&url), 6 * UNITS, "old and new profiles");
 }
