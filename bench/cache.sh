@@ -49,8 +49,8 @@ run() { # $1: cache size
   svc1=$(render '{service_name="bench"}' 0)
   svc2=$(render '{service_name="bench"}' 60000)
   rss_svc=$(rss_mb)
-  inst1=$(render '{service_name="bench",instance="7"}' 0)
-  inst2=$(render '{service_name="bench",instance="7"}' 60000)
+  inst1=$(render '{service_name="bench",instance="007"}' 0)
+  inst2=$(render '{service_name="bench",instance="007"}' 60000)
   rss_inst=$(rss_mb)
   cached=$(metric kiln_server_cache_bytes)
   echo "cache=$1 listen_s=$listen first_push_acked_s=$acked blocks_listed_s=$listed rss_ready_mb=$rss_ready" \
@@ -59,7 +59,7 @@ run() { # $1: cache size
     "blocks=$(metric kiln_server_blocks) loads=$(metric kiln_server_cache_loads) drops=$(metric kiln_server_cache_drops)"
   kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 }
-cargo build --release -q -p kiln
+[ -x "$kiln" ] || cargo build --release -q -p kiln
 echo "data=$data ($(du -sh "$data/blocks" | cut -f1) of blocks) input=$(du -sh "$(dirname "$data")/in-${data##*data-}" 2>/dev/null | cut -f1)"
 run "$CACHE"
 run 64GiB

@@ -80,22 +80,6 @@ rss_blocks=$(rss_kb)
 first_q=$(curl -s -o /dev/null -w '%{time_total}' -G "$URL/pyroscope/render" \
   --data-urlencode 'query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="bench"}' \
   --data-urlencode from=0 --data-urlencode until=now --data-urlencode maxNodes=8192)
-# Once more, now letting the upkeep sum the blocks' whole hours first (as
-# a server does after any start): how long that takes, and the first query
-# after it.
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true
-start
-t0=$(date +%s.%N); last=-1
-for _ in $(seq 600); do
-  n=$(metric kiln_server_hours_summed)
-  [ "${n:-0}" -gt 0 ] && [ "$n" = "$last" ] && break
-  last=$n; sleep 2
-done
-sums_s=$(echo "$(date +%s.%N) - $t0 - 2" | bc)
-summed_q=$(curl -s -o /dev/null -w '%{time_total}' -G "$URL/pyroscope/render" \
-  --data-urlencode 'query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="bench"}' \
-  --data-urlencode from=0 --data-urlencode until=now --data-urlencode maxNodes=8192)
-echo "hours summed by the upkeep after a restart: $last in ${sums_s} s; then the first query: ${summed_q} s" > "$out/sums.txt"
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
 gzbytes=$(du -sb --exclude=.done "$dir" | cut -f1)
@@ -113,7 +97,6 @@ print(f"input_gz_bytes={gz} gz_per_sample={gz / ingested:.1f} wal_per_sample={wa
 print(f"rss_growth_mb={(rss1 - rss0) / 1024:.1f} head_samples={head} bytes_per_head_sample={(rss1 - rss0) * 1024 / max(head, 1):.1f} head_bytes_metric_per_sample={head_bytes / max(head, 1):.1f}")
 print(f"restart_replaying_log_s={restart_wal:.2f} restart_from_blocks_s={restart_blocks:.2f} rss_after_restart_mb={rss_blocks / 1024:.0f}")
 PY
-cat "$out/sums.txt" >> "$out/kiln.txt"
 cat "$out/kiln.txt"
 if [ "$GO" = 1 ]; then
   command -v go >/dev/null || { echo "needs go (Debian's golang-go)"; exit 1; }

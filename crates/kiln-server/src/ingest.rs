@@ -19,7 +19,7 @@ use crate::{ApiError, AppState, tenant};
 /// One profile of a series, checked and ready to store; `raw` is the
 /// pprof it was decoded from, when it was pprof, so the log keeps it as
 /// received.
-struct Checked {
+pub(crate) struct Checked {
     labels: Vec<(String, String)>,
     time_ms: i64,
     p: Profile,
@@ -29,7 +29,7 @@ struct Checked {
 /// Runs decoding and checking (CPU work: inflating, parsing, splitting)
 /// on a blocking thread, so that the async threads stay free for small
 /// requests while a large push is decoded.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -43,7 +43,11 @@ async fn blocking<T: Send + 'static>(
 /// Stores a request's profiles once every one of them passed [`check`]:
 /// a request refused for any of its parts stores none of them, so the
 /// client's retry of a corrected request duplicates nothing.
-async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked>) -> Result<(), ApiError> {
+pub(crate) async fn store_all(
+    st: &AppState,
+    tenant: &str,
+    items: Vec<Checked>,
+) -> Result<(), ApiError> {
     // One admission for the whole push: refused whole, or stored whole.
     st.store.admit()?;
     for c in items {
@@ -64,7 +68,7 @@ async fn store_all(st: &AppState, tenant: &str, items: Vec<Checked>) -> Result<(
 
 /// Checks one profile of a series against the limits and completes its
 /// labels; nothing is stored.
-fn check(
+pub(crate) fn check(
     st: &AppState,
     mut labels: Vec<(String, String)>,
     p: Profile,
@@ -128,7 +132,7 @@ fn decode(st: &AppState, bytes: &[u8], what: &str) -> Result<Profile, ApiError> 
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -171,23 +175,26 @@ async fn push_inner(st: &AppState, headers: &HeaderMap, body: Bytes) -> Result<R
     })
 }
 
+/// A request body, gunzipped (when it says so or starts like gzip) within
+/// the decompression limit.
+pub(crate) fn inflate(st: &AppState, body: Bytes, gz: bool) -> Result<Bytes, ApiError> {
+    if !(gz || kiln_profile::compress::is_gzip(&body)) {
+        return Ok(body);
+    }
+    kiln_profile::compress::gunzip(&body, st.config.limits.max_decompressed)
+        .map(Bytes::from)
+        .map_err(|e| match e {
+            kiln_profile::Error::TooLarge { limit } => {
+                ApiError::too_large(format!("request body decompresses past {limit} bytes"))
+            }
+            e => ApiError::bad(format!("request body: {e}")),
+        })
+}
+
 /// A push request's body, inflated, parsed, and every profile in it
 /// decoded and checked (on a blocking thread: see [`blocking`]).
 fn parse_push(st: &AppState, body: Bytes, gz: bool, json: bool) -> Result<Vec<Checked>, ApiError> {
-    let body = if gz || kiln_profile::compress::is_gzip(&body) {
-        Bytes::from(
-            kiln_profile::compress::gunzip(&body, st.config.limits.max_decompressed).map_err(
-                |e| match e {
-                    kiln_profile::Error::TooLarge { limit } => {
-                        ApiError::too_large(format!("request body decompresses past {limit} bytes"))
-                    }
-                    e => ApiError::bad(format!("request body: {e}")),
-                },
-            )?,
-        )
-    } else {
-        body
-    };
+    let body = inflate(st, body, gz)?;
     let req = if json {
         from_json(&body)?
     } else {

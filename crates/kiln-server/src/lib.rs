@@ -25,6 +25,7 @@ mod error;
 mod flamebearer;
 mod ingest;
 mod metrics;
+mod otlp;
 mod query;
 mod storage;
 pub mod time;
@@ -176,6 +177,7 @@ impl App {
         let router = Router::new()
             .route(kiln_profile::push::PUSH_PATH, post(ingest::push))
             .route("/ingest", post(ingest::ingest))
+            .route(otlp::OTLP_PATH, post(otlp::export))
             .route("/pyroscope/render", get(query::render))
             .route("/pyroscope/render-diff", get(query::render_diff))
             .route(
@@ -289,6 +291,7 @@ pub mod testing {
     pub const ROUTES: &[(&str, &str)] = &[
         ("POST", kiln_profile::push::PUSH_PATH),
         ("POST", "/ingest"),
+        ("POST", crate::otlp::OTLP_PATH),
         ("GET", "/pyroscope/render"),
         ("GET", "/pyroscope/render-diff"),
         ("GET", "/pyroscope/label-values"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::block::{Level, ROLLUPS};
+use crate::block::{Level, ROLLUPS, TOTALS};
 use crate::part::{Part, whole_hours};
 use crate::store::{Block, read, write};
 use crate::{BUCKET_MS, Error, Store, selector};
@@ -39,7 +39,8 @@ impl Drop for Pins {
 pub(crate) enum Need {
     /// A merge (flame graph, table, pprof): hour sums do when they cover it.
     Merge,
-    /// Per-minute totals (a timeline): every row.
+    /// Per-minute totals (a timeline): the minute totals, or every row
+    /// of a block written before it had them.
     Totals,
 }
 
@@ -54,6 +55,9 @@ fn level_for(
 ) -> Option<Level> {
     if read(&b.part).matching(q).is_empty() {
         return None;
+    }
+    if need == Need::Totals && b.meta.files.contains_key(TOTALS) {
+        return Some(Level::Hours);
     }
     if need == Need::Merge
         && b.meta.files.contains_key(ROLLUPS)

@@ -141,10 +141,15 @@ impl Store {
     }
 
     pub(crate) fn head_into(&self, tenant: &str, at: &Read, m: &mut Merger) -> Result<(), Error> {
-        // Fold what the range's buckets still hold unfolded, once, so this
-        // and later queries read one sorted run per bucket.
+        // Fold what the range's buckets still hold unfolded (the open
+        // minute's tail: rows are folded as they come, and a minute left
+        // behind is packed), so this and later queries read one sorted run
+        // per bucket. Whole hours are not summed here, under the lock
+        // ingest takes: that is seconds for a busy hour; the upkeep sums
+        // them off the lock ([`Store::sum_an_hour`]) and until then the
+        // hour's minutes are read.
         if let Some(p) = write(&self.head).get_mut(tenant) {
-            p.prepare(at.q, at.from_ms, at.until_ms);
+            p.prepare(at.q, at.from_ms, at.until_ms, false);
         }
         if let Some(p) = read(&self.head).get(tenant) {
             p.read_into(at, m)?;
@@ -285,6 +290,8 @@ impl Store {
 
 /// Adds what `q` selects of one stored part to `m`.
 pub(crate) fn read_part(part: &RwLock<Part>, at: &Read, m: &mut Merger) -> Result<(), Error> {
-    write(part).prepare(at.q, at.from_ms, at.until_ms);
+    // A stored part takes no ingest: its hours are summed here if the
+    // upkeep has not yet (blocks written before they carried their sums).
+    write(part).prepare(at.q, at.from_ms, at.until_ms, true);
     read(part).read_into(at, m)
 }

@@ -4,6 +4,7 @@
 
 mod compat;
 mod hostile;
+mod otlp;
 mod prompt;
 mod tenants;
 

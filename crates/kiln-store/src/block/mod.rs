@@ -28,6 +28,10 @@ pub(crate) use write::encode;
 /// blocks written before it).
 pub(crate) const ROLLUPS: &str = "rollups.parquet";
 
+/// The file of a block holding each series' totals per minute and kind
+/// (absent from blocks written before it).
+pub(crate) const TOTALS: &str = "totals.parquet";
+
 /// The block format version `meta.json` carries; readers refuse others.
 pub const VERSION: u32 = 1;
 

@@ -1,8 +1,9 @@
 //! Reading a block back: the files a [`Level`] needs fetched from
 //! storage (all at once), then decoded into a sealed part on a blocking
-//! thread. `Index` is what plans a query (series and their labels, kinds,
-//! minute totals are not kept); `Hours` adds the symbol tables and the
-//! services' hour sums (`rollups.parquet`); `Full` adds every row.
+//! thread. `Index` is what plans a query (series, their labels and
+//! kinds); `Hours` adds the symbol tables, the services' hour sums
+//! (`rollups.parquet`) and the series' minute totals (`totals.parquet`);
+//! `Full` adds every row.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,16 +18,17 @@ use kiln_profile::{
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{Meta, ROLLUPS, err, header_of, path};
+use super::{Meta, ROLLUPS, TOTALS, err, header_of, path};
 use crate::Error;
-use crate::part::{At, Dict, Part, Rows};
+use crate::part::{At, Dict, MinuteTotal, Part, Rows};
 
 /// How much of a block is in memory. Ordered: each holds the one before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
     /// Series labels, the label index and kinds: what plans a query.
     Index = 0,
-    /// Also the symbol tables and the hour sums of each service.
+    /// Also the symbol tables, the hour sums of each service and each
+    /// series' minute totals.
     Hours = 1,
     /// Also every row.
     Full = 2,
@@ -53,8 +55,10 @@ impl Level {
         let mut out = vec!["series.parquet"];
         if self >= Level::Hours {
             out.extend(DICT);
-            if meta.files.contains_key(ROLLUPS) {
-                out.push(ROLLUPS);
+            for f in [ROLLUPS, TOTALS] {
+                if meta.files.contains_key(f) {
+                    out.push(f);
+                }
             }
         }
         if self == Level::Full {
@@ -409,6 +413,37 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
     }
     if let Some((rs, ra, rows)) = run.take() {
         part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
+    }
+    for b in batches(meta, files, TOTALS)? {
+        for n in ["series", "kind"] {
+            check(id, &b, n, &D::UInt32)?;
+        }
+        check(id, &b, "minute_ms", &D::Int64)?;
+        check(id, &b, "totals", &list(D::Int64))?;
+        let series = typed!(id, &b, "series", as_primitive::<UInt32Type>);
+        let minute = typed!(id, &b, "minute_ms", as_primitive::<Int64Type>);
+        let kind = typed!(id, &b, "kind", as_primitive::<UInt32Type>);
+        let totals = typed!(id, &b, "totals", as_list::<i32>);
+        let tv = totals.values().as_primitive::<Int64Type>();
+        let off = totals.value_offsets();
+        for i in 0..b.num_rows() {
+            let (s, k) = (series.value(i) as usize, kind.value(i) as usize);
+            if s >= part.series.len() || k >= part.headers.len() {
+                return Err(err(
+                    id,
+                    "a minute total names a series or kind out of range",
+                ));
+            }
+            let v = &tv.values()[off[i] as usize..off[i + 1] as usize];
+            if v.len() != part.headers[k].sample_types.len() {
+                return Err(err(id, "a minute total's values do not match its kind"));
+            }
+            part.series[s].totals.push(MinuteTotal {
+                minute: minute.value(i),
+                header: k as u32,
+                values: v.into(),
+            });
+        }
     }
     // After the rows: a row put into an hour drops that hour's sum.
     for b in batches(meta, files, ROLLUPS)? {

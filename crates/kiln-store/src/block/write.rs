@@ -1,5 +1,5 @@
-//! Encoding a part as a block's Parquet files: series, rows, hour sums
-//! and the symbol tables.
+//! Encoding a part as a block's Parquet files: series, rows, minute
+//! totals, hour sums and the symbol tables.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use arrow_array::builder::{
 };
 use kiln_profile::StringId;
 
-use super::{Files, Kind, ROLLUPS, batch, kind_of, parquet};
+use super::{Files, Kind, ROLLUPS, TOTALS, batch, kind_of, parquet};
 use crate::Error;
 use crate::part::Part;
 
@@ -87,6 +87,36 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
         ],
     )?;
     files.push(("samples.parquet".to_string(), parquet(id, &b)?));
+
+    // minute totals: one row per (series, minute, kind), each sample
+    // type's total: what a timeline reads without the rows.
+    let mut series = UInt32Builder::new();
+    let mut minute = Int64Builder::new();
+    let mut kind = UInt32Builder::new();
+    let mut totals = ListBuilder::new(Int64Builder::new());
+    for (i, se) in part.series.iter().enumerate() {
+        for (&m, groups) in &se.buckets.minutes {
+            for g in groups {
+                series.append_value(i as u32);
+                minute.append_value(m);
+                kind.append_value(g.header);
+                for c in 0..g.rows.width {
+                    totals.values().append_value(g.rows.total(c));
+                }
+                totals.append(true);
+            }
+        }
+    }
+    let b = batch(
+        id,
+        vec![
+            ("series", Arc::new(series.finish()) as ArrayRef),
+            ("minute_ms", Arc::new(minute.finish())),
+            ("kind", Arc::new(kind.finish())),
+            ("totals", Arc::new(totals.finish())),
+        ],
+    )?;
+    files.push((TOTALS.to_string(), parquet(id, &b)?));
 
     // hour sums: one row per (service, hour, kind, stack, label set)
     if part.rollups.values().any(|r| !r.hours.is_empty()) {

@@ -133,13 +133,16 @@ impl Buckets {
         group_of(self.minutes.entry(minute).or_default(), header, width)
     }
 
-    /// Readies `[lo, until)` for reading: folds its minutes and sums each
-    /// whole hour not summed yet.
-    pub(crate) fn prepare(&mut self, lo: i64, until: i64) {
+    /// Readies `[lo, until)` for reading: folds its minutes and, with
+    /// `sum_hours`, sums each whole hour not summed yet.
+    pub(crate) fn prepare(&mut self, lo: i64, until: i64, sum_hours: bool) {
         for (_, groups) in self.minutes.range_mut(lo..until) {
             for g in groups {
                 g.rows.fold();
             }
+        }
+        if !sum_hours {
+            return;
         }
         let (first, end) = whole_hours(lo, until);
         for h in self.hours_held(first, end) {

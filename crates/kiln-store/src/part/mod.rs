@@ -37,6 +37,16 @@ pub(crate) struct Series {
     /// Kinds (header indices) the series held when its rows were dropped
     /// or not read (a block at [`crate::block::Level::Index`]).
     pub kinds: Vec<u32>,
+    /// Totals per minute and kind read back without the rows (a block at
+    /// [`crate::block::Level::Hours`]), sorted by minute.
+    pub totals: Vec<MinuteTotal>,
+}
+
+/// One series' total of each sample type over a minute of one kind.
+pub(crate) struct MinuteTotal {
+    pub minute: i64,
+    pub header: u32,
+    pub values: Box<[i64]>,
 }
 
 impl Series {
@@ -163,6 +173,7 @@ impl Part {
             labels: labels.to_vec(),
             buckets: Buckets::default(),
             kinds: Vec::new(),
+            totals: Vec::new(),
         });
         self.by_labels.insert(labels.to_vec(), id);
         id
@@ -344,7 +355,7 @@ impl Part {
     /// `rollups.parquet` then holds every hour the block holds.
     pub fn sum_all_hours(&mut self) {
         for r in self.rollups.values_mut() {
-            r.prepare(i64::MIN / 2, i64::MAX / 2);
+            r.prepare(i64::MIN / 2, i64::MAX / 2, true);
         }
     }
 
@@ -371,6 +382,7 @@ impl Part {
         for s in &mut self.series {
             s.kinds = s.kinds_held();
             s.buckets = Buckets::default();
+            s.totals = Vec::new();
         }
         self.rollups.clear();
         self.dict = Dict::Fixed(Box::default());
@@ -443,7 +455,7 @@ impl Part {
             + self
                 .series
                 .iter()
-                .map(|s| s.buckets.bytes() + 64)
+                .map(|s| s.buckets.bytes() + 64 + s.totals.len() * 40)
                 .sum::<usize>()
             + self.rollups.values().map(Buckets::bytes).sum::<usize>()
     }

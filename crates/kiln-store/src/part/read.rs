@@ -71,15 +71,20 @@ impl Part {
             .collect()
     }
 
-    /// Readies every bucket a read of `q` over the range touches.
-    pub fn prepare(&mut self, q: &selector::Query, from_ms: i64, until_ms: i64) {
+    /// Readies every bucket a read of `q` over the range touches: folds
+    /// its minutes and, with `sum_hours`, sums the whole hours not summed
+    /// yet (reads are right either way; these make them, and later ones,
+    /// cheaper).
+    pub fn prepare(&mut self, q: &selector::Query, from_ms: i64, until_ms: i64, sum_hours: bool) {
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         if let Some(r) = Part::rollup_key_for(q).and_then(|k| self.rollups.get_mut(&k)) {
-            r.prepare(lo, until_ms);
+            r.prepare(lo, until_ms, sum_hours);
             return;
         }
         for id in self.matching(q) {
-            self.series[id as usize].buckets.prepare(lo, until_ms);
+            self.series[id as usize]
+                .buckets
+                .prepare(lo, until_ms, sum_hours);
         }
     }
 
@@ -236,6 +241,17 @@ impl Part {
                 .and_then(|g| s.labels.iter().find(|(k, _)| k == g))
                 .map_or(String::new(), |(_, v)| v.clone());
             let line = out.entry(key).or_default();
+            if s.buckets.minutes.is_empty() {
+                // Read back without rows: the block's minute totals.
+                let first = s.totals.partition_point(|t| t.minute < lo);
+                for t in s.totals[first..].iter().take_while(|t| t.minute < until_ms) {
+                    if let Some(i) = columns[t.header as usize] {
+                        let v = line.entry(t.minute).or_default();
+                        *v = v.saturating_add(t.values[i]);
+                    }
+                }
+                continue;
+            }
             for (&t, groups) in s.buckets.minutes.range(lo..until_ms) {
                 for g in groups {
                     if let Some(i) = columns[g.header as usize] {

@@ -122,16 +122,17 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
             .is_none()
     );
     assert_eq!(store.stats().cache_loads, 0, "no block holds that service");
-    assert_eq!(all(&store, &svc), want_svc);
-    assert_eq!(all(&store, &by_inst), want_inst);
-    // The timeline reads rows too.
+    // A timeline reads the blocks' minute totals, not their rows.
     let lines = on_own_thread(store.series_totals("", &svc, 0, 6 * HOUR_MS, None)).unwrap();
     let total: i64 = lines[""].values().sum();
-    assert_eq!(
-        total,
-        want_svc.values().map(|v| v[1]).sum::<i64>(),
-        "cpu, the default type"
-    );
+    let cpu: i64 = want_svc.values().map(|v| v[1]).sum();
+    assert_eq!(total, cpu, "cpu, the default type");
+    assert_eq!(lines[""].len(), 6 * 3, "three minutes an hour");
+    let no_rows = || blocks.iter().all(|b| b.level() < Level::Full);
+    assert!(no_rows(), "the timeline read rows");
+    assert_eq!(all(&store, &svc), want_svc);
+    assert!(no_rows(), "the service's whole hours read rows");
+    assert_eq!(all(&store, &by_inst), want_inst);
 }
 
 #[test]
