@@ -26,6 +26,7 @@ pub struct AgentBuilder {
     pub(crate) control_token: Option<String>,
     pub(crate) push_token: Option<String>,
     pub(crate) tenant: Option<String>,
+    pub(crate) alloc_sample_bytes: u64,
 }
 
 impl Default for AgentBuilder {
@@ -45,6 +46,7 @@ impl Default for AgentBuilder {
             control_token: None,
             push_token: None,
             tenant: None,
+            alloc_sample_bytes: crate::alloc::DEFAULT_SAMPLE_BYTES,
         }
     }
 }
@@ -71,6 +73,15 @@ impl AgentBuilder {
     /// The engine. Default [`Engine::Auto`].
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
+        self
+    }
+
+    /// Mean bytes allocated between allocation samples (each thread
+    /// counts down an exponential draw of this mean). Default 512 KiB; 0
+    /// turns allocation sampling off. Takes effect only with
+    /// [`crate::alloc::Profiled`] as the global allocator.
+    pub fn alloc_sample_bytes(mut self, bytes: u64) -> Self {
+        self.alloc_sample_bytes = bytes;
         self
     }
 
@@ -190,6 +201,11 @@ impl Agent {
             s.trim().parse::<u32>().map_err(|e| e.to_string())
         })? {
             b.cpu_hz = hz;
+        }
+        if let Some(n) = config::env("KILN_ALLOC_SAMPLE_BYTES", |s| {
+            s.trim().parse::<u64>().map_err(|e| e.to_string())
+        })? {
+            b.alloc_sample_bytes = n;
         }
         if let Some(e) = config::env("KILN_ENGINE", |s| {
             config::parse_engine(s).ok_or_else(|| "expected auto, perf, ctimer or itimer".into())

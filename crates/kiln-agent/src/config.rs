@@ -25,6 +25,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "CPU sampling rate in Hz; 0 turns CPU sampling off",
     ),
     ("KILN_ENGINE", "`auto`, `perf`, `ctimer` or `itimer`"),
+    (
+        "KILN_ALLOC_SAMPLE_BYTES",
+        "mean bytes between allocation samples (default 524288); 0 turns them off",
+    ),
     ("KILN_WINDOW", "profile window, e.g. `10s`, `500ms`, `1m`"),
     (
         "KILN_SERVER",

@@ -56,8 +56,8 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/debug/kiln/threads", get(threads))
         .route("/debug/pprof/profile", get(profile))
         .route("/debug/pprof/symbol", get(symbol_count).post(symbolize))
-        .route("/debug/pprof/heap", get(not_yet))
-        .route("/debug/pprof/allocs", get(not_yet))
+        .route("/debug/pprof/heap", get(heap))
+        .route("/debug/pprof/allocs", get(heap))
         .route("/debug/pprof/mutex", get(not_yet))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(inner.clone(), auth))
@@ -375,10 +375,51 @@ async fn symbolize(State(inner): State<Arc<Inner>>, body: String) -> Result<Resp
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
 }
 
+/// `GET /debug/pprof/heap` and `/debug/pprof/allocs`, as Go serves them:
+/// gzipped pprof with `alloc_objects`, `alloc_space` (every sampled
+/// allocation since the agent started), `inuse_objects`, `inuse_space`
+/// (the sampled blocks live now), each sample weighted to estimate the
+/// whole.
+async fn heap(State(inner): State<Arc<Inner>>) -> Result<Response, Fail> {
+    let st = inner.alloc_status(true);
+    if !st.on {
+        return Err(Fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("allocations are not sampled: {}", st.reason),
+        ));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !inner.send(Cmd::Heap { reply: tx }) {
+        return Err(Fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is stopping".into(),
+        ));
+    }
+    let bytes = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(b)) => b,
+        _ => {
+            return Err(Fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the agent did not answer (stopping, or its writer is behind)".into(),
+            ));
+        }
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"heap\""),
+    );
+    Ok((headers, bytes).into_response())
+}
+
 async fn not_yet() -> Fail {
     Fail(
         StatusCode::NOT_IMPLEMENTED,
-        "this profile is not collected by this version of the agent; /debug/pprof/profile (CPU) is"
+        "this profile is not collected by this version of the agent; /debug/pprof/profile (CPU) and /debug/pprof/heap are"
             .into(),
     )
 }

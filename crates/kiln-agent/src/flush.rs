@@ -35,6 +35,16 @@ pub enum Job {
         /// The frames of each, in order.
         reply: oneshot::Sender<Vec<Frames>>,
     },
+    /// The heap since the start (allocations, and blocks live now), for
+    /// `/debug/pprof/heap`: answered as gzipped pprof.
+    Heap {
+        /// Allocations since the start and the live blocks.
+        window: Window,
+        /// Mean bytes between samples.
+        rate: u64,
+        /// Told the profile.
+        reply: oneshot::Sender<Vec<u8>>,
+    },
 }
 
 /// A finished session.
@@ -71,6 +81,8 @@ pub struct FlushCtx {
     pub rt: tokio::runtime::Handle,
     /// Continuous windows queued to this thread.
     pub pending: Arc<AtomicUsize>,
+    /// Mean bytes between allocation samples (the memory profile's period).
+    pub alloc_rate: u64,
 }
 
 fn ms(t: std::time::SystemTime) -> u64 {
@@ -85,10 +97,26 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
     for job in jobs {
         match job {
             Job::Window(w) => {
-                let bytes = encode(&ctx, &w, ctx.period_ns, &mut symbols, code.now());
+                if !w.counts.is_empty() {
+                    let bytes = encode(&ctx, &w, ctx.period_ns, &mut symbols, code.now());
+                    ctx.ship
+                        .enqueue("process_cpu", w.start, w.end, bytes, false);
+                }
+                if let Some(bytes) =
+                    encode_memory(&ctx, &w, ctx.alloc_rate, &mut symbols, code.now())
+                {
+                    ctx.ship.enqueue("memory", w.start, w.end, bytes, false);
+                }
                 ctx.pending.fetch_sub(1, Ordering::AcqRel);
-                ctx.ship
-                    .enqueue("process_cpu", w.start, w.end, bytes, false);
+            }
+            Job::Heap {
+                window,
+                rate,
+                reply,
+            } => {
+                let mut p = window::build_memory(&window, rate, &mut symbols, code.now());
+                crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+                let _ = reply.send(kiln_profile::pprof::encode_gzip(&p));
             }
             Job::Session(s) => {
                 let bytes = encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now());
@@ -175,4 +203,21 @@ fn encode(
     let mut p = window::build(w, period_ns, symbols, code);
     crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
     Bytes::from(kiln_profile::pprof::encode_gzip(&p))
+}
+
+/// The window's memory profile, labelled and gzipped; `None` without
+/// allocation samples or live blocks.
+fn encode_memory(
+    ctx: &FlushCtx,
+    w: &Window,
+    rate: u64,
+    symbols: &mut Symbols,
+    code: &[CodeMapping],
+) -> Option<Bytes> {
+    if !w.has_memory() {
+        return None;
+    }
+    let mut p = window::build_memory(w, rate, symbols, code);
+    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+    Some(Bytes::from(kiln_profile::pprof::encode_gzip(&p)))
 }

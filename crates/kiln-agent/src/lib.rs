@@ -39,6 +39,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod alloc;
 mod builder;
 mod choose;
 mod config;
@@ -74,7 +75,7 @@ pub use ship::{
     Delivery, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, QUEUE_CAPACITY, REQUEST_TIMEOUT, SinkStatus,
 };
 pub(crate) use status::Counters;
-pub use status::Status;
+pub use status::{AllocStatus, Status};
 pub use sys::UnwindStatus;
 
 /// How CPU samples are triggered.
@@ -136,6 +137,7 @@ pub(crate) struct Inner {
     engine: Option<Engine>,
     engine_reason: String,
     cpu_hz: u32,
+    alloc_rate: u64,
     pid: u32,
     counters: Arc<Counters>,
     sessions: Arc<session::Sessions>,
@@ -149,6 +151,30 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Allocation sampling's state: on only with [`alloc::Profiled`] as
+    /// the global allocator, a non-zero rate and a running agent.
+    pub(crate) fn alloc_status(&self, running: bool) -> AllocStatus {
+        let shared = sys::shared().ok();
+        let reason = if self.alloc_rate == 0 {
+            "alloc_sample_bytes is 0".to_string()
+        } else if !alloc::installed() {
+            "the global allocator is not kiln_agent::alloc::Profiled".to_string()
+        } else if !running {
+            "the agent is not running".to_string()
+        } else {
+            String::new()
+        };
+        AllocStatus {
+            on: reason.is_empty(),
+            reason,
+            sample_bytes: self.alloc_rate,
+            sampled: sys::heap::SAMPLED.load(Ordering::Relaxed),
+            frees: sys::heap::FREES.load(Ordering::Relaxed),
+            dropped: shared.map_or(0, |s| s.heap.dropped.load(Ordering::Relaxed)),
+            live_full: self.counters.live_full.load(Ordering::Relaxed),
+        }
+    }
+
     /// Sends an order to the sampler; false once the agent stopped.
     fn send(&self, cmd: sampler::Cmd) -> bool {
         match &*self.cmds.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -195,6 +221,7 @@ impl Inner {
             windows_dropped: load(&self.counters.windows_dropped),
             unknown_frames: load(&self.counters.unknown_frames),
             symbol_bytes: load(&self.counters.symbol_bytes),
+            alloc: self.alloc_status(running && !forked_child),
             last_error: locked(&self.counters.last_error, forked_child),
             last_file: locked(&self.counters.last_file, forked_child),
             sinks: if forked_child {
@@ -315,6 +342,9 @@ impl Agent {
             source,
         })?;
         shared.max_depth.store(cfg.max_depth, Ordering::Relaxed);
+        // The stack walk's tables, before the first sample (an allocation
+        // sampled right after the start walks stacks too).
+        sys::refresh_tables(shared);
         let period_ns = if cfg.cpu_hz == 0 {
             0
         } else {
@@ -349,6 +379,7 @@ impl Agent {
             engine: Some(choice.engine),
             engine_reason,
             cpu_hz: cfg.cpu_hz,
+            alloc_rate: cfg.alloc_sample_bytes,
             pid,
             counters: counters.clone(),
             sessions: sessions.clone(),
@@ -366,6 +397,7 @@ impl Agent {
             perf_user_only: choice.perf_user_only,
             period_ns,
             window: cfg.window,
+            alloc_rate: cfg.alloc_sample_bytes,
         };
         let mut threads = Vec::new();
         let (c, p) = (counters.clone(), pending.clone());
@@ -386,6 +418,7 @@ impl Agent {
             sessions,
             rt: rt.handle().clone(),
             pending,
+            alloc_rate: cfg.alloc_sample_bytes,
         };
         threads.push(spawn("kiln-flush", move || flush::run(flush_ctx, job_rx))?);
         let io_inner = inner.clone();

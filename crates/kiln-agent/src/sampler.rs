@@ -51,6 +51,8 @@ pub struct SamplerConfig {
     pub period_ns: u64,
     /// Window length.
     pub window: Duration,
+    /// Mean bytes between allocation samples; 0: allocations not sampled.
+    pub alloc_rate: u64,
 }
 
 /// Orders to the sampler thread. Dropping every sender stops it.
@@ -74,8 +76,23 @@ pub enum Cmd {
         /// Told how the session ended.
         reply: Option<tokio::sync::oneshot::Sender<crate::session::SessionOutcome>>,
     },
+    /// The heap since the agent started: every sampled allocation and
+    /// the blocks live now, for `/debug/pprof/heap` (built and encoded by
+    /// the flush thread, which answers `reply`).
+    Heap {
+        /// Told the gzipped pprof.
+        reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+    },
     /// Stop the sampler (as dropping every sender does).
     Shutdown,
+}
+
+/// A sampled block not freed yet.
+struct Live {
+    tid: u32,
+    stack: Box<[u64]>,
+    objects: f64,
+    bytes: f64,
 }
 
 struct Session {
@@ -104,7 +121,11 @@ pub fn run(
         sessions: Vec::new(),
         buf: Vec::with_capacity(crate::sys::ring::MAX_DEPTH + 1),
         period_ns: 0,
+        live: HashMap::new(),
+        total: Window::new(SystemTime::now()),
+        counters: counters.clone(),
     };
+    crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
     let mut window_end = Instant::now() + cfg.window;
     let mut last_scan = Instant::now() - THREAD_SCAN_INTERVAL;
     let mut last_maps = Refreshed::default();
@@ -126,6 +147,17 @@ pub fn run(
                 ship,
                 window: Window::new(SystemTime::now()),
             }),
+            Ok(Cmd::Heap { reply }) => {
+                fold.drain(shared, continuous, &threads);
+                let mut w = fold.total.clone_allocs();
+                w.end = SystemTime::now();
+                fold.live_into(&mut w);
+                let _ = jobs.send(Job::Heap {
+                    window: w,
+                    rate: cfg.alloc_rate,
+                    reply,
+                });
+            }
             Ok(Cmd::StopSession { id, reply }) => {
                 // Samples taken up to now belong to the session.
                 fold.drain(shared, continuous, &threads);
@@ -189,7 +221,12 @@ pub fn run(
         }
         if stopping {
             shared.active.store(false, Ordering::Release);
-        } else if fold.period_ns > 0 && last_scan.elapsed() >= THREAD_SCAN_INTERVAL {
+            crate::sys::heap::RATE.store(0, Ordering::Relaxed);
+        } else if (fold.period_ns > 0 || cfg.alloc_rate > 0)
+            && last_scan.elapsed() >= THREAD_SCAN_INTERVAL
+        {
+            // Allocation samples walk stacks too: the tables stay fresh
+            // even with no CPU sampling.
             last_scan = Instant::now();
             scan(
                 shared,
@@ -205,8 +242,9 @@ pub fn run(
             let now = SystemTime::now();
             let mut done = std::mem::replace(&mut fold.window, Window::new(now));
             done.end = now;
+            fold.live_into(&mut done);
             window_end = Instant::now() + cfg.window;
-            if !done.counts.is_empty() {
+            if !done.counts.is_empty() || done.has_memory() {
                 // Stopping waits for the last window; otherwise a writer
                 // that fell behind loses windows, never the sampler's pace.
                 if !stopping && pending.load(Ordering::Acquire) >= MAX_PENDING_WINDOWS {
@@ -226,6 +264,8 @@ pub fn run(
             for s in fold.sessions.drain(..) {
                 finish(s, None, &jobs);
             }
+            // No one tracks the live blocks any more.
+            crate::sys::heap::clear();
             return;
         }
     }
@@ -252,17 +292,129 @@ struct Fold {
     sessions: Vec<Session>,
     buf: Vec<u64>,
     period_ns: u64,
+    /// Sampled blocks alive, by address.
+    live: HashMap<u64, Live>,
+    /// Every sampled allocation since the start (for `/debug/pprof/heap`).
+    total: Window,
+    counters: Arc<Counters>,
+}
+
+/// Distinct (thread, stack) pairs the since-start allocation table keeps;
+/// past it new pairs are not added (their samples still count in the
+/// windows).
+const MAX_TOTAL_ROWS: usize = 100_000;
+
+/// Go's `scaleHeapSample`: the objects and bytes a sample of a block of
+/// `size` bytes stands for, at a mean of `rate` bytes between samples.
+fn scale(size: u64, rate: u64) -> (f64, f64) {
+    if rate == 0 || size == 0 {
+        return (1.0, size as f64);
+    }
+    let p = 1.0 - (-(size as f64) / rate as f64).exp();
+    let k = if p > 0.0 { 1.0 / p } else { 1.0 };
+    (k, k * size as f64)
+}
+
+impl Window {
+    /// A window with this one's stacks, names and allocations (not its
+    /// CPU counts or live blocks).
+    fn clone_allocs(&self) -> Window {
+        let mut w = Window::new(self.start);
+        w.stacks = self.stacks.clone();
+        w.names = self.names.clone();
+        w.allocs = self.allocs.clone();
+        w
+    }
 }
 
 impl Fold {
+    /// Adds every live block to `w`'s in-use table.
+    fn live_into(&self, w: &mut Window) {
+        for l in self.live.values() {
+            let stack = w.stacks.intern(&l.stack);
+            let e = w.inuse.entry((l.tid, stack)).or_default();
+            e.0 += l.objects;
+            e.1 += l.bytes;
+            if let Some(n) = self
+                .window
+                .names
+                .get(&l.tid)
+                .or_else(|| self.total.names.get(&l.tid))
+            {
+                w.names.entry(l.tid).or_insert_with(|| n.clone());
+            }
+        }
+    }
+
+    /// Moves every allocation sample and free in the heap buffer into the
+    /// window, the since-start table and the live set.
+    fn drain_heap(&mut self, shared: &Shared, threads: &HashMap<u32, Thread>) {
+        let Fold {
+            window,
+            buf,
+            live,
+            total,
+            counters,
+            ..
+        } = self;
+        shared.heap.drain(|s| {
+            if s.kind == crate::sys::heap::KIND_FREE {
+                live.remove(&s.addr);
+                return;
+            }
+            buf.clear();
+            buf.extend_from_slice(&s.ips[..(s.depth as usize).max(1)]);
+            if s.truncated {
+                buf.push(TRUNCATED);
+            }
+            let (objects, bytes) = scale(s.size, s.rate);
+            let name = || match threads.get(&s.tid) {
+                Some(t) => t.name.clone(),
+                None => thread_name(s.tid).unwrap_or_else(|| format!("tid-{}", s.tid)),
+            };
+            let stack = window.stacks.intern(buf);
+            let e = window.allocs.entry((s.tid, stack)).or_default();
+            e.0 += objects;
+            e.1 += bytes;
+            window.names.entry(s.tid).or_insert_with(name);
+            let stack = total.stacks.intern(buf);
+            let key = (s.tid, stack);
+            if total.allocs.len() < MAX_TOTAL_ROWS || total.allocs.contains_key(&key) {
+                let e = total.allocs.entry(key).or_default();
+                e.0 += objects;
+                e.1 += bytes;
+                total.names.entry(s.tid).or_insert_with(name);
+            }
+            if live.len() < crate::alloc::MAX_LIVE {
+                // A block at an address already live was freed unseen
+                // (its free event was lost): the new one replaces it.
+                live.insert(
+                    s.addr,
+                    Live {
+                        tid: s.tid,
+                        stack: buf.as_slice().into(),
+                        objects,
+                        bytes,
+                    },
+                );
+            } else {
+                // Not tracked: its free need not be reported.
+                crate::sys::heap::take(s.addr);
+                counters.live_full.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
     /// Moves every sample in the buffer into the window (when the
     /// continuous profile is on) and into every session.
     fn drain(&mut self, shared: &Shared, continuous: bool, threads: &HashMap<u32, Thread>) {
+        self.drain_heap(shared, threads);
         let Fold {
             window,
             sessions,
             buf,
             period_ns,
+            ..
         } = self;
         shared.ring.drain(|s| {
             buf.clear();
@@ -371,6 +523,7 @@ fn scan(
     }
     for tid in fresh {
         let arm = match cfg.engine {
+            _ if period_ns == 0 => Arm::None,
             Engine::Perf => match PerfEvent::open(tid, period_ns, cfg.perf_user_only) {
                 Ok(e) => Arm::Perf(e),
                 // The thread exited between the listing and now.

@@ -19,6 +19,8 @@ pub struct Counters {
     pub(crate) windows_dropped: AtomicU64,
     pub(crate) unknown_frames: AtomicU64,
     pub(crate) symbol_bytes: AtomicU64,
+    /// Allocation samples not tracked as live: the live set was full.
+    pub(crate) live_full: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) last_file: Mutex<Option<PathBuf>>,
     pub(crate) unwind: Mutex<sys::UnwindStatus>,
@@ -71,6 +73,8 @@ pub struct Status {
     /// Bytes the symbolizer holds between windows (its cache of resolved
     /// addresses, their names, one unit index per object), roughly.
     pub symbol_bytes: u64,
+    /// Allocation sampling: on or off and why, samples, live blocks.
+    pub alloc: AllocStatus,
     /// The newest error, if any.
     pub last_error: Option<String>,
     /// The newest file written.
@@ -83,4 +87,24 @@ pub struct Status {
     pub control: Vec<String>,
     /// The CFI tables the stack walk reads: objects, rows, bytes.
     pub unwind: sys::UnwindStatus,
+}
+
+/// What allocation sampling is doing.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct AllocStatus {
+    /// Allocations are being sampled.
+    pub on: bool,
+    /// Why not, when off.
+    pub reason: String,
+    /// Mean bytes between samples.
+    pub sample_bytes: u64,
+    /// Allocations sampled since the process started.
+    pub sampled: u64,
+    /// Frees of sampled blocks seen.
+    pub frees: u64,
+    /// Samples and frees lost because the heap buffer was full.
+    pub dropped: u64,
+    /// Samples not tracked as live because the live set was full.
+    pub live_full: u64,
 }

@@ -31,6 +31,12 @@ pub struct Window {
     pub counts: HashMap<(u32, u32), (u64, u64)>,
     /// Names of the threads seen.
     pub names: HashMap<u32, String>,
+    /// Sampled allocations during the window, weighted (objects, bytes),
+    /// per (thread id, stack index).
+    pub allocs: HashMap<(u32, u32), (f64, f64)>,
+    /// Sampled blocks live at the window's end, weighted (objects,
+    /// bytes), per (allocating thread id, stack index).
+    pub inuse: HashMap<(u32, u32), (f64, f64)>,
 }
 
 impl Window {
@@ -42,7 +48,14 @@ impl Window {
             stacks: SliceTable::default(),
             counts: HashMap::new(),
             names: HashMap::new(),
+            allocs: HashMap::new(),
+            inuse: HashMap::new(),
         }
+    }
+
+    /// Whether the window holds allocation samples or live blocks.
+    pub fn has_memory(&self) -> bool {
+        !self.allocs.is_empty() || !self.inuse.is_empty()
     }
 
     /// Samples in the window.
@@ -56,7 +69,24 @@ impl Window {
 /// Each location points to the executable mapping that holds it (file,
 /// offset, build id), so that many processes of one binary merge into one
 /// set of locations whatever their load addresses.
-pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapping]) -> Profile {
+/// The window's start and length on `p`.
+fn stamp(p: &mut Profile, w: &Window) {
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    };
+    p.time_nanos = ns(w.start);
+    p.duration_nanos = (ns(w.end) - ns(w.start)).max(0);
+}
+
+/// Symbolizes the window's stacks into `p`: per stack index, its
+/// locations, leaf first.
+fn locate(
+    p: &mut Profile,
+    w: &Window,
+    symbols: &mut Symbols,
+    code: &[CodeMapping],
+) -> Vec<Vec<LocationId>> {
     let lookup = |stack_pos: usize, addr: u64| FrameAddress::at(stack_pos, addr).lookup();
     let mut addrs = Vec::new();
     for stack in w.stacks.iter() {
@@ -67,18 +97,6 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
         }
     }
     symbols.resolve(&addrs, code);
-
-    let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
-    p.period_type = Some(p.value_type("cpu", "nanoseconds"));
-    p.period = period_ns as i64;
-    let ns = |t: std::time::SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64)
-    };
-    p.time_nanos = ns(w.start);
-    p.duration_nanos = (ns(w.end) - ns(w.start)).max(0);
-    let thread_key = p.strings.intern("thread_name");
-    let pool_key = p.strings.intern("thread_pool");
 
     let mut mappings: HashMap<usize, MappingId> = HashMap::new();
     let mut mapping_of = |p: &mut Profile, addr: u64| -> Option<MappingId> {
@@ -159,7 +177,7 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
                             column: 0,
                         });
                     }
-                    let mapping = mapping_of(&mut p, addr);
+                    let mapping = mapping_of(p, addr);
                     let l = p.add_location(Location {
                         mapping,
                         address: addr,
@@ -175,6 +193,17 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
         stack_locs.push(locs);
     }
 
+    stack_locs
+}
+
+pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapping]) -> Profile {
+    let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
+    p.period_type = Some(p.value_type("cpu", "nanoseconds"));
+    p.period = period_ns as i64;
+    stamp(&mut p, w);
+    let stack_locs = locate(&mut p, w, symbols, code);
+    let thread_key = p.strings.intern("thread_name");
+    let pool_key = p.strings.intern("thread_pool");
     let mut entries: Vec<_> = w.counts.iter().collect();
     entries.sort_unstable();
     for (&(tid, stack), &(count, ns)) in entries {
@@ -196,6 +225,84 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
             &labels,
             &[count as i64, ns as i64],
         );
+    }
+    p
+}
+
+/// Frames of the allocation path itself at the top of a sampled stack:
+/// the agent's recording, `Profiled`'s `GlobalAlloc` and the allocator
+/// shims Rust calls through.
+fn allocator_frame(name: &str) -> bool {
+    name.starts_with("kiln_agent::")
+        || name.starts_with("<kiln_agent::")
+        || name.starts_with("__rust_")
+        || name.starts_with("__rg_")
+        || name.starts_with("__rdl_")
+        || name.starts_with("alloc::alloc::")
+        || name.starts_with("std::alloc::")
+        || name.starts_with("core::alloc::")
+}
+
+/// The memory profile of `w` (Go's four heap sample types: allocated
+/// during the window, live at its end), sampled at a mean of `rate`
+/// bytes.
+pub fn build_memory(w: &Window, rate: u64, symbols: &mut Symbols, code: &[CodeMapping]) -> Profile {
+    let mut p = Profile::with_sample_types(&[
+        ("alloc_objects", "count"),
+        ("alloc_space", "bytes"),
+        ("inuse_objects", "count"),
+        ("inuse_space", "bytes"),
+    ]);
+    p.period_type = Some(p.value_type("space", "bytes"));
+    p.period = rate as i64;
+    p.default_sample_type = p.strings.intern("inuse_space");
+    stamp(&mut p, w);
+    let mut stack_locs = locate(&mut p, w, symbols, code);
+    for locs in &mut stack_locs {
+        let own = locs
+            .iter()
+            .take_while(|&&l| {
+                let lines = &p.locations[l.0 as usize].lines;
+                !lines.is_empty()
+                    && lines
+                        .iter()
+                        .all(|ln| allocator_frame(p.str(p.functions[ln.function.0 as usize].name)))
+            })
+            .count();
+        // Keep at least the allocation site.
+        locs.drain(..own.min(locs.len().saturating_sub(1)));
+    }
+    let thread_key = p.strings.intern("thread_name");
+    let pool_key = p.strings.intern("thread_pool");
+    let mut rows: HashMap<(u32, u32), [f64; 4]> = HashMap::new();
+    for (&k, &(o, b)) in &w.allocs {
+        let r = rows.entry(k).or_default();
+        r[0] += o;
+        r[1] += b;
+    }
+    for (&k, &(o, b)) in &w.inuse {
+        let r = rows.entry(k).or_default();
+        r[2] += o;
+        r[3] += b;
+    }
+    let mut entries: Vec<_> = rows.into_iter().collect();
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    for ((tid, stack), v) in entries {
+        let name = w.names.get(&tid).map_or("", String::as_str);
+        let labels = [
+            Label {
+                key: thread_key,
+                str: p.strings.intern(name),
+                ..Label::default()
+            },
+            Label {
+                key: pool_key,
+                str: p.strings.intern(&thread_pool(name)),
+                ..Label::default()
+            },
+        ];
+        let values = v.map(|x| x.round() as i64);
+        p.push_sample(&stack_locs[stack as usize], &labels, &values);
     }
     p
 }

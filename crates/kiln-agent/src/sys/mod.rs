@@ -15,6 +15,7 @@
 //! [`Shared::writer`].
 
 pub mod engine;
+pub mod heap;
 pub mod mapped;
 mod modules;
 pub mod published;
@@ -37,6 +38,9 @@ use crate::unwind::{ModuleTable, Regs, UnwindTables};
 pub struct Shared {
     /// Samples from handlers to the aggregation thread.
     pub ring: Ring,
+    /// Sampled allocations and frees of sampled blocks, from the
+    /// allocator to the aggregation thread.
+    pub heap: Ring,
     /// Readable memory, for bounds checks.
     pub regions: Regions,
     /// The handler records samples only while this is set.
@@ -173,6 +177,10 @@ static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Slots in the sample buffer: a second of samples at 1000 Hz on 4 busy
 /// threads, drained every 20 ms.
 pub const RING_SLOTS: usize = 4096;
+/// Slots of the heap ring (~1 KiB each). The sampler drains it every
+/// 10 ms: 1,024 slots hold 100,000 samples a second, ~50 GB/s of
+/// allocation at the default mean of 512 KiB.
+pub const HEAP_RING_SLOTS: usize = 1024;
 
 /// The process-wide shared state, created (and the handler installed) on
 /// first use.
@@ -190,6 +198,7 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
     }
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         ring: Ring::new(RING_SLOTS),
+        heap: Ring::new(HEAP_RING_SLOTS),
         regions: Regions::new(),
         active: AtomicBool::new(false),
         max_depth: AtomicUsize::new(MAX_DEPTH),
@@ -775,6 +784,30 @@ pub fn current_frame() -> (u64, u64) {
         std::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp, options(nomem, nostack, preserves_flags))
     };
     (fp, sp)
+}
+
+/// The address of the instruction reading it: a walk from here with the
+/// frame and stack pointers read beside it follows this function's own
+/// CFI rows.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn current_pc() -> u64 {
+    let pc: u64;
+    // SAFETY: computes an address into a local; no memory is touched.
+    unsafe {
+        std::arch::asm!("lea {}, [rip]", out(reg) pc, options(nomem, nostack, preserves_flags))
+    };
+    pc
+}
+
+/// See the x86_64 version.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub fn current_pc() -> u64 {
+    let pc: u64;
+    // SAFETY: computes an address into a local; no memory is touched.
+    unsafe { std::arch::asm!("adr {}, .", out(reg) pc, options(nomem, nostack, preserves_flags)) };
+    pc
 }
 
 /// See the x86_64 version.

@@ -24,6 +24,16 @@ pub struct RawSample {
     /// POSIX timer reports as overrun (CPU timers fire on scheduler ticks,
     /// so at rates above the tick rate one signal covers several periods).
     pub weight: u32,
+    /// 0 for a CPU sample; in the heap ring, [`super::heap::KIND_ALLOC`]
+    /// or [`super::heap::KIND_FREE`].
+    pub kind: u8,
+    /// A sampled allocation's size, address, and the mean bytes between
+    /// samples in force when it was taken; a free's address.
+    pub size: u64,
+    /// See `size`.
+    pub addr: u64,
+    /// See `size`.
+    pub rate: u64,
     /// `ips[0]` is the interrupted instruction; the rest are return addresses.
     pub ips: [u64; MAX_DEPTH],
 }
@@ -64,6 +74,10 @@ impl Ring {
                     depth: 0,
                     truncated: false,
                     weight: 1,
+                    kind: 0,
+                    size: 0,
+                    addr: 0,
+                    rate: 0,
                     ips: [0; MAX_DEPTH],
                 }),
             })
