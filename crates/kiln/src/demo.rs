@@ -1,9 +1,10 @@
 //! `kiln demo`: a server and, beside it, a small shop service that embeds
 //! kiln-agent and pushes to it — a thread pool serving requests (parsing,
 //! pricing, a database call that slows down every other two minutes,
-//! rendering) and a cache evictor that keeps one core busy. A newcomer runs
-//! one command and sees live data: the flame graph, the top table, the
-//! comparison of two phases, the bottleneck thread.
+//! rendering, a session cache that holds memory) and a cache evictor that
+//! keeps one core busy. A newcomer runs one command and sees live data:
+//! the flame graph, the top table, the comparison of two phases, the
+//! bottleneck thread, where memory is allocated and who holds it.
 //!
 //! The service is this binary again (`kiln demo-service`, hidden), so the
 //! server's own profile and the shop's stay apart.
@@ -30,6 +31,9 @@ pub fn run(listen: &str, data_dir: Option<&Path>) -> Result<()> {
             .context("starting the demo service")?;
         println!(
             "kiln demo: open {url}/?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds%7Bservice_name%3D%22demo-shop%22%7D&from=now-15m"
+        );
+        println!(
+            "kiln demo: memory held: {url}/?query=memory:inuse_space:bytes:space:bytes%7Bservice_name%3D%22demo-shop%22%7D&from=now-15m"
         );
         println!("kiln demo: the first profiles arrive within 5 seconds; Ctrl-C stops");
         Ok(Some(child))
@@ -85,7 +89,22 @@ fn handle_request(x: u64) -> u64 {
     let total = price_cart(body);
     let rows = query_db(total);
     let body = render_response(rows);
+    remember_session(body);
     send_response(body)
+}
+
+/// Keeps the last 2,000 sessions (16 KiB each, ~32 MB): what the live
+/// heap shows as held, beside the short-lived strings of rendering.
+#[inline(never)]
+fn remember_session(x: u64) {
+    static SESSIONS: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    let session = vec![(x & 0xff) as u8; 16 << 10];
+    let mut s = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    s.push_back(session);
+    if s.len() > 2_000 {
+        s.pop_front();
+    }
 }
 
 /// Copies the page into the socket buffer (libc's `memcpy`) and writes it

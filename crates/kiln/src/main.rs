@@ -13,6 +13,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Every allocation of every subcommand goes through the agent's sampler:
+/// `kiln server` and the demo service profile their heaps too (it only
+/// forwards while no agent samples allocations).
+#[global_allocator]
+static ALLOC: kiln_agent::alloc::Profiled<std::alloc::System> =
+    kiln_agent::alloc::Profiled::new(std::alloc::System);
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {

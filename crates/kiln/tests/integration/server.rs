@@ -223,6 +223,46 @@ fn demo_shows_live_data_of_its_shop() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Its heap: the session cache holds memory, rendering allocates.
+    let top_of = |query: &str| -> Vec<String> {
+        let v: serde_json::Value = c
+            .get(format!("{url}/api/v1/top"))
+            .query(&[
+                ("query", query),
+                ("from", "now-10m"),
+                ("until", "now"),
+                ("n", "0"),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let t = Instant::now();
+    loop {
+        let held = top_of(r#"memory:inuse_space:bytes:space:bytes{service_name="demo-shop"}"#);
+        let allocated = top_of(r#"memory:alloc_space:bytes:space:bytes{service_name="demo-shop"}"#);
+        if held.iter().any(|n| n.ends_with("demo::remember_session"))
+            && allocated
+                .iter()
+                .any(|n| n.ends_with("demo::remember_session"))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no demo heap after 60 s: held {held:?}, allocated {allocated:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The UI is served.
     let page = c.get(&url).send().unwrap().text().unwrap();
     assert!(page.contains("/ui/app.js"));
