@@ -1,8 +1,10 @@
 //! The block cache. Every known block keeps its index in memory (series,
 //! labels, kinds: what plans a query); its symbol tables, hour sums and
-//! rows are loaded from storage when a query needs them ([`Level`]),
-//! pinned while the query reads them, and dropped least recently read
-//! first once the blocks hold more than `cache_bytes`. Only the upkeep's
+//! minute totals are loaded from storage when a query needs them
+//! ([`Level`]), and so are the row groups of the series a query reads
+//! (ranged reads of `samples.parquet`); all pinned while the query reads
+//! them, and dropped least recently read first once the blocks hold more
+//! than `cache_bytes`. Only the upkeep's
 //! and the queries' own paths load; nothing here touches the head.
 
 use std::sync::Arc;
@@ -16,12 +18,61 @@ use crate::part::{Part, whole_hours};
 use crate::store::{Block, read, write};
 use crate::{BUCKET_MS, Error, Store, selector};
 
-/// Blocks a query reads, each held at (at least) its level until this is
-/// dropped.
-pub(crate) struct Pins(Vec<(Arc<Block>, Level)>);
+/// What a read needs of one block: a level, and, beyond it, the rows of
+/// these series (sorted ids; their row groups of `samples.parquet`).
+#[derive(Clone)]
+pub(crate) struct Want {
+    pub level: Level,
+    pub series: Option<Vec<u32>>,
+}
+
+impl Want {
+    fn level(level: Level) -> Want {
+        Want {
+            level,
+            series: None,
+        }
+    }
+}
+
+/// The row groups (by `ranges`) holding any of `series` (sorted).
+fn groups_of(ranges: &[(u32, u32)], series: &[u32]) -> Vec<usize> {
+    ranges
+        .iter()
+        .enumerate()
+        .filter(|&(_, &(lo, hi))| {
+            let i = series.partition_point(|&s| s < lo);
+            series.get(i).is_some_and(|&s| s <= hi)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+impl Block {
+    /// Whether the block holds what `want` needs now.
+    pub(crate) fn has(&self, want: &Want) -> bool {
+        let level = self.level();
+        if level < want.level {
+            return false;
+        }
+        match &want.series {
+            None => true,
+            Some(_) if level == Level::Full => true,
+            Some(ids) => self.ranges.get().is_some_and(|r| {
+                let loaded = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+                groups_of(r, ids)
+                    .into_iter()
+                    .all(|g| loaded.get(g).copied().unwrap_or(false))
+            }),
+        }
+    }
+}
+
+/// Blocks a query reads, each holding what it wants until this is dropped.
+pub(crate) struct Pins(Vec<(Arc<Block>, Want)>);
 
 impl Pins {
-    pub(crate) fn blocks(&self) -> &[(Arc<Block>, Level)] {
+    pub(crate) fn blocks(&self) -> &[(Arc<Block>, Want)] {
         &self.0
     }
 }
@@ -44,33 +95,39 @@ pub(crate) enum Need {
     Totals,
 }
 
-/// The level block `b` must be at for `q` over `[from_ms, until_ms)`, or
+/// What block `b` must hold for `q` over `[from_ms, until_ms)`, or
 /// `None` if it holds no series `q` selects.
-fn level_for(
+fn want_for(
     b: &Block,
     q: &selector::Query,
     from_ms: i64,
     until_ms: i64,
     need: Need,
-) -> Option<Level> {
-    if read(&b.part).matching(q).is_empty() {
+) -> Option<Want> {
+    let mut ids = read(&b.part).matching(q);
+    if ids.is_empty() {
         return None;
     }
     if need == Need::Totals && b.meta.files.contains_key(TOTALS) {
-        return Some(Level::Hours);
+        return Some(Want::level(Level::Hours));
     }
-    if need == Need::Merge
-        && b.meta.files.contains_key(ROLLUPS)
-        && Part::rollup_key_for(q).is_some()
-    {
+    if !b.meta.files.contains_key(ROLLUPS) {
+        // Written before blocks carried sums and totals: all of it.
+        return Some(Want::level(Level::Full));
+    }
+    if need == Need::Merge && Part::rollup_key_for(q).is_some() {
         // Every minute of the block lies in a whole hour of the range: the
         // service's hour sums answer it.
         let (first, end) = whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
         if b.meta.min_ms >= first && b.meta.max_ms < end {
-            return Some(Level::Hours);
+            return Some(Want::level(Level::Hours));
         }
     }
-    Some(Level::Full)
+    ids.sort_unstable();
+    Some(Want {
+        level: Level::Hours,
+        series: Some(ids),
+    })
 }
 
 impl Store {
@@ -102,11 +159,11 @@ impl Store {
         until_ms: i64,
         need: Need,
         only: impl Fn(&Block, bool) -> bool,
-    ) -> Vec<(Arc<Block>, Level)> {
-        let mut out: Vec<(Arc<Block>, Level)> = read(&self.frozen)
+    ) -> Vec<(Arc<Block>, Want)> {
+        let mut out: Vec<(Arc<Block>, Want)> = read(&self.frozen)
             .iter()
             .filter(|b| b.meta.tenant == tenant && only(b, true))
-            .map(|b| (b.clone(), Level::Full))
+            .map(|b| (b.clone(), Want::level(Level::Full)))
             .collect();
         let blocks: Vec<Arc<Block>> = read(&self.blocks)
             .values()
@@ -114,36 +171,43 @@ impl Store {
             .cloned()
             .collect();
         for b in blocks {
-            if let Some(l) = level_for(&b, q, from_ms, until_ms, need) {
-                out.push((b, l));
+            if let Some(w) = want_for(&b, q, from_ms, until_ms, need) {
+                out.push((b, w));
             }
         }
         out
     }
 
-    /// Pins every block of `want` and loads those not at their level yet
-    /// (four at a time).
-    pub(crate) async fn pin(&self, want: &[(Arc<Block>, Level)]) -> Result<Pins, Error> {
+    /// Pins every block of `want` and loads what each lacks (four at a
+    /// time): its level, then the row groups of the series it wants.
+    pub(crate) async fn pin(&self, want: &[(Arc<Block>, Want)]) -> Result<Pins, Error> {
         for (b, _) in want {
             b.pins.fetch_add(1, Ordering::AcqRel);
         }
         let pins = Pins(want.to_vec());
-        let loads = want.iter().cloned().map(|(b, level)| async move {
+        let loads = want.iter().cloned().map(|(b, w)| async move {
             b.used.store(
                 self.clock.fetch_add(1, Ordering::Relaxed) + 1,
                 Ordering::Relaxed,
             );
             // Under the block's lock: a drop checks the pins under it too.
             let _one = b.loading.lock().await;
-            if b.level() >= level {
+            if b.has(&w) {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            let part = crate::block::read(&*self.storage, &b.meta, level).await?;
-            b.bytes.store(part.bytes() as u64, Ordering::Relaxed);
-            *write(&b.part) = part;
-            b.level.store(level as u8, Ordering::Release);
-            self.cache_loads.fetch_add(1, Ordering::Relaxed);
+            if b.level() < w.level {
+                let part = crate::block::read(&*self.storage, &b.meta, w.level).await?;
+                b.bytes.store(part.bytes() as u64, Ordering::Relaxed);
+                *write(&b.part) = part;
+                b.level.store(w.level as u8, Ordering::Release);
+                self.cache_loads.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(ids) = &w.series
+                && b.level() < Level::Full
+            {
+                self.load_groups(&b, ids).await?;
+            }
             Ok::<_, Error>(())
         });
         let done: Vec<Result<(), Error>> = futures::stream::iter(loads)
@@ -152,6 +216,50 @@ impl Store {
             .await;
         done.into_iter().collect::<Result<(), Error>>()?;
         Ok(pins)
+    }
+
+    /// Reads into `b` (held under its loading lock) the row groups of
+    /// `series` it lacks, by ranged reads of `samples.parquet`.
+    async fn load_groups(&self, b: &Arc<Block>, series: &[u32]) -> Result<(), Error> {
+        let ranges = match b.ranges.get() {
+            Some(r) => r.clone(),
+            None => {
+                let r = crate::block::group_ranges(self.storage.clone(), &b.meta).await?;
+                b.ranges.get_or_init(|| r).clone()
+            }
+        };
+        let missing: Vec<usize> = {
+            let mut loaded = b.groups.lock().unwrap_or_else(|e| e.into_inner());
+            loaded.resize(ranges.len(), false);
+            groups_of(&ranges, series)
+                .into_iter()
+                .filter(|&g| !loaded[g])
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rows =
+            crate::block::read_groups(self.storage.clone(), &b.meta, missing.clone()).await?;
+        let block = b.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut part = write(&block.part);
+            crate::block::put_samples(&block.meta.id, &mut part, &rows)?;
+            part.seal();
+            Ok::<_, Error>(part.bytes())
+        })
+        .await
+        .map_err(|e| Error::Block {
+            block: b.meta.id.clone(),
+            reason: e.to_string(),
+        })??;
+        b.bytes.store(bytes as u64, Ordering::Relaxed);
+        let mut loaded = b.groups.lock().unwrap_or_else(|e| e.into_inner());
+        for g in missing {
+            loaded[g] = true;
+        }
+        self.cache_loads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Bytes the blocks hold beyond their indexes.
@@ -187,6 +295,7 @@ impl Store {
                 continue;
             }
             write(&b.part).evict();
+            b.groups.lock().unwrap_or_else(|e| e.into_inner()).clear();
             b.level.store(Level::Index as u8, Ordering::Release);
             total = total.saturating_sub(b.bytes.swap(0, Ordering::Relaxed));
             self.cache_drops.fetch_add(1, Ordering::Relaxed);

@@ -40,8 +40,16 @@ impl Store {
             }
             // Every row of the sources, from storage if the cache dropped
             // them; held until the compacted block replaces them.
-            let want: Vec<(Arc<Block>, Level)> =
-                sources.iter().map(|s| (s.clone(), Level::Full)).collect();
+            let want: Vec<(Arc<Block>, crate::cache::Want)> = sources
+                .iter()
+                .map(|s| {
+                    let w = crate::cache::Want {
+                        level: Level::Full,
+                        series: None,
+                    };
+                    (s.clone(), w)
+                })
+                .collect();
             let pins = self.pin(&want).await?;
             // Merging the hour and encoding it are CPU work: off the async
             // threads.

@@ -9,8 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use kiln_profile::{Merger, Profile};
 
-use crate::block::Level;
-use crate::cache::Need;
+use crate::cache::{Need, Want};
 use crate::part::Part;
 use crate::store::{Block, read, write};
 use crate::{Detail, Error, Read, Store, selector};
@@ -61,11 +60,11 @@ impl Store {
     /// cache and one step.
     async fn over_blocks<S: Send + 'static>(
         &self,
-        plan: Vec<(Arc<Block>, Level)>,
+        plan: Vec<(Arc<Block>, Want)>,
         mut state: S,
         f: PerPart<S>,
     ) -> Result<S, Error> {
-        let (ready, rest): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(b, l)| b.level() >= *l);
+        let (ready, rest): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(b, w)| b.has(w));
         let steps = std::iter::once(ready).chain(rest.chunks(LOAD_STEP).map(<[_]>::to_vec));
         for step in steps {
             if step.is_empty() {
@@ -74,8 +73,8 @@ impl Store {
             let pins = self.pin(&step).await?;
             let f = f.clone();
             state = blocking(move || {
-                for (b, level) in pins.blocks() {
-                    if b.level() < *level {
+                for (b, want) in pins.blocks() {
+                    if !b.has(want) {
                         return Err(Error::Block {
                             block: b.meta.id.clone(),
                             reason: "dropped from memory while pinned".into(),
@@ -118,7 +117,7 @@ impl Store {
         from_ms: i64,
         until_ms: i64,
         detail: Detail,
-        plan: Vec<(Arc<Block>, Level)>,
+        plan: Vec<(Arc<Block>, Want)>,
     ) -> Result<Option<Profile>, Error> {
         let ask = Arc::new(Ask {
             q: q.clone(),

@@ -38,6 +38,11 @@ pub(crate) struct Block {
     pub(crate) used: AtomicU64,
     /// One load of it at a time.
     pub(crate) loading: tokio::sync::Mutex<()>,
+    /// Per row group of its `samples.parquet`, the series it holds (read
+    /// from the footer when first needed) ...
+    pub(crate) ranges: std::sync::OnceLock<Vec<(u32, u32)>>,
+    /// ... and which groups' rows are in `part` (all, at `Full`).
+    pub(crate) groups: Mutex<Vec<bool>>,
 }
 
 impl Block {
@@ -62,6 +67,8 @@ impl Block {
             pins: AtomicUsize::new(0),
             used: AtomicU64::new(0),
             loading: tokio::sync::Mutex::new(()),
+            ranges: std::sync::OnceLock::new(),
+            groups: Mutex::new(Vec::new()),
         }
     }
 

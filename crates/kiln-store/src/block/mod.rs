@@ -21,7 +21,7 @@ use crate::part::Part;
 mod read;
 mod write;
 
-pub(crate) use read::{Level, read};
+pub(crate) use read::{Level, group_ranges, put_samples, read, read_groups};
 pub(crate) use write::encode;
 
 /// The file of a block holding each service's hour sums (absent from
@@ -149,6 +149,29 @@ fn parquet(block: &str, batch: &RecordBatch) -> Result<Vec<u8>, Error> {
     let mut w =
         ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(|e| err(block, e))?;
     w.write(batch).map_err(|e| err(block, e))?;
+    w.close().map_err(|e| err(block, e))?;
+    Ok(out)
+}
+
+/// `batches` as one Parquet file, each batch its own row group (cut
+/// further at [`write::GROUP_ROWS`] rows).
+fn parquet_groups(block: &str, batches: &[RecordBatch]) -> Result<Vec<u8>, Error> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).map_err(|e| err(block, e))?,
+        ))
+        .set_max_row_group_row_count(Some(write::GROUP_ROWS))
+        .build();
+    let mut out = Vec::new();
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| err(block, "no batch"))?;
+    let mut w = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| err(block, e))?;
+    for b in batches {
+        w.write(b).map_err(|e| err(block, e))?;
+        w.flush().map_err(|e| err(block, e))?;
+    }
     w.close().map_err(|e| err(block, e))?;
     Ok(out)
 }

@@ -16,7 +16,11 @@ use kiln_profile::{
     Function, LabelSetId, Line, Location, LocationId, Mapping, MappingId, Profile, StackId,
 };
 use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::{Meta, ROLLUPS, TOTALS, err, header_of, path};
 use crate::Error;
@@ -351,69 +355,16 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
             part.series[s].kinds = held;
         }
     }
-    let rollups: Vec<Option<(String, String)>> = part
-        .series
-        .iter()
-        .map(|s| Part::rollup_key(&s.labels))
-        .collect();
-    let stacks = t.stacks.len() as u32;
-    let sets = t.label_sets.len() as u32;
-    // Rows come sorted by series, minute and kind: each run of one
-    // (series, minute, kind, span) goes into the part at once.
-    let mut run: Option<(u32, At, Rows)> = None;
-    for b in batches(meta, files, "samples.parquet")? {
-        for n in ["series", "kind", "stack", "label_set"] {
-            check(id, &b, n, &D::UInt32)?;
-        }
-        for n in ["minute_ms", "start_ns", "end_ns"] {
-            check(id, &b, n, &D::Int64)?;
-        }
-        check(id, &b, "values", &list(D::Int64))?;
-        let series = typed!(id, &b, "series", as_primitive::<UInt32Type>);
-        let minute = typed!(id, &b, "minute_ms", as_primitive::<Int64Type>);
-        let kind = typed!(id, &b, "kind", as_primitive::<UInt32Type>);
-        let start = typed!(id, &b, "start_ns", as_primitive::<Int64Type>);
-        let end = typed!(id, &b, "end_ns", as_primitive::<Int64Type>);
-        let stack = typed!(id, &b, "stack", as_primitive::<UInt32Type>);
-        let labels = typed!(id, &b, "label_set", as_primitive::<UInt32Type>);
-        let vals = typed!(id, &b, "values", as_list::<i32>);
-        let vv = vals.values().as_primitive::<Int64Type>();
-        let off = vals.value_offsets();
-        for i in 0..b.num_rows() {
-            let (s, k) = (series.value(i) as usize, kind.value(i) as usize);
-            if s >= part.series.len() || k >= part.headers.len() {
-                return Err(err(id, "a row names a series or kind out of range"));
-            }
-            if stack.value(i) >= stacks || labels.value(i) >= sets {
-                return Err(err(id, "a row names a stack or label set out of range"));
-            }
-            let v = &vv.values()[off[i] as usize..off[i + 1] as usize];
-            let width = part.headers[k].sample_types.len();
-            if v.len() != width {
-                return Err(err(id, "a row's values do not match its kind"));
-            }
-            let at = At {
-                minute: minute.value(i),
-                header: k as u32,
-                span: (start.value(i), end.value(i)),
-            };
-            let same = run
-                .as_ref()
-                .is_some_and(|(rs, ra, _)| *rs == s as u32 && *ra == at);
-            if !same {
-                if let Some((rs, ra, rows)) = run.take() {
-                    part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
-                }
-                run = Some((s as u32, at, Rows::new(width)));
-            }
-            if let Some((_, _, rows)) = &mut run {
-                rows.push(StackId(stack.value(i)), LabelSetId(labels.value(i)), v);
-            }
-        }
-    }
-    if let Some((rs, ra, rows)) = run.take() {
-        part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
-    }
+    part.dict = Dict::Fixed(Box::new(t));
+    // Blocks that carry hour sums keep no rollup minutes: their service
+    // reads take whole hours from the sums and the edges from the series.
+    part.rollup_minutes = !meta.files.contains_key(ROLLUPS);
+    let samples = batches(meta, files, "samples.parquet")?;
+    put_samples(id, &mut part, &samples)?;
+    let (stacks, sets) = {
+        let t = part.dict.tables();
+        (t.stacks.len() as u32, t.label_sets.len() as u32)
+    };
     for b in batches(meta, files, TOTALS)? {
         for n in ["series", "kind"] {
             check(id, &b, n, &D::UInt32)?;
@@ -509,11 +460,202 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
             part.put_hour_rows((r.name.into(), r.service.into()), r.at, rows);
         }
     }
-    part.dict = Dict::Fixed(Box::new(t));
     part.min_ms = meta.min_ms;
     part.max_ms = meta.max_ms;
     part.profiles = meta.profiles;
     part.samples = meta.samples;
     part.seal();
     Ok(part)
+}
+
+/// Puts rows of `samples.parquet` (whole row groups) into `part`, whose
+/// symbol tables and series are read already: into the series' buckets,
+/// and into their services' rollup minutes when the part keeps those.
+pub(crate) fn put_samples(id: &str, part: &mut Part, samples: &[RecordBatch]) -> Result<(), Error> {
+    use arrow_schema::{DataType as D, Field};
+    let list = |t: D| D::List(Arc::new(Field::new_list_field(t, true)));
+    let with_rollups = part.rollup_minutes;
+    let rollups: Vec<Option<(String, String)>> = part
+        .series
+        .iter()
+        .map(|s| Part::rollup_key(&s.labels).filter(|_| with_rollups))
+        .collect();
+    let (stacks, sets) = {
+        let t = part.dict.tables();
+        (t.stacks.len() as u32, t.label_sets.len() as u32)
+    };
+    // Rows come sorted by series, minute and kind: each run of one
+    // (series, minute, kind, span) goes into the part at once.
+    let mut run: Option<(u32, At, Rows)> = None;
+    for b in samples {
+        for n in ["series", "kind", "stack", "label_set"] {
+            check(id, b, n, &D::UInt32)?;
+        }
+        for n in ["minute_ms", "start_ns", "end_ns"] {
+            check(id, b, n, &D::Int64)?;
+        }
+        check(id, b, "values", &list(D::Int64))?;
+        let series = typed!(id, b, "series", as_primitive::<UInt32Type>);
+        let minute = typed!(id, b, "minute_ms", as_primitive::<Int64Type>);
+        let kind = typed!(id, b, "kind", as_primitive::<UInt32Type>);
+        let start = typed!(id, b, "start_ns", as_primitive::<Int64Type>);
+        let end = typed!(id, b, "end_ns", as_primitive::<Int64Type>);
+        let stack = typed!(id, b, "stack", as_primitive::<UInt32Type>);
+        let labels = typed!(id, b, "label_set", as_primitive::<UInt32Type>);
+        let vals = typed!(id, b, "values", as_list::<i32>);
+        let vv = vals.values().as_primitive::<Int64Type>();
+        let off = vals.value_offsets();
+        for i in 0..b.num_rows() {
+            let (s, k) = (series.value(i) as usize, kind.value(i) as usize);
+            if s >= part.series.len() || k >= part.headers.len() {
+                return Err(err(id, "a row names a series or kind out of range"));
+            }
+            if stack.value(i) >= stacks || labels.value(i) >= sets {
+                return Err(err(id, "a row names a stack or label set out of range"));
+            }
+            let v = &vv.values()[off[i] as usize..off[i + 1] as usize];
+            let width = part.headers[k].sample_types.len();
+            if v.len() != width {
+                return Err(err(id, "a row's values do not match its kind"));
+            }
+            let at = At {
+                minute: minute.value(i),
+                header: k as u32,
+                span: (start.value(i), end.value(i)),
+            };
+            let same = run
+                .as_ref()
+                .is_some_and(|(rs, ra, _)| *rs == s as u32 && *ra == at);
+            if !same {
+                if let Some((rs, ra, rows)) = run.take() {
+                    part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
+                }
+                run = Some((s as u32, at, Rows::new(width)));
+            }
+            if let Some((_, _, rows)) = &mut run {
+                rows.push(StackId(stack.value(i)), LabelSetId(labels.value(i)), v);
+            }
+        }
+    }
+    if let Some((rs, ra, rows)) = run.take() {
+        part.put_rows(rs, rollups[rs as usize].as_ref(), ra, &rows);
+    }
+    Ok(())
+}
+
+/// Per row group of the block's `samples.parquet`, the first and last
+/// series it holds (from the footer's statistics; a group without them
+/// is taken to hold every series).
+pub(crate) async fn group_ranges(
+    store: Arc<dyn ObjectStore>,
+    meta: &Meta,
+) -> Result<Vec<(u32, u32)>, Error> {
+    let name = format!("{}/samples.parquet", meta.id);
+    let reader = samples_reader(store, meta);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| err(&name, e))?;
+    let col = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "series")
+        .ok_or_else(|| err(&name, "no series column"))?;
+    let u32_of =
+        |b: Option<&[u8]>| -> Option<u32> { Some(u32::from_le_bytes(b?.try_into().ok()?)) };
+    Ok(builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| {
+            let st = rg.column(col).statistics();
+            let lo = st.and_then(|s| u32_of(s.min_bytes_opt()));
+            let hi = st.and_then(|s| u32_of(s.max_bytes_opt()));
+            (lo.unwrap_or(0), hi.unwrap_or(u32::MAX))
+        })
+        .collect())
+}
+
+/// The rows of row groups `groups` of the block's `samples.parquet`,
+/// read from storage by range (only those groups' pages).
+pub(crate) async fn read_groups(
+    store: Arc<dyn ObjectStore>,
+    meta: &Meta,
+    groups: Vec<usize>,
+) -> Result<Vec<RecordBatch>, Error> {
+    use futures::TryStreamExt;
+    let name = format!("{}/samples.parquet", meta.id);
+    let reader = samples_reader(store, meta);
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| err(&name, e))?
+        .with_row_groups(groups)
+        .with_batch_size(1 << 16)
+        .build()
+        .map_err(|e| err(&name, e))?
+        .try_collect()
+        .await
+        .map_err(|e| err(&name, e))
+}
+
+fn samples_reader(store: Arc<dyn ObjectStore>, meta: &Meta) -> Ranged {
+    Ranged {
+        store,
+        path: path(&meta.tenant, &meta.id, "samples.parquet"),
+        size: meta.files.get("samples.parquet").copied(),
+    }
+}
+
+/// A Parquet file in object storage, read by ranges: the footer, then
+/// only the pages of the row groups asked for.
+struct Ranged {
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+    size: Option<u64>,
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for Ranged {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = match self.size {
+                Some(s) => s,
+                None => self.store.head(&self.path).await.map_err(external)?.size,
+            };
+            let meta = ParquetMetaDataReader::new()
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(meta))
+        })
+    }
 }

@@ -10,7 +10,7 @@ use arrow_array::builder::{
 };
 use kiln_profile::StringId;
 
-use super::{Files, Kind, ROLLUPS, TOTALS, batch, kind_of, parquet};
+use super::{Files, Kind, ROLLUPS, TOTALS, batch, kind_of, parquet, parquet_groups};
 use crate::Error;
 use crate::part::Part;
 
@@ -47,46 +47,34 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
     )?;
     files.push(("series.parquet".to_string(), parquet(id, &b)?));
 
-    // samples: one row per (series, minute, kind, stack, label set)
-    let mut series = UInt32Builder::new();
-    let mut minute = Int64Builder::new();
-    let mut kind = UInt32Builder::new();
-    let mut start = Int64Builder::new();
-    let mut end = Int64Builder::new();
-    let mut stack = UInt32Builder::new();
-    let mut labels = UInt32Builder::new();
-    let mut vals = ListBuilder::new(Int64Builder::new());
+    // samples: one row per (series, minute, kind, stack, label set), in
+    // row groups of whole series (a series larger than a group spans
+    // several), so a query of a few series reads only their groups.
+    let mut batches = Vec::new();
+    let mut b = SampleCols::default();
     for (i, se) in part.series.iter().enumerate() {
+        let n: usize = se
+            .buckets
+            .minutes
+            .values()
+            .flatten()
+            .map(|g| g.rows.len())
+            .sum();
+        if b.rows > 0 && b.rows + n > GROUP_ROWS {
+            batches.push(b.finish(id)?);
+            b = SampleCols::default();
+        }
         for (&m, groups) in &se.buckets.minutes {
             for g in groups {
-                g.rows.for_each(|st, l, v| {
-                    series.append_value(i as u32);
-                    minute.append_value(m);
-                    kind.append_value(g.header);
-                    start.append_value(g.start_ns);
-                    end.append_value(g.end_ns);
-                    stack.append_value(st.0);
-                    labels.append_value(l.0);
-                    vals.values().append_slice(v);
-                    vals.append(true);
-                });
+                g.rows
+                    .for_each(|st, l, v| b.push(i as u32, m, g, st.0, l.0, v));
             }
         }
     }
-    let b = batch(
-        id,
-        vec![
-            ("series", Arc::new(series.finish()) as ArrayRef),
-            ("minute_ms", Arc::new(minute.finish())),
-            ("kind", Arc::new(kind.finish())),
-            ("start_ns", Arc::new(start.finish())),
-            ("end_ns", Arc::new(end.finish())),
-            ("stack", Arc::new(stack.finish())),
-            ("label_set", Arc::new(labels.finish())),
-            ("values", Arc::new(vals.finish())),
-        ],
-    )?;
-    files.push(("samples.parquet".to_string(), parquet(id, &b)?));
+    if b.rows > 0 || batches.is_empty() {
+        batches.push(b.finish(id)?);
+    }
+    files.push(("samples.parquet".to_string(), parquet_groups(id, &batches)?));
 
     // minute totals: one row per (series, minute, kind), each sample
     // type's total: what a timeline reads without the rows.
@@ -293,4 +281,61 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
     files.push(("label_sets.parquet".to_string(), parquet(id, &b)?));
 
     Ok((files, part.headers.iter().map(kind_of).collect()))
+}
+
+/// Rows of `samples.parquet` per row group, at most (a series with more
+/// fills groups of its own).
+pub(crate) const GROUP_ROWS: usize = if cfg!(test) { 8 } else { 1 << 18 };
+
+/// The columns of one row group of `samples.parquet`.
+#[derive(Default)]
+struct SampleCols {
+    rows: usize,
+    series: UInt32Builder,
+    minute: Int64Builder,
+    kind: UInt32Builder,
+    start: Int64Builder,
+    end: Int64Builder,
+    stack: UInt32Builder,
+    labels: UInt32Builder,
+    vals: ListBuilder<Int64Builder>,
+}
+
+impl SampleCols {
+    fn push(
+        &mut self,
+        series: u32,
+        minute: i64,
+        g: &crate::part::Group,
+        stack: u32,
+        labels: u32,
+        v: &[i64],
+    ) {
+        self.rows += 1;
+        self.series.append_value(series);
+        self.minute.append_value(minute);
+        self.kind.append_value(g.header);
+        self.start.append_value(g.start_ns);
+        self.end.append_value(g.end_ns);
+        self.stack.append_value(stack);
+        self.labels.append_value(labels);
+        self.vals.values().append_slice(v);
+        self.vals.append(true);
+    }
+
+    fn finish(mut self, id: &str) -> Result<arrow_array::RecordBatch, Error> {
+        batch(
+            id,
+            vec![
+                ("series", Arc::new(self.series.finish()) as ArrayRef),
+                ("minute_ms", Arc::new(self.minute.finish())),
+                ("kind", Arc::new(self.kind.finish())),
+                ("start_ns", Arc::new(self.start.finish())),
+                ("end_ns", Arc::new(self.end.finish())),
+                ("stack", Arc::new(self.stack.finish())),
+                ("label_set", Arc::new(self.labels.finish())),
+                ("values", Arc::new(self.vals.finish())),
+            ],
+        )
+    }
 }

@@ -216,6 +216,13 @@ impl Buckets {
         minutes(end, until, out);
     }
 
+    /// The minute groups within `[a, b)`.
+    pub(crate) fn minutes_in<'a>(&'a self, a: i64, b: i64, out: &mut Vec<&'a Group>) {
+        if a < b {
+            out.extend(self.minutes.range(a..b).flat_map(|(_, v)| v.iter()));
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         let b = |m: &BTreeMap<i64, Vec<Group>>| -> usize {
             m.values()

@@ -86,6 +86,10 @@ pub(crate) struct Part {
     pub index: BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>,
     /// (`__name__`, `service_name`) → every instance's rows summed.
     pub rollups: HashMap<(String, String), Buckets>,
+    /// Whether the services' rollups hold minutes (the head, and blocks
+    /// written before they carried hour sums); without, a service's
+    /// minutes are read from its series.
+    pub rollup_minutes: bool,
     /// Earliest and latest profile time (ms) held.
     pub min_ms: i64,
     pub max_ms: i64,
@@ -107,6 +111,7 @@ impl Default for Part {
             by_labels: HashMap::new(),
             index: BTreeMap::new(),
             rollups: HashMap::new(),
+            rollup_minutes: true,
             min_ms: i64::MAX,
             max_ms: i64::MIN,
             profiles: 0,

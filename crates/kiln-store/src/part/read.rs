@@ -89,11 +89,29 @@ impl Part {
     }
 
     /// The groups `q` reads over the range.
-    fn groups(&self, q: &selector::Query, from_ms: i64, until_ms: i64) -> Vec<&Group> {
+    fn groups<'a>(&'a self, q: &selector::Query, from_ms: i64, until_ms: i64) -> Vec<&'a Group> {
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         let mut out = Vec::new();
         match Part::rollup_key_for(q).and_then(|k| self.rollups.get(&k)) {
-            Some(r) => r.read(lo, until_ms, &mut out),
+            Some(r) if self.rollup_minutes => r.read(lo, until_ms, &mut out),
+            Some(r) => {
+                // Hour sums from the rollup; the minutes at the edges from
+                // the service's series (the rollup keeps no minutes).
+                let (first, end) = super::whole_hours(lo, until_ms);
+                let ids = self.matching(q);
+                let edges = |a: i64, b: i64, out: &mut Vec<&'a Group>| {
+                    for &id in &ids {
+                        self.series[id as usize].buckets.minutes_in(a, b, out);
+                    }
+                };
+                if first >= end {
+                    edges(lo, until_ms, &mut out);
+                } else {
+                    edges(lo, first, &mut out);
+                    out.extend(r.hours.range(first..end).flat_map(|(_, g)| g.iter()));
+                    edges(end, until_ms, &mut out);
+                }
+            }
             None => {
                 for id in self.matching(q) {
                     self.series[id as usize]
@@ -241,8 +259,9 @@ impl Part {
                 .and_then(|g| s.labels.iter().find(|(k, _)| k == g))
                 .map_or(String::new(), |(_, v)| v.clone());
             let line = out.entry(key).or_default();
-            if s.buckets.minutes.is_empty() {
-                // Read back without rows: the block's minute totals.
+            if !s.totals.is_empty() {
+                // A block's minute totals (its rows may be read only in
+                // part, or not at all).
                 let first = s.totals.partition_point(|t| t.minute < lo);
                 for t in s.totals[first..].iter().take_while(|t| t.minute < until_ms) {
                     if let Some(i) = columns[t.header as usize] {

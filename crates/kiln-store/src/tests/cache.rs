@@ -133,6 +133,20 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
     assert_eq!(all(&store, &svc), want_svc);
     assert!(no_rows(), "the service's whole hours read rows");
     assert_eq!(all(&store, &by_inst), want_inst);
+    // One instance of two: only the row groups of its series were read.
+    let held: Vec<(usize, usize)> = blocks
+        .iter()
+        .map(|b| {
+            let g = b.groups.lock().unwrap();
+            (g.iter().filter(|&&x| x).count(), g.len())
+        })
+        .collect();
+    assert!(
+        held.iter().any(|&(loaded, all)| loaded > 0 && loaded < all),
+        "row groups loaded per block: {held:?}"
+    );
+    assert!(no_rows(), "blocks were read whole");
+    assert!(store.stats().cache_bytes <= cap as u64);
 }
 
 #[test]

@@ -285,13 +285,25 @@ fn hours_that_are_over_are_summed_ahead_of_queries() {
     assert_eq!(block_hours(), [0, HOUR_MS]);
     assert!(!store.sum_an_hour(), "nothing left to sum");
     assert_eq!(store.stats().hours_summed, 0);
-    // Half an hour at each edge: the rows are read, and agree.
+    // Half an hour at each edge: the series' rows are read (their row
+    // groups), and agree.
     let p = store
         .select_now("", &q, 30 * BUCKET_MS, 90 * BUCKET_MS, Detail::Stacks)
         .unwrap();
     assert_eq!(p.unwrap().total(0), (31..=90).sum::<i64>());
-    assert_eq!(blocks[0].level(), Level::Full);
+    assert_eq!(blocks[0].level(), Level::Hours);
+    assert!(blocks[0].part.read().unwrap().rows() > 0);
     assert_eq!(block_hours(), [0, HOUR_MS], "sums kept beside the rows");
+    // Edges that fall inside an hour, read from minutes and sums alike.
+    for (a, b) in [(0, 61), (59, 120), (1, 119), (61, 62)] {
+        let p = store
+            .select_now("", &q, a * BUCKET_MS, b * BUCKET_MS, Detail::Stacks)
+            .unwrap();
+        let want: i64 = (a..b).map(|m| m + 1).sum::<i64>()
+            + if (a..b).contains(&10) { 1000 } else { 0 }
+            + if (a..b).contains(&11) { 100 } else { 0 };
+        assert_eq!(p.map_or(0, |p| p.total(0)), want, "{a}..{b}");
+    }
     let p = store
         .select_now("", &q, 0, 2 * HOUR_MS, Detail::Stacks)
         .unwrap();
