@@ -117,8 +117,22 @@ fn session_hz(inner: &Inner, q: &HashMap<String, String>) -> Result<u32, Fail> {
 }
 
 /// Starts a session in the sampler; the id, or why not.
-fn begin(inner: &Inner, hz: u32, duration: Duration, ship: bool) -> Result<String, Fail> {
-    if inner.engine.is_none() {
+fn begin(
+    inner: &Inner,
+    event: &str,
+    hz: u32,
+    duration: Duration,
+    ship: bool,
+) -> Result<String, Fail> {
+    if event == "alloc" {
+        let st = inner.alloc_status(true);
+        if !st.on {
+            return Err(Fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("allocations are not sampled: {}", st.reason),
+            ));
+        }
+    } else if inner.engine.is_none() {
         return Err(Fail(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no CPU sampling engine: {}", inner.engine_reason),
@@ -126,7 +140,7 @@ fn begin(inner: &Inner, hz: u32, duration: Duration, ship: bool) -> Result<Strin
     }
     let id = inner
         .sessions
-        .begin("cpu", hz, duration, ship)
+        .begin(event, hz, duration, ship)
         .ok_or_else(|| {
             Fail(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -135,7 +149,11 @@ fn begin(inner: &Inner, hz: u32, duration: Duration, ship: bool) -> Result<Strin
         })?;
     let sent = inner.send(Cmd::StartSession {
         id: id.clone(),
-        period_ns: 1_000_000_000 / u64::from(hz),
+        period_ns: if event == "alloc" {
+            0
+        } else {
+            1_000_000_000 / u64::from(hz)
+        },
         until: Some(std::time::Instant::now() + duration),
         ship,
     });
@@ -152,11 +170,13 @@ fn begin(inner: &Inner, hz: u32, duration: Duration, ship: bool) -> Result<Strin
 async fn start(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Response, Fail> {
     let event = q.get("event").map_or("cpu", String::as_str);
     match event {
-        "cpu" => {}
-        "wall" | "alloc" | "lock" => {
+        "cpu" | "alloc" => {}
+        "wall" | "lock" => {
             return Err(Fail(
                 StatusCode::NOT_IMPLEMENTED,
-                format!("event={event} is not sampled by this version of the agent; only cpu is"),
+                format!(
+                    "event={event} is not sampled by this version of the agent; cpu and alloc are"
+                ),
             ));
         }
         other => {
@@ -209,11 +229,11 @@ async fn start(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Resp
             ));
         }
     }
-    let id = begin(&inner, hz, duration, true)?;
+    let id = begin(&inner, event, hz, duration, true)?;
     let info = inner.sessions.get(&id);
     Ok(axum::Json(json!({
         "id": id,
-        "event": "cpu",
+        "event": event,
         "hz": hz,
         "engine": inner.engine,
         "until_ms": info.map(|i| i.until_ms),
@@ -307,7 +327,7 @@ async fn profile(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Re
     let hz = session_hz(&inner, &q)?;
     let wait = Duration::from_secs(seconds);
     // The sampler ends it a little after we ask, should this task be slow.
-    let id = begin(&inner, hz, wait + Duration::from_secs(5), false)?;
+    let id = begin(&inner, "cpu", hz, wait + Duration::from_secs(5), false)?;
     let mut guard = StopOnDrop {
         inner: inner.clone(),
         id: Some(id.clone()),

@@ -119,21 +119,29 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 let _ = reply.send(kiln_profile::pprof::encode_gzip(&p));
             }
             Job::Session(s) => {
-                let bytes = encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now());
+                // An allocation session (no CPU period) is a memory profile.
+                let (name, bytes) = if s.period_ns == 0 {
+                    let mut p =
+                        window::build_memory(&s.window, ctx.alloc_rate, &mut symbols, code.now());
+                    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+                    ("memory", Bytes::from(kiln_profile::pprof::encode_gzip(&p)))
+                } else {
+                    let b = encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now());
+                    ("process_cpu", b)
+                };
                 let outcomes = if s.ship {
-                    ctx.ship.enqueue(
-                        "process_cpu",
-                        s.window.start,
-                        s.window.end,
-                        bytes.clone(),
-                        true,
-                    )
+                    ctx.ship
+                        .enqueue(name, s.window.start, s.window.end, bytes.clone(), true)
                 } else {
                     Vec::new()
                 };
                 let mut report = SessionReport {
                     id: s.id,
-                    samples: s.window.samples(),
+                    samples: if s.period_ns == 0 {
+                        s.window.allocs.len() as u64
+                    } else {
+                        s.window.samples()
+                    },
                     bytes: bytes.len(),
                     start_ms: ms(s.window.start),
                     end_ms: ms(s.window.end),

@@ -61,7 +61,8 @@ pub enum Cmd {
     StartSession {
         /// Its id.
         id: String,
-        /// Its sampling period.
+        /// Its CPU sampling period; 0 for an allocation session (it takes
+        /// the allocation samples, and the blocks live at its end).
         period_ns: u64,
         /// When it ends by itself, if ever.
         until: Option<Instant>,
@@ -162,7 +163,7 @@ pub fn run(
                 // Samples taken up to now belong to the session.
                 fold.drain(shared, continuous, &threads);
                 match fold.sessions.iter().position(|s| s.id == id) {
-                    Some(i) => finish(fold.sessions.swap_remove(i), reply, &jobs),
+                    Some(i) => finish(fold.close(i), reply, &jobs),
                     None => {
                         if let Some(r) = reply {
                             let _ = r.send(crate::session::SessionOutcome::Unknown);
@@ -176,7 +177,7 @@ pub fn run(
         while i < fold.sessions.len() {
             if fold.sessions[i].until.is_some_and(|u| now >= u) {
                 fold.drain(shared, continuous, &threads);
-                finish(fold.sessions.swap_remove(i), None, &jobs);
+                finish(fold.close(i), None, &jobs);
             } else {
                 i += 1;
             }
@@ -261,8 +262,8 @@ pub fn run(
             .threads
             .store(threads.len() as u64, Ordering::Relaxed);
         if stopping {
-            for s in fold.sessions.drain(..) {
-                finish(s, None, &jobs);
+            while !fold.sessions.is_empty() {
+                finish(fold.close(0), None, &jobs);
             }
             // No one tracks the live blocks any more.
             crate::sys::heap::clear();
@@ -328,6 +329,16 @@ impl Window {
 }
 
 impl Fold {
+    /// Takes session `i` out, an allocation session with the blocks live
+    /// now.
+    fn close(&mut self, i: usize) -> Session {
+        let mut s = self.sessions.swap_remove(i);
+        if s.period_ns == 0 {
+            self.live_into(&mut s.window);
+        }
+        s
+    }
+
     /// Adds every live block to `w`'s in-use table.
     fn live_into(&self, w: &mut Window) {
         for l in self.live.values() {
@@ -351,6 +362,7 @@ impl Fold {
     fn drain_heap(&mut self, shared: &Shared, threads: &HashMap<u32, Thread>) {
         let Fold {
             window,
+            sessions,
             buf,
             live,
             total,
@@ -372,11 +384,18 @@ impl Fold {
                 Some(t) => t.name.clone(),
                 None => thread_name(s.tid).unwrap_or_else(|| format!("tid-{}", s.tid)),
             };
-            let stack = window.stacks.intern(buf);
-            let e = window.allocs.entry((s.tid, stack)).or_default();
-            e.0 += objects;
-            e.1 += bytes;
-            window.names.entry(s.tid).or_insert_with(name);
+            for w in std::iter::once(&mut *window).chain(
+                sessions
+                    .iter_mut()
+                    .filter(|x| x.period_ns == 0)
+                    .map(|x| &mut x.window),
+            ) {
+                let stack = w.stacks.intern(buf);
+                let e = w.allocs.entry((s.tid, stack)).or_default();
+                e.0 += objects;
+                e.1 += bytes;
+                w.names.entry(s.tid).or_insert_with(name);
+            }
             let stack = total.stacks.intern(buf);
             let key = (s.tid, stack);
             if total.allocs.len() < MAX_TOTAL_ROWS || total.allocs.contains_key(&key) {
@@ -439,7 +458,7 @@ impl Fold {
             if continuous {
                 add(window);
             }
-            for sess in sessions.iter_mut() {
+            for sess in sessions.iter_mut().filter(|x| x.period_ns > 0) {
                 add(&mut sess.window);
             }
         });

@@ -250,3 +250,105 @@ fn many_threads_churn_and_fork_run_clean() {
     assert!(st.alloc.sampled > 1000, "{:?}", st.alloc);
     agent.stop().unwrap();
 }
+
+#[inline(never)]
+fn hold_buffers(keep: &mut Vec<Vec<u8>>) {
+    for _ in 0..64 {
+        keep.push(vec![9u8; 1 << 20]);
+    }
+}
+
+#[test]
+fn heap_endpoint_and_alloc_sessions_answer_like_go() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = kiln_agent::Agent::builder()
+        .service("heap-http")
+        .cpu_hz(0)
+        .window(Duration::from_secs(600))
+        .write_to_dir(dir.path())
+        .control("127.0.0.1:0")
+        .start()
+        .unwrap();
+    let base = format!("http://{}", agent.status().control[0]);
+    let c = reqwest::blocking::Client::new();
+    let r = c
+        .post(format!("{base}/debug/kiln/start?event=alloc&duration=60s"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap();
+    assert_eq!(started["event"], "alloc");
+    let id = started["id"].as_str().unwrap().to_string();
+    let mut keep = Vec::new();
+    hold_buffers(&mut keep);
+    // Go's heap profile: the live blocks now, and what was allocated.
+    let r = c.get(format!("{base}/debug/pprof/heap")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let raw = r.bytes().unwrap();
+    let heap = kiln_profile::decode(&raw, &Default::default()).unwrap();
+    // `go tool pprof` reads it, as it reads Go's.
+    let file = dir.path().join("heap.pb.gz");
+    std::fs::write(&file, &raw).unwrap();
+    let go = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
+        .arg(&file)
+        .output()
+        .expect("`go` must be installed (scripts/test installs golang-go)");
+    let text = String::from_utf8_lossy(&go.stdout);
+    assert!(
+        go.status.success(),
+        "{}",
+        String::from_utf8_lossy(&go.stderr)
+    );
+    assert!(text.contains("Type: inuse_space"), "{text}");
+    assert!(text.contains("hold_buffers"), "{text}");
+    std::fs::remove_file(&file).unwrap();
+    let names: Vec<String> = (0..heap.sample_types.len())
+        .map(|i| heap.sample_type_names(i).0.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ]
+    );
+    assert_eq!(heap.str(heap.default_sample_type), "inuse_space");
+    let held = {
+        let i = heap.sample_type_index("inuse_space").unwrap();
+        let n = heap.sample_types.len();
+        heap.samples
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                heap.stack(s.stack).iter().any(|&l| {
+                    heap.locations[l.0 as usize].lines.iter().any(|ln| {
+                        heap.str(heap.functions[ln.function.0 as usize].name)
+                            .ends_with("::hold_buffers")
+                    })
+                })
+            })
+            .map(|(k, _)| heap.values[k * n + i])
+            .sum::<i64>()
+    };
+    let want = 64i64 << 20;
+    assert!(
+        (held - want).abs() <= want / 5,
+        "hold_buffers holds {held} by /debug/pprof/heap, {want} in truth"
+    );
+    // The session ships a memory profile of its own.
+    let r = c
+        .post(format!("{base}/debug/kiln/stop?id={id}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    let written = memory_profiles(dir.path());
+    assert_eq!(written.len(), 1, "the session's profile");
+    let i = written[0].sample_type_index("alloc_space").unwrap();
+    assert!(written[0].total(i) >= want / 2, "{}", written[0].total(i));
+    black_box(&keep);
+    agent.stop().unwrap();
+}
