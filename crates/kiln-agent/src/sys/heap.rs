@@ -12,7 +12,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use super::ring::RawSample;
 use super::{FORKED, MAX_DEPTH, SHARED, current_frame, current_pc, gettid, walk};
@@ -44,6 +44,11 @@ const PROBES: usize = 16;
 /// A slot whose address was removed (probes go on past it).
 const GONE: u64 = 1;
 static LIVE: [AtomicU64; TABLE] = [const { AtomicU64::new(0) }; TABLE];
+/// In front of the table: per hash of an address, how many live sampled
+/// blocks may hash there (saturating at 255, which then stays). 16 KiB,
+/// so a free of an unsampled block is one load of a hot cache line.
+const HINTS: usize = 1 << 14;
+static HINT: [AtomicU8; HINTS] = [const { AtomicU8::new(0) }; HINTS];
 /// Addresses the table holds: 0 lets every free skip it.
 static LIVE_TOTAL: AtomicU64 = AtomicU64::new(0);
 
@@ -61,6 +66,24 @@ fn slot(addr: u64) -> usize {
     ((addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 16)) as usize
 }
 
+fn hint(addr: u64) -> &'static AtomicU8 {
+    &HINT[((addr >> 4).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) >> (64 - 14)) as usize]
+}
+
+fn hint_up(addr: u64) {
+    let h = hint(addr);
+    let _ = h.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        (v < u8::MAX).then(|| v + 1)
+    });
+}
+
+fn hint_down(addr: u64) {
+    let h = hint(addr);
+    let _ = h.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        (v > 0 && v < u8::MAX).then(|| v - 1)
+    });
+}
+
 /// Adds `addr` to the table; false when its probe run is full.
 fn insert(addr: u64) -> bool {
     let start = slot(addr);
@@ -71,6 +94,7 @@ fn insert(addr: u64) -> bool {
             && s.compare_exchange(v, addr, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
         {
+            hint_up(addr);
             LIVE_TOTAL.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -83,6 +107,9 @@ fn insert(addr: u64) -> bool {
 /// go on past it, so it is marked [`GONE`].
 #[inline]
 pub fn take(addr: u64) -> bool {
+    if hint(addr).load(Ordering::Relaxed) == 0 {
+        return false;
+    }
     let start = slot(addr);
     for i in 0..PROBES {
         let s = &LIVE[(start + i) % TABLE];
@@ -95,6 +122,7 @@ pub fn take(addr: u64) -> bool {
                     .compare_exchange(addr, to, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok();
                 if won {
+                    hint_down(addr);
                     LIVE_TOTAL.fetch_sub(1, Ordering::Relaxed);
                 }
                 return won;
@@ -110,6 +138,9 @@ pub fn take(addr: u64) -> bool {
 pub fn clear() {
     for c in &LIVE {
         c.store(0, Ordering::Relaxed);
+    }
+    for h in &HINT {
+        h.store(0, Ordering::Relaxed);
     }
     LIVE_TOTAL.store(0, Ordering::Relaxed);
 }
