@@ -4,7 +4,9 @@ sampling at the default mean (512 KiB) against the system allocator alone,
 and jemalloc's own heap profiler (tikv-jemallocator, `prof:true,
 lg_prof_sample:19`, the same mean) against jemalloc alone, on one
 workload (bench/src/alloc/work.rs: JSON parsed into structs, a moving
-live heap, then 64-byte alloc+free pairs timed alone). Runs alternate, so
+live heap, then 64-byte alloc+free pairs timed alone; every variant has
+a second, idle thread, as services do, so glibc's single-thread fast path
+favours none). Runs alternate, so
 machine noise falls on all alike; medians of RUNS (default 5).
 
     RUNS=5 ROUNDS=60 PAIRS=20000000 python3 bench/alloc.py
