@@ -27,6 +27,7 @@ pub struct AgentBuilder {
     pub(crate) push_token: Option<String>,
     pub(crate) tenant: Option<String>,
     pub(crate) alloc_sample_bytes: u64,
+    pub(crate) thread_stats: bool,
 }
 
 impl Default for AgentBuilder {
@@ -47,6 +48,7 @@ impl Default for AgentBuilder {
             push_token: None,
             tenant: None,
             alloc_sample_bytes: crate::alloc::DEFAULT_SAMPLE_BYTES,
+            thread_stats: true,
         }
     }
 }
@@ -82,6 +84,14 @@ impl AgentBuilder {
     /// [`crate::alloc::Profiled`] as the global allocator.
     pub fn alloc_sample_bytes(mut self, bytes: u64) -> Self {
         self.alloc_sample_bytes = bytes;
+        self
+    }
+
+    /// Per-thread CPU time, run-queue delay and voluntary / involuntary
+    /// context switches each window (the `threads:*` profile types).
+    /// Default on.
+    pub fn thread_stats(mut self, on: bool) -> Self {
+        self.thread_stats = on;
         self
     }
 
@@ -206,6 +216,13 @@ impl Agent {
             s.trim().parse::<u64>().map_err(|e| e.to_string())
         })? {
             b.alloc_sample_bytes = n;
+        }
+        if let Some(on) = config::env("KILN_THREAD_STATS", |s| match s.trim() {
+            "1" | "true" | "on" | "yes" => Ok(true),
+            "0" | "false" | "off" | "no" => Ok(false),
+            _ => Err("expected true or false".into()),
+        })? {
+            b.thread_stats = on;
         }
         if let Some(e) = config::env("KILN_ENGINE", |s| {
             config::parse_engine(s).ok_or_else(|| "expected auto, perf, ctimer or itimer".into())

@@ -26,6 +26,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("KILN_ENGINE", "`auto`, `perf`, `ctimer` or `itimer`"),
     (
+        "KILN_THREAD_STATS",
+        "per-thread CPU, run delay and context switches each window (default true)",
+    ),
+    (
         "KILN_ALLOC_SAMPLE_BYTES",
         "mean bytes between allocation samples (default 524288); 0 turns them off",
     ),

@@ -102,6 +102,12 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                     ctx.ship
                         .enqueue("process_cpu", w.start, w.end, bytes, false);
                 }
+                if !w.threads.is_empty() {
+                    let mut p = crate::threads::build(&w.threads, w.start, w.end);
+                    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+                    let bytes = Bytes::from(kiln_profile::pprof::encode_gzip(&p));
+                    ctx.ship.enqueue("threads", w.start, w.end, bytes, false);
+                }
                 if let Some(bytes) =
                     encode_memory(&ctx, &w, ctx.alloc_rate, &mut symbols, code.now())
                 {

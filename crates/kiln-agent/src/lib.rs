@@ -55,6 +55,7 @@ mod status;
 mod symbolize;
 #[allow(unsafe_code)]
 mod sys;
+mod threads;
 mod unwind;
 mod window;
 
@@ -398,6 +399,7 @@ impl Agent {
             period_ns,
             window: cfg.window,
             alloc_rate: cfg.alloc_sample_bytes,
+            thread_stats: cfg.thread_stats,
         };
         let mut threads = Vec::new();
         let (c, p) = (counters.clone(), pending.clone());

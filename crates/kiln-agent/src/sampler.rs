@@ -23,6 +23,10 @@ use crate::sys::{Shared, TIMER_CTIMER, TIMER_ITIMER};
 use crate::window::{TRUNCATED, Window};
 use crate::{Counters, Engine};
 
+/// How often every thread's counters are read (so a thread that exits
+/// keeps what it did until its last second).
+const THREAD_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Continuous windows waiting for the flush thread, at most; a window
 /// finished while this many wait is dropped and counted.
 pub const MAX_PENDING_WINDOWS: usize = 2;
@@ -53,6 +57,8 @@ pub struct SamplerConfig {
     pub window: Duration,
     /// Mean bytes between allocation samples; 0: allocations not sampled.
     pub alloc_rate: u64,
+    /// Read every thread's counters at each window's end.
+    pub thread_stats: bool,
 }
 
 /// Orders to the sampler thread. Dropping every sender stops it.
@@ -127,6 +133,12 @@ pub fn run(
         counters: counters.clone(),
     };
     crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
+    let mut stats = crate::threads::ThreadStats::default();
+    let mut stats_at = Instant::now();
+    if cfg.thread_stats {
+        // The first window counts from here.
+        stats.window(|_| String::new());
+    }
     let mut window_end = Instant::now() + cfg.window;
     let mut last_scan = Instant::now() - THREAD_SCAN_INTERVAL;
     let mut last_maps = Refreshed::default();
@@ -239,13 +251,21 @@ pub fn run(
             );
         }
         fold.drain(shared, continuous, &threads);
+        if cfg.thread_stats && stats_at.elapsed() >= THREAD_STATS_INTERVAL {
+            stats_at = Instant::now();
+            stats.refresh();
+        }
         if stopping || Instant::now() >= window_end {
             let now = SystemTime::now();
             let mut done = std::mem::replace(&mut fold.window, Window::new(now));
             done.end = now;
             fold.live_into(&mut done);
+            if cfg.thread_stats {
+                // Names as now (threads rename themselves).
+                done.threads = stats.window(|tid| thread_name(tid).unwrap_or_default());
+            }
             window_end = Instant::now() + cfg.window;
-            if !done.counts.is_empty() || done.has_memory() {
+            if !done.counts.is_empty() || done.has_memory() || !done.threads.is_empty() {
                 // Stopping waits for the last window; otherwise a writer
                 // that fell behind loses windows, never the sampler's pace.
                 if !stopping && pending.load(Ordering::Acquire) >= MAX_PENDING_WINDOWS {

@@ -37,6 +37,8 @@ pub struct Window {
     /// Sampled blocks live at the window's end, weighted (objects,
     /// bytes), per (allocating thread id, stack index).
     pub inuse: HashMap<(u32, u32), (f64, f64)>,
+    /// Every thread's counters over the window (`thread_stats`).
+    pub threads: Vec<crate::threads::ThreadDelta>,
 }
 
 impl Window {
@@ -50,6 +52,7 @@ impl Window {
             names: HashMap::new(),
             allocs: HashMap::new(),
             inuse: HashMap::new(),
+            threads: Vec::new(),
         }
     }
 
