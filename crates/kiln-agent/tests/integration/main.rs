@@ -177,7 +177,8 @@ pub fn child_report(out: &Output) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
-/// Every profile file under `dir`, sorted.
+/// Every CPU profile file under `dir` (those of `process_cpu`; the agent
+/// writes `threads` and `memory` profiles beside them), sorted.
 pub fn profiles(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -186,7 +187,9 @@ pub fn profiles(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "gz") {
+            } else if p.extension().is_some_and(|x| x == "gz")
+                && p.to_string_lossy().contains("/process_cpu/")
+            {
                 out.push(p);
             }
         }

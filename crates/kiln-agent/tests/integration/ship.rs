@@ -153,12 +153,19 @@ fn s3_and_push_sinks_get_every_window() {
         list.into_iter().map(|m| m.location.to_string()).collect()
     });
     assert!(keys.len() >= 3, "{keys:?}");
-    let key = regex::Regex::new(r"^profiles/ship/test/process_cpu/(\d+)-(\d+)\.pb\.gz$").unwrap();
+    // CPU windows, and beside them each window's per-thread figures.
+    let key = regex::Regex::new(r"^profiles/ship/test/(process_cpu|threads)/(\d+)-(\d+)\.pb\.gz$")
+        .unwrap();
     let mut s3_cpu = 0;
+    let mut s3_windows = 0;
     for k in &keys {
         let c = key.captures(k).unwrap_or_else(|| panic!("bad key {k}"));
+        if &c[1] == "threads" {
+            continue;
+        }
+        s3_windows += 1;
         assert!(
-            c[1].parse::<u64>().unwrap() < c[2].parse::<u64>().unwrap(),
+            c[2].parse::<u64>().unwrap() < c[3].parse::<u64>().unwrap(),
             "{k}"
         );
         let bytes = rt.block_on(async {
@@ -177,16 +184,22 @@ fn s3_and_push_sinks_get_every_window() {
 
     // The same windows reached the push receiver, labelled.
     let pushed = pushed.lock().unwrap();
-    assert_eq!(pushed.len(), keys.len(), "one push per window, as in S3");
+    assert_eq!(pushed.len(), keys.len(), "one push per profile, as in S3");
     let mut push_cpu = 0;
+    let mut push_windows = 0;
     for (labels, p) in pushed.iter() {
         let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        if get("__name__") == Some("threads") {
+            continue;
+        }
+        push_windows += 1;
         assert_eq!(get("__name__"), Some("process_cpu"), "{labels:?}");
         assert_eq!(get("service_name"), Some("ship"), "{labels:?}");
         assert_eq!(get("instance"), Some("test"), "{labels:?}");
         assert_eq!(get("region"), Some("eu-west-1"), "{labels:?}");
         push_cpu += p.total(p.sample_type_index("cpu").unwrap());
     }
+    assert_eq!(s3_windows, push_windows);
     assert_eq!(s3_cpu, push_cpu);
     assert!(s3_cpu > 0);
 }
