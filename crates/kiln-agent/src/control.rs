@@ -336,16 +336,10 @@ async fn profile(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Re
     guard.id = None;
     inner.sessions.stopping(&id);
     let report = finish(&inner, &id).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"profile\""),
-    );
-    Ok((headers, report.pprof).into_response())
+    Ok(pprof_download(
+        "attachment; filename=\"profile\"",
+        report.pprof,
+    ))
 }
 
 /// `GET /debug/pprof/symbol`: Go's symbolz handshake, saying symbols are
@@ -424,6 +418,11 @@ async fn heap(State(inner): State<Arc<Inner>>) -> Result<Response, Fail> {
             ));
         }
     };
+    Ok(pprof_download("attachment; filename=\"heap\"", bytes))
+}
+
+/// A gzipped pprof answered as Go's handlers answer it: a download.
+fn pprof_download(disposition: &'static str, body: impl IntoResponse) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -431,9 +430,9 @@ async fn heap(State(inner): State<Arc<Inner>>) -> Result<Response, Fail> {
     );
     headers.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"heap\""),
+        HeaderValue::from_static(disposition),
     );
-    Ok((headers, bytes).into_response())
+    (headers, body).into_response()
 }
 
 async fn not_yet() -> Fail {

@@ -346,6 +346,10 @@ impl Agent {
         // The stack walk's tables, before the first sample (an allocation
         // sampled right after the start walks stacks too).
         sys::refresh_tables(shared);
+        // Allocations are sampled from the moment `start` returns, not
+        // from when the sampler thread first runs: the heap ring holds
+        // what they record until it drains.
+        sys::heap::RATE.store(cfg.alloc_sample_bytes, Ordering::Relaxed);
         let period_ns = if cfg.cpu_hz == 0 {
             0
         } else {

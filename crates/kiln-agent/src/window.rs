@@ -72,6 +72,22 @@ impl Window {
 /// Each location points to the executable mapping that holds it (file,
 /// offset, build id), so that many processes of one binary merge into one
 /// set of locations whatever their load addresses.
+/// A sample's `thread_name` and `thread_pool` labels for thread `name`.
+fn thread_labels(p: &mut Profile, name: &str) -> [Label; 2] {
+    [
+        Label {
+            key: p.strings.intern("thread_name"),
+            str: p.strings.intern(name),
+            ..Label::default()
+        },
+        Label {
+            key: p.strings.intern("thread_pool"),
+            str: p.strings.intern(&thread_pool(name)),
+            ..Label::default()
+        },
+    ]
+}
+
 /// The window's start and length on `p`.
 fn stamp(p: &mut Profile, w: &Window) {
     let ns = |t: std::time::SystemTime| {
@@ -205,24 +221,11 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
     p.period = period_ns as i64;
     stamp(&mut p, w);
     let stack_locs = locate(&mut p, w, symbols, code);
-    let thread_key = p.strings.intern("thread_name");
-    let pool_key = p.strings.intern("thread_pool");
     let mut entries: Vec<_> = w.counts.iter().collect();
     entries.sort_unstable();
     for (&(tid, stack), &(count, ns)) in entries {
         let name = w.names.get(&tid).map_or("", String::as_str);
-        let labels = [
-            Label {
-                key: thread_key,
-                str: p.strings.intern(name),
-                ..Label::default()
-            },
-            Label {
-                key: pool_key,
-                str: p.strings.intern(&thread_pool(name)),
-                ..Label::default()
-            },
-        ];
+        let labels = thread_labels(&mut p, name);
         p.push_sample(
             &stack_locs[stack as usize],
             &labels,
@@ -275,8 +278,6 @@ pub fn build_memory(w: &Window, rate: u64, symbols: &mut Symbols, code: &[CodeMa
         // Keep at least the allocation site.
         locs.drain(..own.min(locs.len().saturating_sub(1)));
     }
-    let thread_key = p.strings.intern("thread_name");
-    let pool_key = p.strings.intern("thread_pool");
     let mut rows: HashMap<(u32, u32), [f64; 4]> = HashMap::new();
     for (&k, &(o, b)) in &w.allocs {
         let r = rows.entry(k).or_default();
@@ -292,18 +293,7 @@ pub fn build_memory(w: &Window, rate: u64, symbols: &mut Symbols, code: &[CodeMa
     entries.sort_unstable_by_key(|(k, _)| *k);
     for ((tid, stack), v) in entries {
         let name = w.names.get(&tid).map_or("", String::as_str);
-        let labels = [
-            Label {
-                key: thread_key,
-                str: p.strings.intern(name),
-                ..Label::default()
-            },
-            Label {
-                key: pool_key,
-                str: p.strings.intern(&thread_pool(name)),
-                ..Label::default()
-            },
-        ];
+        let labels = thread_labels(&mut p, name);
         let values = v.map(|x| x.round() as i64);
         p.push_sample(&stack_locs[stack as usize], &labels, &values);
     }
