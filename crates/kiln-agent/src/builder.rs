@@ -28,6 +28,7 @@ pub struct AgentBuilder {
     pub(crate) tenant: Option<String>,
     pub(crate) alloc_sample_bytes: u64,
     pub(crate) thread_stats: bool,
+    pub(crate) lock_sample_ns: u64,
 }
 
 impl Default for AgentBuilder {
@@ -49,6 +50,7 @@ impl Default for AgentBuilder {
             tenant: None,
             alloc_sample_bytes: crate::alloc::DEFAULT_SAMPLE_BYTES,
             thread_stats: true,
+            lock_sample_ns: crate::sync::DEFAULT_SAMPLE_NS,
         }
     }
 }
@@ -84,6 +86,15 @@ impl AgentBuilder {
     /// [`crate::alloc::Profiled`] as the global allocator.
     pub fn alloc_sample_bytes(mut self, bytes: u64) -> Self {
         self.alloc_sample_bytes = bytes;
+        self
+    }
+
+    /// Mean nanoseconds of waiting between samples of waits on
+    /// [`crate::sync`] locks (default 100 µs; a wait of `w` is sampled with
+    /// probability `1 − e^(−w/n)` and weighted to match); 0 turns lock
+    /// profiling off.
+    pub fn lock_sample_ns(mut self, ns: u64) -> Self {
+        self.lock_sample_ns = ns;
         self
     }
 
@@ -216,6 +227,11 @@ impl Agent {
             s.trim().parse::<u64>().map_err(|e| e.to_string())
         })? {
             b.alloc_sample_bytes = n;
+        }
+        if let Some(n) = config::env("KILN_LOCK_SAMPLE_NS", |s| {
+            s.trim().parse::<u64>().map_err(|e| e.to_string())
+        })? {
+            b.lock_sample_ns = n;
         }
         if let Some(on) = config::env("KILN_THREAD_STATS", |s| match s.trim() {
             "1" | "true" | "on" | "yes" => Ok(true),

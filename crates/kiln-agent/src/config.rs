@@ -33,6 +33,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "KILN_ALLOC_SAMPLE_BYTES",
         "mean bytes between allocation samples (default 524288); 0 turns them off",
     ),
+    (
+        "KILN_LOCK_SAMPLE_NS",
+        "mean nanoseconds of lock waiting between samples (default 100000); 0 turns them off",
+    ),
     ("KILN_WINDOW", "profile window, e.g. `10s`, `500ms`, `1m`"),
     (
         "KILN_SERVER",

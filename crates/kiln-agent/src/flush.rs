@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::Counters;
+use crate::fold::Event;
 use crate::session::{SessionOutcome, SessionReport, Sessions};
 use crate::ship::Ship;
 use crate::symbolize::{Frames, Symbols};
@@ -35,13 +36,14 @@ pub enum Job {
         /// The frames of each, in order.
         reply: oneshot::Sender<Vec<Frames>>,
     },
-    /// The heap since the start (allocations, and blocks live now), for
-    /// `/debug/pprof/heap`: answered as gzipped pprof.
-    Heap {
-        /// Allocations since the start and the live blocks.
+    /// What `event` recorded since the start, for `/debug/pprof/heap`
+    /// (allocations, and blocks live now) or `/debug/pprof/mutex` (lock
+    /// waits): answered as gzipped pprof.
+    Total {
+        /// `Alloc` or `Lock`.
+        event: Event,
+        /// What it recorded.
         window: Window,
-        /// Mean bytes between samples.
-        rate: u64,
         /// Told the profile.
         reply: oneshot::Sender<Vec<u8>>,
     },
@@ -51,6 +53,8 @@ pub enum Job {
 pub struct SessionJob {
     /// Its id.
     pub id: String,
+    /// What it recorded.
+    pub event: Event,
     /// Its sampling period.
     pub period_ns: u64,
     /// Ship it to the sinks.
@@ -108,32 +112,29 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                     let bytes = Bytes::from(kiln_profile::pprof::encode_gzip(&p));
                     ctx.ship.enqueue("threads", w.start, w.end, bytes, false);
                 }
-                if let Some(bytes) =
-                    encode_memory(&ctx, &w, ctx.alloc_rate, &mut symbols, code.now())
-                {
+                if w.has_memory() {
+                    let bytes = encode_event(&ctx, &w, Event::Alloc, &mut symbols, code.now());
                     ctx.ship.enqueue("memory", w.start, w.end, bytes, false);
+                }
+                if !w.locks.is_empty() {
+                    let bytes = encode_event(&ctx, &w, Event::Lock, &mut symbols, code.now());
+                    ctx.ship.enqueue("mutex", w.start, w.end, bytes, false);
                 }
                 ctx.pending.fetch_sub(1, Ordering::AcqRel);
             }
-            Job::Heap {
+            Job::Total {
+                event,
                 window,
-                rate,
                 reply,
             } => {
-                let mut p = window::build_memory(&window, rate, &mut symbols, code.now());
-                crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
-                let _ = reply.send(kiln_profile::pprof::encode_gzip(&p));
+                let bytes = encode_event(&ctx, &window, event, &mut symbols, code.now());
+                let _ = reply.send(bytes.to_vec());
             }
             Job::Session(s) => {
-                // An allocation session (no CPU period) is a memory profile.
-                let (name, bytes) = if s.period_ns == 0 {
-                    let mut p =
-                        window::build_memory(&s.window, ctx.alloc_rate, &mut symbols, code.now());
-                    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
-                    ("memory", Bytes::from(kiln_profile::pprof::encode_gzip(&p)))
-                } else {
-                    let b = encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now());
-                    ("process_cpu", b)
+                let name = s.event.profile();
+                let bytes = match s.event {
+                    Event::Cpu => encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now()),
+                    e => encode_event(&ctx, &s.window, e, &mut symbols, code.now()),
                 };
                 let outcomes = if s.ship {
                     ctx.ship
@@ -143,10 +144,10 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 };
                 let mut report = SessionReport {
                     id: s.id,
-                    samples: if s.period_ns == 0 {
-                        s.window.allocs.len() as u64
-                    } else {
-                        s.window.samples()
+                    samples: match s.event {
+                        Event::Cpu => s.window.samples(),
+                        Event::Alloc => s.window.allocs.len() as u64,
+                        Event::Lock => s.window.locks.len() as u64,
                     },
                     bytes: bytes.len(),
                     start_ms: ms(s.window.start),
@@ -219,19 +220,19 @@ fn encode(
     Bytes::from(kiln_profile::pprof::encode_gzip(&p))
 }
 
-/// The window's memory profile, labelled and gzipped; `None` without
-/// allocation samples or live blocks.
-fn encode_memory(
+/// The window's memory profile (`Alloc`) or lock profile (`Lock`),
+/// labelled and gzipped.
+fn encode_event(
     ctx: &FlushCtx,
     w: &Window,
-    rate: u64,
+    event: Event,
     symbols: &mut Symbols,
     code: &[CodeMapping],
-) -> Option<Bytes> {
-    if !w.has_memory() {
-        return None;
-    }
-    let mut p = window::build_memory(w, rate, symbols, code);
+) -> Bytes {
+    let mut p = match event {
+        Event::Lock => window::build_mutex(w, symbols, code),
+        _ => window::build_memory(w, ctx.alloc_rate, symbols, code),
+    };
     crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
-    Some(Bytes::from(kiln_profile::pprof::encode_gzip(&p)))
+    Bytes::from(kiln_profile::pprof::encode_gzip(&p))
 }

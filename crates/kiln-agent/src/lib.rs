@@ -45,6 +45,7 @@ mod choose;
 mod config;
 mod control;
 mod flush;
+mod fold;
 #[cfg(feature = "push")]
 pub mod push;
 mod sampler;
@@ -53,6 +54,7 @@ mod ship;
 mod sink;
 mod status;
 mod symbolize;
+pub mod sync;
 #[allow(unsafe_code)]
 mod sys;
 mod threads;
@@ -76,7 +78,7 @@ pub use ship::{
     Delivery, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, QUEUE_CAPACITY, REQUEST_TIMEOUT, SinkStatus,
 };
 pub(crate) use status::Counters;
-pub use status::{AllocStatus, Status};
+pub use status::{AllocStatus, LockStatus, Status};
 pub use sys::UnwindStatus;
 
 /// How CPU samples are triggered.
@@ -139,6 +141,7 @@ pub(crate) struct Inner {
     engine_reason: String,
     cpu_hz: u32,
     alloc_rate: u64,
+    lock_rate: u64,
     pid: u32,
     counters: Arc<Counters>,
     sessions: Arc<session::Sessions>,
@@ -173,6 +176,27 @@ impl Inner {
             frees: sys::heap::FREES.load(Ordering::Relaxed),
             dropped: shared.map_or(0, |s| s.heap.dropped.load(Ordering::Relaxed)),
             live_full: self.counters.live_full.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Lock profiling's state: on with a non-zero rate and a running
+    /// agent (every [`sync`] lock reports; nothing to install).
+    pub(crate) fn lock_status(&self, running: bool) -> LockStatus {
+        let shared = sys::shared().ok();
+        let reason = if self.lock_rate == 0 {
+            "lock_sample_ns is 0".to_string()
+        } else if !running {
+            "the agent is not running".to_string()
+        } else {
+            String::new()
+        };
+        LockStatus {
+            on: reason.is_empty(),
+            reason,
+            sample_ns: self.lock_rate,
+            contended: sys::contention::CONTENDED.load(Ordering::Relaxed),
+            sampled: sys::contention::SAMPLED.load(Ordering::Relaxed),
+            dropped: shared.map_or(0, |s| s.locks.dropped.load(Ordering::Relaxed)),
         }
     }
 
@@ -223,6 +247,7 @@ impl Inner {
             unknown_frames: load(&self.counters.unknown_frames),
             symbol_bytes: load(&self.counters.symbol_bytes),
             alloc: self.alloc_status(running && !forked_child),
+            lock: self.lock_status(running && !forked_child),
             last_error: locked(&self.counters.last_error, forked_child),
             last_file: locked(&self.counters.last_file, forked_child),
             sinks: if forked_child {
@@ -350,6 +375,7 @@ impl Agent {
         // from when the sampler thread first runs: the heap ring holds
         // what they record until it drains.
         sys::heap::RATE.store(cfg.alloc_sample_bytes, Ordering::Relaxed);
+        sys::contention::RATE.store(cfg.lock_sample_ns, Ordering::Relaxed);
         let period_ns = if cfg.cpu_hz == 0 {
             0
         } else {
@@ -385,6 +411,7 @@ impl Agent {
             engine_reason,
             cpu_hz: cfg.cpu_hz,
             alloc_rate: cfg.alloc_sample_bytes,
+            lock_rate: cfg.lock_sample_ns,
             pid,
             counters: counters.clone(),
             sessions: sessions.clone(),
@@ -403,6 +430,7 @@ impl Agent {
             period_ns,
             window: cfg.window,
             alloc_rate: cfg.alloc_sample_bytes,
+            lock_rate: cfg.lock_sample_ns,
             thread_stats: cfg.thread_stats,
         };
         let mut threads = Vec::new();

@@ -1,7 +1,7 @@
 //! The sampler thread: notices threads as they come and go (arming and
 //! releasing their timers), keeps the readable-memory table fresh, drains
-//! the sample buffer into the current window's counts and into every
-//! on-demand session's, and hands each finished window or session to the
+//! the sample buffers into the current window and every on-demand session
+//! ([`crate::fold`]), and hands each finished window or session to the
 //! flush thread.
 //!
 //! One engine samples the process at the highest rate anyone asked for
@@ -18,9 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{DRAIN_INTERVAL, THREAD_SCAN_INTERVAL};
 use crate::flush::{Job, SessionJob};
+use crate::fold::{Event, Fold, Session, thread_name};
 use crate::sys::engine::{PerfEvent, ThreadTimer, set_itimer};
 use crate::sys::{Shared, TIMER_CTIMER, TIMER_ITIMER};
-use crate::window::{TRUNCATED, Window};
+use crate::window::Window;
 use crate::{Counters, Engine};
 
 /// How often every thread's counters are read (so a thread that exits
@@ -57,6 +58,8 @@ pub struct SamplerConfig {
     pub window: Duration,
     /// Mean bytes between allocation samples; 0: allocations not sampled.
     pub alloc_rate: u64,
+    /// Mean nanoseconds of lock waiting between samples; 0: not sampled.
+    pub lock_rate: u64,
     /// Read every thread's counters at each window's end.
     pub thread_stats: bool,
 }
@@ -67,8 +70,9 @@ pub enum Cmd {
     StartSession {
         /// Its id.
         id: String,
-        /// Its CPU sampling period; 0 for an allocation session (it takes
-        /// the allocation samples, and the blocks live at its end).
+        /// What it records.
+        event: Event,
+        /// Its CPU sampling period (CPU sessions only).
         period_ns: u64,
         /// When it ends by itself, if ever.
         until: Option<Instant>,
@@ -83,31 +87,18 @@ pub enum Cmd {
         /// Told how the session ended.
         reply: Option<tokio::sync::oneshot::Sender<crate::session::SessionOutcome>>,
     },
-    /// The heap since the agent started: every sampled allocation and
-    /// the blocks live now, for `/debug/pprof/heap` (built and encoded by
-    /// the flush thread, which answers `reply`).
-    Heap {
+    /// What `event` recorded since the agent started, for
+    /// `/debug/pprof/heap` (every sampled allocation and the blocks live
+    /// now) and `/debug/pprof/mutex` (every sampled lock wait); built and
+    /// encoded by the flush thread, which answers `reply`.
+    Total {
+        /// `Alloc` or `Lock`.
+        event: Event,
         /// Told the gzipped pprof.
         reply: tokio::sync::oneshot::Sender<Vec<u8>>,
     },
     /// Stop the sampler (as dropping every sender does).
     Shutdown,
-}
-
-/// A sampled block not freed yet.
-struct Live {
-    tid: u32,
-    stack: Box<[u64]>,
-    objects: f64,
-    bytes: f64,
-}
-
-struct Session {
-    id: String,
-    period_ns: u64,
-    until: Option<Instant>,
-    ship: bool,
-    window: Window,
 }
 
 /// Runs until `cmds` receives [`Cmd::Shutdown`] (or disconnects); then
@@ -123,16 +114,9 @@ pub fn run(
 ) {
     let mut threads: HashMap<u32, Thread> = HashMap::new();
     let continuous = cfg.period_ns > 0;
-    let mut fold = Fold {
-        window: Window::new(SystemTime::now()),
-        sessions: Vec::new(),
-        buf: Vec::with_capacity(crate::sys::ring::MAX_DEPTH + 1),
-        period_ns: 0,
-        live: HashMap::new(),
-        total: Window::new(SystemTime::now()),
-        counters: counters.clone(),
-    };
+    let mut fold = Fold::new(counters.clone());
     crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
+    crate::sys::contention::RATE.store(cfg.lock_rate, Ordering::Relaxed);
     let mut stats = crate::threads::ThreadStats::default();
     let mut stats_at = Instant::now();
     if cfg.thread_stats {
@@ -150,30 +134,38 @@ pub fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(Cmd::StartSession {
                 id,
+                event,
                 period_ns,
                 until,
                 ship,
             }) => fold.sessions.push(Session {
                 id,
+                event,
                 period_ns,
                 until,
                 ship,
                 window: Window::new(SystemTime::now()),
             }),
-            Ok(Cmd::Heap { reply }) => {
-                fold.drain(shared, continuous, &threads);
-                let mut w = fold.total.clone_allocs();
+            Ok(Cmd::Total { event, reply }) => {
+                fold.drain(shared, continuous, &|t| {
+                    threads.get(&t).map(|x| x.name.clone())
+                });
+                let mut w = fold.total.clone_of(event);
                 w.end = SystemTime::now();
-                fold.live_into(&mut w);
-                let _ = jobs.send(Job::Heap {
+                if event == Event::Alloc {
+                    fold.live_into(&mut w);
+                }
+                let _ = jobs.send(Job::Total {
+                    event,
                     window: w,
-                    rate: cfg.alloc_rate,
                     reply,
                 });
             }
             Ok(Cmd::StopSession { id, reply }) => {
                 // Samples taken up to now belong to the session.
-                fold.drain(shared, continuous, &threads);
+                fold.drain(shared, continuous, &|t| {
+                    threads.get(&t).map(|x| x.name.clone())
+                });
                 match fold.sessions.iter().position(|s| s.id == id) {
                     Some(i) => finish(fold.close(i), reply, &jobs),
                     None => {
@@ -188,7 +180,9 @@ pub fn run(
         let mut i = 0;
         while i < fold.sessions.len() {
             if fold.sessions[i].until.is_some_and(|u| now >= u) {
-                fold.drain(shared, continuous, &threads);
+                fold.drain(shared, continuous, &|t| {
+                    threads.get(&t).map(|x| x.name.clone())
+                });
                 finish(fold.close(i), None, &jobs);
             } else {
                 i += 1;
@@ -199,6 +193,7 @@ pub fn run(
         } else {
             fold.sessions
                 .iter()
+                .filter(|s| s.event == Event::Cpu)
                 .map(|s| s.period_ns)
                 .chain((cfg.period_ns > 0).then_some(cfg.period_ns))
                 .min()
@@ -206,7 +201,9 @@ pub fn run(
         };
         if wanted != fold.period_ns {
             // Samples in the buffer were taken at the old rate.
-            fold.drain(shared, continuous, &threads);
+            fold.drain(shared, continuous, &|t| {
+                threads.get(&t).map(|x| x.name.clone())
+            });
             fold.period_ns = wanted;
             let period_ns = wanted;
             threads.clear();
@@ -235,11 +232,12 @@ pub fn run(
         if stopping {
             shared.active.store(false, Ordering::Release);
             crate::sys::heap::RATE.store(0, Ordering::Relaxed);
-        } else if (fold.period_ns > 0 || cfg.alloc_rate > 0)
+            crate::sys::contention::RATE.store(0, Ordering::Relaxed);
+        } else if (fold.period_ns > 0 || cfg.alloc_rate > 0 || cfg.lock_rate > 0)
             && last_scan.elapsed() >= THREAD_SCAN_INTERVAL
         {
-            // Allocation samples walk stacks too: the tables stay fresh
-            // even with no CPU sampling.
+            // Allocation and lock samples walk stacks too: the tables stay
+            // fresh even with no CPU sampling.
             last_scan = Instant::now();
             scan(
                 shared,
@@ -250,7 +248,9 @@ pub fn run(
                 &mut last_maps,
             );
         }
-        fold.drain(shared, continuous, &threads);
+        fold.drain(shared, continuous, &|t| {
+            threads.get(&t).map(|x| x.name.clone())
+        });
         if cfg.thread_stats && stats_at.elapsed() >= THREAD_STATS_INTERVAL {
             stats_at = Instant::now();
             stats.refresh();
@@ -265,7 +265,11 @@ pub fn run(
                 done.threads = stats.window(|tid| thread_name(tid).unwrap_or_default());
             }
             window_end = Instant::now() + cfg.window;
-            if !done.counts.is_empty() || done.has_memory() || !done.threads.is_empty() {
+            if !done.counts.is_empty()
+                || done.has_memory()
+                || !done.locks.is_empty()
+                || !done.threads.is_empty()
+            {
                 // Stopping waits for the last window; otherwise a writer
                 // that fell behind loses windows, never the sampler's pace.
                 if !stopping && pending.load(Ordering::Acquire) >= MAX_PENDING_WINDOWS {
@@ -300,195 +304,12 @@ fn finish(
     s.window.end = SystemTime::now();
     let _ = jobs.send(Job::Session(SessionJob {
         id: s.id,
+        event: s.event,
         period_ns: s.period_ns,
         ship: s.ship,
         window: s.window,
         reply,
     }));
-}
-
-/// What the drain folds samples into, at the rate now in force.
-struct Fold {
-    window: Window,
-    sessions: Vec<Session>,
-    buf: Vec<u64>,
-    period_ns: u64,
-    /// Sampled blocks alive, by address.
-    live: HashMap<u64, Live>,
-    /// Every sampled allocation since the start (for `/debug/pprof/heap`).
-    total: Window,
-    counters: Arc<Counters>,
-}
-
-/// Distinct (thread, stack) pairs the since-start allocation table keeps;
-/// past it new pairs are not added (their samples still count in the
-/// windows).
-const MAX_TOTAL_ROWS: usize = 100_000;
-
-/// Go's `scaleHeapSample`: the objects and bytes a sample of a block of
-/// `size` bytes stands for, at a mean of `rate` bytes between samples.
-fn scale(size: u64, rate: u64) -> (f64, f64) {
-    if rate == 0 || size == 0 {
-        return (1.0, size as f64);
-    }
-    let p = 1.0 - (-(size as f64) / rate as f64).exp();
-    let k = if p > 0.0 { 1.0 / p } else { 1.0 };
-    (k, k * size as f64)
-}
-
-impl Window {
-    /// A window with this one's stacks, names and allocations (not its
-    /// CPU counts or live blocks).
-    fn clone_allocs(&self) -> Window {
-        let mut w = Window::new(self.start);
-        w.stacks = self.stacks.clone();
-        w.names = self.names.clone();
-        w.allocs = self.allocs.clone();
-        w
-    }
-}
-
-impl Fold {
-    /// Takes session `i` out, an allocation session with the blocks live
-    /// now.
-    fn close(&mut self, i: usize) -> Session {
-        let mut s = self.sessions.swap_remove(i);
-        if s.period_ns == 0 {
-            self.live_into(&mut s.window);
-        }
-        s
-    }
-
-    /// Adds every live block to `w`'s in-use table.
-    fn live_into(&self, w: &mut Window) {
-        for l in self.live.values() {
-            let stack = w.stacks.intern(&l.stack);
-            let e = w.inuse.entry((l.tid, stack)).or_default();
-            e.0 += l.objects;
-            e.1 += l.bytes;
-            if let Some(n) = self
-                .window
-                .names
-                .get(&l.tid)
-                .or_else(|| self.total.names.get(&l.tid))
-            {
-                w.names.entry(l.tid).or_insert_with(|| n.clone());
-            }
-        }
-    }
-
-    /// Moves every allocation sample and free in the heap buffer into the
-    /// window, the since-start table and the live set.
-    fn drain_heap(&mut self, shared: &Shared, threads: &HashMap<u32, Thread>) {
-        let Fold {
-            window,
-            sessions,
-            buf,
-            live,
-            total,
-            counters,
-            ..
-        } = self;
-        shared.heap.drain(|s| {
-            if s.kind == crate::sys::heap::KIND_FREE {
-                live.remove(&s.addr);
-                return;
-            }
-            buf.clear();
-            buf.extend_from_slice(&s.ips[..(s.depth as usize).max(1)]);
-            if s.truncated {
-                buf.push(TRUNCATED);
-            }
-            let (objects, bytes) = scale(s.size, s.rate);
-            let name = || match threads.get(&s.tid) {
-                Some(t) => t.name.clone(),
-                None => thread_name(s.tid).unwrap_or_else(|| format!("tid-{}", s.tid)),
-            };
-            for w in std::iter::once(&mut *window).chain(
-                sessions
-                    .iter_mut()
-                    .filter(|x| x.period_ns == 0)
-                    .map(|x| &mut x.window),
-            ) {
-                let stack = w.stacks.intern(buf);
-                let e = w.allocs.entry((s.tid, stack)).or_default();
-                e.0 += objects;
-                e.1 += bytes;
-                w.names.entry(s.tid).or_insert_with(name);
-            }
-            let stack = total.stacks.intern(buf);
-            let key = (s.tid, stack);
-            if total.allocs.len() < MAX_TOTAL_ROWS || total.allocs.contains_key(&key) {
-                let e = total.allocs.entry(key).or_default();
-                e.0 += objects;
-                e.1 += bytes;
-                total.names.entry(s.tid).or_insert_with(name);
-            }
-            if live.len() < crate::alloc::MAX_LIVE {
-                // A block at an address already live was freed unseen
-                // (its free event was lost): the new one replaces it.
-                live.insert(
-                    s.addr,
-                    Live {
-                        tid: s.tid,
-                        stack: buf.as_slice().into(),
-                        objects,
-                        bytes,
-                    },
-                );
-            } else {
-                // Not tracked: its free need not be reported.
-                crate::sys::heap::take(s.addr);
-                counters.live_full.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-
-    /// Moves every sample in the buffer into the window (when the
-    /// continuous profile is on) and into every session.
-    fn drain(&mut self, shared: &Shared, continuous: bool, threads: &HashMap<u32, Thread>) {
-        self.drain_heap(shared, threads);
-        let Fold {
-            window,
-            sessions,
-            buf,
-            period_ns,
-            ..
-        } = self;
-        shared.ring.drain(|s| {
-            buf.clear();
-            buf.extend_from_slice(&s.ips[..(s.depth as usize).max(1)]);
-            if s.truncated {
-                buf.push(TRUNCATED);
-            }
-            let weight = u64::from(s.weight.max(1));
-            let ns = weight * *period_ns;
-            let add = |w: &mut Window| {
-                let stack = w.stacks.intern(buf);
-                let c = w.counts.entry((s.tid, stack)).or_default();
-                c.0 += weight;
-                c.1 += ns;
-                w.names
-                    .entry(s.tid)
-                    .or_insert_with(|| match threads.get(&s.tid) {
-                        Some(t) => t.name.clone(),
-                        None => thread_name(s.tid).unwrap_or_else(|| format!("tid-{}", s.tid)),
-                    });
-            };
-            if continuous {
-                add(window);
-            }
-            for sess in sessions.iter_mut().filter(|x| x.period_ns > 0) {
-                add(&mut sess.window);
-            }
-        });
-    }
-}
-
-fn thread_name(tid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_string())
 }
 
 /// Field 22 of `/proc/self/task/TID/stat`: when the thread started, to

@@ -75,6 +75,8 @@ pub struct Status {
     pub symbol_bytes: u64,
     /// Allocation sampling: on or off and why, samples, live blocks.
     pub alloc: AllocStatus,
+    /// Lock profiling: on or off and why, waits seen and sampled.
+    pub lock: LockStatus,
     /// The newest error, if any.
     pub last_error: Option<String>,
     /// The newest file written.
@@ -107,4 +109,22 @@ pub struct AllocStatus {
     pub dropped: u64,
     /// Samples not tracked as live because the live set was full.
     pub live_full: u64,
+}
+
+/// What lock profiling is doing.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct LockStatus {
+    /// Waits on [`crate::sync`] locks are being sampled.
+    pub on: bool,
+    /// Why not, when off.
+    pub reason: String,
+    /// Mean nanoseconds of waiting between samples.
+    pub sample_ns: u64,
+    /// Contended acquisitions seen while an agent ran.
+    pub contended: u64,
+    /// Of those, the ones sampled.
+    pub sampled: u64,
+    /// Samples lost because the lock buffer was full.
+    pub dropped: u64,
 }

@@ -19,6 +19,9 @@ use crate::unwind::FrameAddress;
 /// Marks a stack the walk cut at the depth limit.
 pub const TRUNCATED: u64 = u64::MAX;
 
+/// A lock sample's row: waiting thread id, stack index, `lock` label.
+pub type LockKey = (u32, u32, Option<Arc<str>>);
+
 /// One window's samples, folded.
 pub struct Window {
     /// Wall-clock start.
@@ -37,6 +40,10 @@ pub struct Window {
     /// Sampled blocks live at the window's end, weighted (objects,
     /// bytes), per (allocating thread id, stack index).
     pub inuse: HashMap<(u32, u32), (f64, f64)>,
+    /// Sampled lock waits, weighted (contentions, nanoseconds), per
+    /// (waiting thread id, stack index, `lock` label; `None`: the
+    /// waiting function names it).
+    pub locks: HashMap<LockKey, (f64, f64)>,
     /// Every thread's counters over the window (`thread_stats`).
     pub threads: Vec<crate::threads::ThreadDelta>,
 }
@@ -52,6 +59,7 @@ impl Window {
             names: HashMap::new(),
             allocs: HashMap::new(),
             inuse: HashMap::new(),
+            locks: HashMap::new(),
             threads: Vec::new(),
         }
     }
@@ -249,6 +257,98 @@ fn allocator_frame(name: &str) -> bool {
         || name.starts_with("core::alloc::")
 }
 
+/// Drops from the top of each stack the frames `glue` says belong to the
+/// recording path (every function of a location, inlined ones too),
+/// keeping at least one frame; then, from the location left on top, the
+/// glue inlined into it (its innermost lines), keeping its own.
+fn trim(p: &mut Profile, stack_locs: &mut [Vec<LocationId>], glue: fn(&str) -> bool) {
+    let name = |p: &Profile, ln: &Line| p.str(p.functions[ln.function.0 as usize].name).to_string();
+    let mut tops = std::collections::HashSet::new();
+    for locs in stack_locs.iter_mut() {
+        let own = locs
+            .iter()
+            .take_while(|&&l| {
+                let lines = &p.locations[l.0 as usize].lines;
+                !lines.is_empty() && lines.iter().all(|ln| glue(&name(p, ln)))
+            })
+            .count();
+        locs.drain(..own.min(locs.len().saturating_sub(1)));
+        if let Some(&top) = locs.first() {
+            tops.insert(top);
+        }
+    }
+    // A location on top of a recorded stack is where the recording was
+    // called from (the allocation or the wait), whatever stack holds it:
+    // its inlined glue can go from the location itself.
+    for top in tops {
+        let lines = &p.locations[top.0 as usize].lines;
+        let glue_lines = lines.iter().take_while(|ln| glue(&name(p, ln))).count();
+        if glue_lines > 0 && glue_lines < lines.len() {
+            p.locations[top.0 as usize].lines.drain(..glue_lines);
+        }
+    }
+}
+
+/// Frames of a lock's wait at the top of a sampled stack: the agent's
+/// timing and recording, the lock itself (std's, `lock_api`'s,
+/// parking_lot's).
+fn lock_frame(name: &str) -> bool {
+    let name = name.strip_prefix('<').unwrap_or(name);
+    [
+        "kiln_agent::",
+        "std::sync::",
+        "std::sys::",
+        "lock_api::",
+        "parking_lot::",
+        "parking_lot_core::",
+        "core::ops::function::",
+    ]
+    .iter()
+    .any(|g| name.starts_with(g))
+}
+
+/// The lock profile of `w`, as Go's mutex profile: contentions and
+/// nanoseconds waited, each sample weighted to estimate every wait, per
+/// waiting stack and `lock`. A lock with no name or site (a `lock_api`
+/// raw mutex) is labelled by the function that waited.
+pub fn build_mutex(w: &Window, symbols: &mut Symbols, code: &[CodeMapping]) -> Profile {
+    let mut p = Profile::with_sample_types(&[("contentions", "count"), ("delay", "nanoseconds")]);
+    p.period_type = Some(p.value_type("contentions", "count"));
+    p.period = 1;
+    p.default_sample_type = p.strings.intern("delay");
+    stamp(&mut p, w);
+    let mut stack_locs = locate(&mut p, w, symbols, code);
+    trim(&mut p, &mut stack_locs, lock_frame);
+    let mut entries: Vec<_> = w.locks.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for ((tid, stack, lock), &(count, ns)) in entries {
+        let locs = &stack_locs[*stack as usize];
+        let lock = match lock {
+            Some(l) => l.to_string(),
+            None => locs
+                .first()
+                .and_then(|l| {
+                    p.locations[l.0 as usize]
+                        .lines
+                        .iter()
+                        .map(|ln| p.str(p.functions[ln.function.0 as usize].name))
+                        .find(|n| !lock_frame(n))
+                })
+                .unwrap_or("unknown")
+                .to_string(),
+        };
+        let name = w.names.get(tid).map_or("", String::as_str);
+        let [a, b] = thread_labels(&mut p, name);
+        let l = Label {
+            key: p.strings.intern("lock"),
+            str: p.strings.intern(&lock),
+            ..Label::default()
+        };
+        p.push_sample(locs, &[a, b, l], &[count.round() as i64, ns.round() as i64]);
+    }
+    p
+}
+
 /// The memory profile of `w` (Go's four heap sample types: allocated
 /// during the window, live at its end), sampled at a mean of `rate`
 /// bytes.
@@ -264,20 +364,7 @@ pub fn build_memory(w: &Window, rate: u64, symbols: &mut Symbols, code: &[CodeMa
     p.default_sample_type = p.strings.intern("inuse_space");
     stamp(&mut p, w);
     let mut stack_locs = locate(&mut p, w, symbols, code);
-    for locs in &mut stack_locs {
-        let own = locs
-            .iter()
-            .take_while(|&&l| {
-                let lines = &p.locations[l.0 as usize].lines;
-                !lines.is_empty()
-                    && lines
-                        .iter()
-                        .all(|ln| allocator_frame(p.str(p.functions[ln.function.0 as usize].name)))
-            })
-            .count();
-        // Keep at least the allocation site.
-        locs.drain(..own.min(locs.len().saturating_sub(1)));
-    }
+    trim(&mut p, &mut stack_locs, allocator_frame);
     let mut rows: HashMap<(u32, u32), [f64; 4]> = HashMap::new();
     for (&k, &(o, b)) in &w.allocs {
         let r = rows.entry(k).or_default();

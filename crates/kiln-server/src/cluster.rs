@@ -64,11 +64,81 @@ struct HeadRequest {
     stacks_only: bool,
 }
 
-/// Every profile of `tenant` matching `q` over the range: this server's
-/// view of the bucket and its head, and each peer's unflushed head,
-/// merged. A peer that does not answer is logged and counted, and the
-/// answer is made of the rest.
+/// Labels the agent puts on samples, not on series: a matcher on one of
+/// them keeps the samples that match (`{lock="sessions"}`,
+/// `{thread_name="shop-worker-1"}`, `{task="open_board"}`) rather than
+/// selecting series.
+pub const SAMPLE_LABELS: [&str; 7] = [
+    "thread_name",
+    "thread_pool",
+    "thread_id",
+    "lock",
+    "task",
+    "span_id",
+    "thread_state",
+];
+
+/// Every profile of `tenant` matching `q` over the range (see
+/// [`select_series`]); matchers on [`SAMPLE_LABELS`] then keep the
+/// samples whose labels match.
 pub(crate) async fn select(
+    st: &AppState,
+    tenant: &str,
+    q: &selector::Query,
+    from: i64,
+    until: i64,
+    detail: Detail,
+) -> Result<Option<Arc<Profile>>, ApiError> {
+    let (on_samples, on_series): (Vec<_>, Vec<_>) = q
+        .matchers
+        .iter()
+        .cloned()
+        .partition(|m| SAMPLE_LABELS.contains(&m.name.as_str()));
+    if on_samples.is_empty() {
+        return select_series(st, tenant, q, from, until, detail).await;
+    }
+    let series_q = selector::Query {
+        profile_type: q.profile_type.clone(),
+        matchers: on_series,
+    };
+    let Some(p) = select_series(st, tenant, &series_q, from, until, Detail::Labels).await? else {
+        return Ok(None);
+    };
+    let kept = tokio::task::spawn_blocking(move || keep_samples(&p, &on_samples))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Some(Arc::new(kept)))
+}
+
+/// The samples of `p` whose labels match every matcher (a label a sample
+/// lacks reads as empty, as for series), compacted.
+fn keep_samples(p: &Profile, matchers: &[selector::Matcher]) -> Profile {
+    let keys: Vec<Option<kiln_profile::StringId>> =
+        matchers.iter().map(|m| p.strings.find(&m.name)).collect();
+    let n = p.sample_types.len();
+    let mut out = Profile {
+        samples: Vec::new(),
+        values: Vec::new(),
+        ..p.clone()
+    };
+    for (i, s) in p.samples.iter().enumerate() {
+        let keep = matchers.iter().zip(&keys).all(|(m, k)| {
+            let v = k.and_then(|k| p.label_str(s.labels, k)).unwrap_or("");
+            m.matches(v)
+        });
+        if keep {
+            out.samples.push(*s);
+            out.values.extend_from_slice(&p.values[i * n..(i + 1) * n]);
+        }
+    }
+    kiln_profile::compact(&out)
+}
+
+/// Every profile of `tenant` whose series match `q` over the range: this
+/// server's view of the bucket and its head, and each peer's unflushed
+/// head, merged. A peer that does not answer is logged and counted, and
+/// the answer is made of the rest.
+async fn select_series(
     st: &AppState,
     tenant: &str,
     q: &selector::Query,

@@ -23,6 +23,7 @@ pub mod cluster;
 mod config;
 mod error;
 mod flamebearer;
+mod group;
 mod ingest;
 mod metrics;
 mod otlp;
@@ -195,6 +196,7 @@ impl App {
             .route("/api/v1/profile-types", get(query::profile_types))
             .route("/api/v1/pprof", get(query::pprof))
             .route("/api/v1/threads", get(query::threads))
+            .route("/api/v1/group", get(group::group))
             .route(cluster::HEAD_PATH, post(cluster::head))
             .route("/api/v1/admin/flush", post(admin_flush))
             .route("/", get(ui::index))
@@ -306,6 +308,7 @@ pub mod testing {
         ("GET", "/api/v1/profile-types"),
         ("GET", "/api/v1/pprof"),
         ("GET", "/api/v1/threads"),
+        ("GET", "/api/v1/group"),
         ("POST", crate::cluster::HEAD_PATH),
         ("POST", "/api/v1/admin/flush"),
         ("GET", "/metrics"),

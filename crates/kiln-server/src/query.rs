@@ -25,13 +25,13 @@ fn now_ms() -> i64 {
 
 /// A query with its range, parsed from `query`/`from`/`until` (or the
 /// prefixed `leftQuery`, `rightFrom`, …).
-struct Selection {
+pub(crate) struct Selection {
     q: selector::Query,
     from: i64,
     until: i64,
 }
 
-fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, ApiError> {
+pub(crate) fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, ApiError> {
     let key = |k: &str| {
         if prefix.is_empty() {
             k.to_string()
@@ -69,7 +69,7 @@ fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, Api
 
 /// The merged profile of a selection — this server's blocks and head and
 /// every peer's unflushed head — and the index of its sample type.
-async fn load(
+pub(crate) async fn load(
     st: &AppState,
     tenant: &str,
     s: &Selection,
@@ -90,7 +90,7 @@ async fn load(
 /// Runs a query's CPU work (a flame tree, a top table, a diff, encoding,
 /// summing series) on a blocking thread, so the async threads stay free
 /// for small requests while it runs.
-async fn cpu<T: Send + 'static>(
+pub(crate) async fn cpu<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -93,18 +93,36 @@ fn handle_request(x: u64) -> u64 {
     send_response(body)
 }
 
-/// Keeps the last 2,000 sessions (16 KiB each, ~32 MB): what the live
-/// heap shows as held, beside the short-lived strings of rendering.
+/// The last 2,000 sessions (16 KiB each, ~32 MB): what the live heap
+/// shows as held, beside the short-lived strings of rendering. The
+/// evictor audits them under the lock now and then, so the workers wait
+/// on it: the lock profile names `sessions`.
+static SESSIONS: kiln_agent::sync::Mutex<std::collections::VecDeque<Vec<u8>>> =
+    kiln_agent::sync::Mutex::named("sessions", std::collections::VecDeque::new());
+
 #[inline(never)]
 fn remember_session(x: u64) {
-    static SESSIONS: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>> =
-        std::sync::Mutex::new(std::collections::VecDeque::new());
     let session = vec![(x & 0xff) as u8; 16 << 10];
     let mut s = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
     s.push_back(session);
     if s.len() > 2_000 {
         s.pop_front();
     }
+}
+
+/// Reads every session under the lock (tens of milliseconds).
+#[inline(never)]
+fn audit_sessions() -> u64 {
+    let s = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sum = 0u64;
+    for _ in 0..4 {
+        for v in s.iter() {
+            sum = v
+                .iter()
+                .fold(sum, |a, &b| a.wrapping_mul(31) ^ u64::from(b));
+        }
+    }
+    black_box(sum)
 }
 
 /// Copies the page into the socket buffer (libc's `memcpy`) and writes it
@@ -182,13 +200,17 @@ fn render_response(x: u64) -> u64 {
     black_box(s.len() as u64) ^ x
 }
 
-/// Walks the cache nearly all the time: the bottleneck thread.
+/// Walks the cache nearly all the time: the bottleneck thread. Every
+/// second it audits the sessions, holding their lock.
 fn evictor() {
     let mut cache: Vec<u64> = (0..50_000).collect();
-    loop {
+    for round in 0u64.. {
         let t = Instant::now();
         while t.elapsed() < Duration::from_millis(90) {
             evict_cold(&mut cache);
+        }
+        if round % 10 == 0 {
+            audit_sessions();
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -2,7 +2,14 @@
 //! `/debug/pprof/profile`, status, a thread dump and Prometheus metrics.
 //! Served by the agent on `control(addr)`, or mounted by the host into its
 //! own server through [`crate::Agent::router`]. Every answer to bad input
-//! is a 4xx whose message names the parameter and says why.
+//! is a 4xx whose message names the parameter and says why. Rooms:
+//! `pprof` (Go's endpoints), `threads` (the thread dump), `metrics`.
+
+mod metrics;
+mod pprof;
+mod threads;
+
+pub use pprof::{DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,26 +17,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::flush::{Job, SESSION_SHIP_WAIT};
+use crate::flush::SESSION_SHIP_WAIT;
+use crate::fold::Event;
 use crate::sampler::Cmd;
 use crate::session::{MAX_SESSION, MAX_SESSIONS, SessionOutcome, SessionReport};
-use crate::ship::SinkStatus;
 use crate::{Engine, Inner, config};
-
-/// Longest `/debug/pprof/profile?seconds=`.
-pub const MAX_PROFILE_SECONDS: u64 = 3600;
-/// `/debug/pprof/profile` without `seconds`, as Go's handler.
-pub const DEFAULT_PROFILE_SECONDS: u64 = 30;
-/// How long a thread dump waits for one thread's handler.
-const DUMP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// An answer that is not a success: status and a message for a person.
 struct Fail(StatusCode, String);
@@ -53,13 +52,16 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/debug/kiln/start", post(start))
         .route("/debug/kiln/stop", post(stop))
         .route("/debug/kiln/status", get(status))
-        .route("/debug/kiln/threads", get(threads))
-        .route("/debug/pprof/profile", get(profile))
-        .route("/debug/pprof/symbol", get(symbol_count).post(symbolize))
-        .route("/debug/pprof/heap", get(heap))
-        .route("/debug/pprof/allocs", get(heap))
-        .route("/debug/pprof/mutex", get(not_yet))
-        .route("/metrics", get(metrics))
+        .route("/debug/kiln/threads", get(threads::threads))
+        .route("/debug/pprof/profile", get(pprof::profile))
+        .route(
+            "/debug/pprof/symbol",
+            get(pprof::symbol_count).post(pprof::symbolize),
+        )
+        .route("/debug/pprof/heap", get(pprof::heap))
+        .route("/debug/pprof/allocs", get(pprof::heap))
+        .route("/debug/pprof/mutex", get(pprof::mutex))
+        .route("/metrics", get(metrics::metrics))
         .layer(middleware::from_fn_with_state(inner.clone(), auth))
         .with_state(inner)
 }
@@ -119,28 +121,42 @@ fn session_hz(inner: &Inner, q: &HashMap<String, String>) -> Result<u32, Fail> {
 /// Starts a session in the sampler; the id, or why not.
 fn begin(
     inner: &Inner,
-    event: &str,
+    event: Event,
     hz: u32,
     duration: Duration,
     ship: bool,
 ) -> Result<String, Fail> {
-    if event == "alloc" {
-        let st = inner.alloc_status(true);
-        if !st.on {
-            return Err(Fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("allocations are not sampled: {}", st.reason),
-            ));
+    match event {
+        Event::Alloc => {
+            let st = inner.alloc_status(true);
+            if !st.on {
+                return Err(Fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("allocations are not sampled: {}", st.reason),
+                ));
+            }
         }
-    } else if inner.engine.is_none() {
-        return Err(Fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no CPU sampling engine: {}", inner.engine_reason),
-        ));
+        Event::Lock => {
+            let st = inner.lock_status(true);
+            if !st.on {
+                return Err(Fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("lock waits are not sampled: {}", st.reason),
+                ));
+            }
+        }
+        Event::Cpu => {
+            if inner.engine.is_none() {
+                return Err(Fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("no CPU sampling engine: {}", inner.engine_reason),
+                ));
+            }
+        }
     }
     let id = inner
         .sessions
-        .begin(event, hz, duration, ship)
+        .begin(event.name(), hz, duration, ship)
         .ok_or_else(|| {
             Fail(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -149,11 +165,8 @@ fn begin(
         })?;
     let sent = inner.send(Cmd::StartSession {
         id: id.clone(),
-        period_ns: if event == "alloc" {
-            0
-        } else {
-            1_000_000_000 / u64::from(hz)
-        },
+        event,
+        period_ns: 1_000_000_000 / u64::from(hz.max(1)),
         until: Some(std::time::Instant::now() + duration),
         ship,
     });
@@ -168,15 +181,15 @@ fn begin(
 }
 
 async fn start(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Response, Fail> {
-    let event = q.get("event").map_or("cpu", String::as_str);
-    match event {
-        "cpu" | "alloc" => {}
-        "wall" | "lock" => {
+    let event = match q.get("event").map_or("cpu", String::as_str) {
+        "cpu" => Event::Cpu,
+        "alloc" => Event::Alloc,
+        "lock" => Event::Lock,
+        "wall" => {
             return Err(Fail(
                 StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "event={event} is not sampled by this version of the agent; cpu and alloc are"
-                ),
+                "event=wall is not sampled by this version of the agent; cpu, alloc and lock are"
+                    .into(),
             ));
         }
         other => {
@@ -184,7 +197,7 @@ async fn start(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Resp
                 "event={other:?}: expected cpu, wall, alloc or lock"
             )));
         }
-    }
+    };
     let hz = session_hz(&inner, &q)?;
     let duration = match q.get("duration") {
         None => MAX_SESSION,
@@ -233,7 +246,7 @@ async fn start(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Resp
     let info = inner.sessions.get(&id);
     Ok(axum::Json(json!({
         "id": id,
-        "event": event,
+        "event": event.name(),
         "hz": hz,
         "engine": inner.engine,
         "until_ms": info.map(|i| i.until_ms),
@@ -310,450 +323,6 @@ impl Drop for StopOnDrop {
             self.inner.send(Cmd::StopSession { id, reply: None });
         }
     }
-}
-
-async fn profile(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Response, Fail> {
-    let seconds = match q.get("seconds") {
-        None => DEFAULT_PROFILE_SECONDS,
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(s) if (1..=MAX_PROFILE_SECONDS).contains(&s) => s,
-            _ => {
-                return Err(bad(format!(
-                    "seconds={v:?}: expected a whole number from 1 to {MAX_PROFILE_SECONDS}"
-                )));
-            }
-        },
-    };
-    let hz = session_hz(&inner, &q)?;
-    let wait = Duration::from_secs(seconds);
-    // The sampler ends it a little after we ask, should this task be slow.
-    let id = begin(&inner, "cpu", hz, wait + Duration::from_secs(5), false)?;
-    let mut guard = StopOnDrop {
-        inner: inner.clone(),
-        id: Some(id.clone()),
-    };
-    tokio::time::sleep(wait).await;
-    guard.id = None;
-    inner.sessions.stopping(&id);
-    let report = finish(&inner, &id).await?;
-    Ok(pprof_download(
-        "attachment; filename=\"profile\"",
-        report.pprof,
-    ))
-}
-
-/// `GET /debug/pprof/symbol`: Go's symbolz handshake, saying symbols are
-/// served.
-async fn symbol_count() -> &'static str {
-    "num_symbols: 1\n"
-}
-
-/// Addresses one `/debug/pprof/symbol` request may ask about.
-const MAX_SYMBOL_ADDRS: usize = 100_000;
-
-/// `POST /debug/pprof/symbol` with `0xADDR+0xADDR…`: one `0xADDR name`
-/// line per address that resolves, as Go's handler answers, so `go tool
-/// pprof` can name frames a profile left unsymbolized.
-async fn symbolize(State(inner): State<Arc<Inner>>, body: String) -> Result<Response, Fail> {
-    let mut addrs = Vec::new();
-    for word in body.split(['+', ' ', '\n', '\r']).filter(|w| !w.is_empty()) {
-        let hex = word.strip_prefix("0x").unwrap_or(word);
-        let a = u64::from_str_radix(hex, 16).map_err(|_| {
-            bad(format!(
-                "address {word:?}: expected hexadecimal such as 0x4a3b2c"
-            ))
-        })?;
-        addrs.push(a);
-        if addrs.len() > MAX_SYMBOL_ADDRS {
-            return Err(bad(format!("more than {MAX_SYMBOL_ADDRS} addresses")));
-        }
-    }
-    let (tx, rx) = oneshot::channel();
-    if !inner.jobs(Job::Resolve {
-        addrs: addrs.clone(),
-        reply: tx,
-    }) {
-        return Err(Fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is stopping".into(),
-        ));
-    }
-    let frames = rx.await.unwrap_or_default();
-    let mut out = String::new();
-    for (a, f) in addrs.iter().zip(frames.iter()) {
-        // The physical function: the outermost of an address's frames.
-        if let Some(fr) = f.last() {
-            out.push_str(&format!("{a:#x} {}\n", fr.name));
-        }
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
-}
-
-/// `GET /debug/pprof/heap` and `/debug/pprof/allocs`, as Go serves them:
-/// gzipped pprof with `alloc_objects`, `alloc_space` (every sampled
-/// allocation since the agent started), `inuse_objects`, `inuse_space`
-/// (the sampled blocks live now), each sample weighted to estimate the
-/// whole.
-async fn heap(State(inner): State<Arc<Inner>>) -> Result<Response, Fail> {
-    let st = inner.alloc_status(true);
-    if !st.on {
-        return Err(Fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("allocations are not sampled: {}", st.reason),
-        ));
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if !inner.send(Cmd::Heap { reply: tx }) {
-        return Err(Fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is stopping".into(),
-        ));
-    }
-    let bytes = match tokio::time::timeout(Duration::from_secs(30), rx).await {
-        Ok(Ok(b)) => b,
-        _ => {
-            return Err(Fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the agent did not answer (stopping, or its writer is behind)".into(),
-            ));
-        }
-    };
-    Ok(pprof_download("attachment; filename=\"heap\"", bytes))
-}
-
-/// A gzipped pprof answered as Go's handlers answer it: a download.
-fn pprof_download(disposition: &'static str, body: impl IntoResponse) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static(disposition),
-    );
-    (headers, body).into_response()
-}
-
-async fn not_yet() -> Fail {
-    Fail(
-        StatusCode::NOT_IMPLEMENTED,
-        "this profile is not collected by this version of the agent; /debug/pprof/profile (CPU) and /debug/pprof/heap are"
-            .into(),
-    )
-}
-
-/// One thread of a dump.
-#[derive(Serialize)]
-struct DumpThread {
-    tid: u32,
-    name: String,
-    /// `R` running, `S` sleeping, `D` in uninterruptible I/O, …
-    state: String,
-    frames: Vec<DumpFrame>,
-    truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct DumpFrame {
-    address: String,
-    function: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    file: String,
-    #[serde(skip_serializing_if = "is_zero")]
-    line: u32,
-    /// Inlined into the frame that follows.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    inlined: bool,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn thread_state(tid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.get(s.rfind(')')? + 2..)?;
-            after.split(' ').next().map(str::to_string)
-        })
-        .unwrap_or_default()
-}
-
-/// One thread as the dump found it: id, name, state, and its raw stack
-/// (leaf first, cut or not) or why there is none.
-type RawThread = (u32, String, String, Result<(Vec<u64>, bool), String>);
-
-/// Every thread's stack, taken now by signalling each thread.
-fn take_dump() -> Vec<RawThread> {
-    let Ok(shared) = crate::sys::shared() else {
-        return Vec::new();
-    };
-    crate::sys::refresh_tables(shared);
-    let mut tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    tids.sort_unstable();
-    tids.into_iter()
-        .filter_map(|tid| {
-            let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-                .ok()?
-                .trim_end()
-                .to_string();
-            let state = thread_state(tid);
-            let stack = match crate::sys::thread_stack(shared, tid, DUMP_TIMEOUT) {
-                Ok(s) => Ok(s),
-                Err(crate::sys::DumpError::Exited) => return None,
-                Err(crate::sys::DumpError::NoAnswer) => Err(format!(
-                    "no answer within {DUMP_TIMEOUT:?} (the thread blocks SIGPROF or is stopped)"
-                )),
-                Err(crate::sys::DumpError::Signal(e)) => Err(e),
-            };
-            Some((tid, name, state, stack))
-        })
-        .collect()
-}
-
-async fn threads(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Response, Fail> {
-    let json_out = match q.get("format").map(String::as_str) {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => return Err(bad(format!("format={other:?}: expected text or json"))),
-    };
-    let dump = tokio::task::spawn_blocking(take_dump)
-        .await
-        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    // Leaves are exact; callers are return addresses, looked up one byte
-    // earlier to land inside the call.
-    let mut addrs = Vec::new();
-    for (_, _, _, s) in &dump {
-        if let Ok((ips, _)) = s {
-            addrs.extend(
-                ips.iter()
-                    .enumerate()
-                    .map(|(i, &a)| if i == 0 { a } else { a.saturating_sub(1) }),
-            );
-        }
-    }
-    let (tx, rx) = oneshot::channel();
-    let frames = if inner.jobs(Job::Resolve {
-        addrs: addrs.clone(),
-        reply: tx,
-    }) {
-        rx.await.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let mut k = 0;
-    let mut out = Vec::with_capacity(dump.len());
-    for (tid, name, state, s) in dump {
-        let mut t = DumpThread {
-            tid,
-            name,
-            state,
-            frames: Vec::new(),
-            truncated: false,
-            error: None,
-        };
-        match s {
-            Ok((ips, truncated)) => {
-                t.truncated = truncated;
-                for &ip in &ips {
-                    let resolved = frames.get(k).filter(|f| !f.is_empty());
-                    k += 1;
-                    match resolved {
-                        Some(fs) => {
-                            for (j, f) in fs.iter().enumerate() {
-                                t.frames.push(DumpFrame {
-                                    address: format!("{ip:#x}"),
-                                    function: f.name.to_string(),
-                                    file: f.file.to_string(),
-                                    line: f.line,
-                                    inlined: j + 1 < fs.len(),
-                                });
-                            }
-                        }
-                        None => t.frames.push(DumpFrame {
-                            address: format!("{ip:#x}"),
-                            function: "[unknown]".into(),
-                            file: String::new(),
-                            line: 0,
-                            inlined: false,
-                        }),
-                    }
-                }
-            }
-            Err(e) => t.error = Some(e),
-        }
-        out.push(t);
-    }
-    if json_out {
-        return Ok(axum::Json(json!({
-            "pid": std::process::id(),
-            "time_ms": crate::session::now_ms(),
-            "threads": out,
-        }))
-        .into_response());
-    }
-    let mut text = format!(
-        "Thread dump of process {} ({} threads)\n",
-        std::process::id(),
-        out.len()
-    );
-    for t in &out {
-        text.push_str(&format!(
-            "\n\"{}\" tid={} state={}\n",
-            t.name, t.tid, t.state
-        ));
-        if let Some(e) = &t.error {
-            text.push_str(&format!("    <{e}>\n"));
-        }
-        for f in &t.frames {
-            let at = if f.file.is_empty() {
-                String::new()
-            } else if f.line > 0 {
-                format!(" ({}:{})", f.file, f.line)
-            } else {
-                format!(" ({})", f.file)
-            };
-            let mark = if f.inlined { " [inlined]" } else { "" };
-            text.push_str(&format!("    {} {}{at}{mark}\n", f.address, f.function));
-        }
-        if t.truncated {
-            text.push_str("    … (truncated)\n");
-        }
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// One metric family: name, type, help, and its value (or how to read it).
-type Metric<V> = (&'static str, &'static str, &'static str, V);
-
-/// Reads one sink's value of a metric.
-type SinkValue = fn(&SinkStatus) -> u64;
-
-/// Prometheus text exposition of the agent's counters.
-pub fn metrics_text(inner: &Inner) -> String {
-    let s = inner.status();
-    let running = s.sessions.iter().filter(|x| x.state != "done").count() as u64;
-    let process: [Metric<u64>; 7] = [
-        (
-            "kiln_agent_samples_total",
-            "counter",
-            "CPU samples taken.",
-            s.samples,
-        ),
-        (
-            "kiln_agent_samples_dropped_total",
-            "counter",
-            "CPU samples dropped because the sample buffer was full.",
-            s.dropped,
-        ),
-        (
-            "kiln_agent_threads",
-            "gauge",
-            "Threads being sampled.",
-            s.threads,
-        ),
-        (
-            "kiln_agent_windows_dropped_total",
-            "counter",
-            "Profile windows dropped because symbolization fell behind.",
-            s.windows_dropped,
-        ),
-        (
-            "kiln_agent_unknown_frames_total",
-            "counter",
-            "Addresses that could not be symbolized.",
-            s.unknown_frames,
-        ),
-        (
-            "kiln_agent_symbol_bytes",
-            "gauge",
-            "Bytes the symbolizer holds between windows.",
-            s.symbol_bytes,
-        ),
-        (
-            "kiln_agent_sessions_running",
-            "gauge",
-            "On-demand sessions running.",
-            running,
-        ),
-    ];
-    let per_sink: [Metric<SinkValue>; 5] = [
-        (
-            "kiln_agent_sink_sent_total",
-            "counter",
-            "Profiles delivered by each sink.",
-            |k| k.sent,
-        ),
-        (
-            "kiln_agent_sink_failed_total",
-            "counter",
-            "Profiles given up after every retry.",
-            |k| k.failed,
-        ),
-        (
-            "kiln_agent_sink_dropped_total",
-            "counter",
-            "Profiles dropped: queue full or agent stopped.",
-            |k| k.dropped,
-        ),
-        (
-            "kiln_agent_sink_errors_total",
-            "counter",
-            "Failed sends, retries included.",
-            |k| k.errors,
-        ),
-        (
-            "kiln_agent_sink_queued",
-            "gauge",
-            "Profiles waiting in each sink's queue.",
-            |k| k.queued,
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, v) in process {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        ));
-    }
-    for (name, kind, help, f) in per_sink {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for k in &s.sinks {
-            out.push_str(&format!(
-                "{name}{{sink=\"{}\",target=\"{}\"}} {}\n",
-                k.sink,
-                escape(&k.target),
-                f(k)
-            ));
-        }
-    }
-    out
-}
-
-async fn metrics(State(inner): State<Arc<Inner>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        metrics_text(&inner),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

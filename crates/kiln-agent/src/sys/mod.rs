@@ -13,10 +13,12 @@
 //! and restores `errno`. The tables it reads (stack mappings, unwind rows)
 //! are [`published::Published`]: one writer, the holder of the token in
 //! [`Shared::writer`]. Rooms: `dump` (the thread dump's mailbox), `regs`
-//! (register reads), `heap` (the allocation sampler's hot path), `engine`
+//! (register reads), `heap` (the allocation sampler's hot path),
+//! `contention` (the lock profiler's recording path), `engine`
 //! (timers and perf events), `ring`, `regions`, `published`, `modules`,
 //! `mapped`.
 
+pub mod contention;
 mod dump;
 pub mod engine;
 pub mod heap;
@@ -50,6 +52,9 @@ pub struct Shared {
     /// Sampled allocations and frees of sampled blocks, from the
     /// allocator to the aggregation thread.
     pub heap: Ring,
+    /// Sampled lock waits, from contended acquisitions to the
+    /// aggregation thread.
+    pub locks: Ring,
     /// Readable memory, for bounds checks.
     pub regions: Regions,
     /// The handler records samples only while this is set.
@@ -190,6 +195,9 @@ pub const RING_SLOTS: usize = 4096;
 /// 10 ms: 1,024 slots hold 100,000 samples a second, ~50 GB/s of
 /// allocation at the default mean of 512 KiB.
 pub const HEAP_RING_SLOTS: usize = 1024;
+/// Slots of the lock ring (a sample per mean wait between samples, so
+/// few; a burst beyond it is dropped and counted).
+pub const LOCK_RING_SLOTS: usize = 256;
 
 /// The process-wide shared state, created (and the handler installed) on
 /// first use.
@@ -208,6 +216,7 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         ring: Ring::new(RING_SLOTS),
         heap: Ring::new(HEAP_RING_SLOTS),
+        locks: Ring::new(LOCK_RING_SLOTS),
         regions: Regions::new(),
         active: AtomicBool::new(false),
         max_depth: AtomicUsize::new(MAX_DEPTH),

@@ -263,6 +263,45 @@ fn demo_shows_live_data_of_its_shop() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Its lock: the workers wait on `sessions` while the evictor audits.
+    let t = Instant::now();
+    loop {
+        let waiting = top_of(
+            r#"mutex:delay:nanoseconds:contentions:count{service_name="demo-shop", lock="sessions"}"#,
+        );
+        let by_lock: serde_json::Value = c
+            .get(format!("{url}/api/v1/group"))
+            .query(&[
+                (
+                    "query",
+                    r#"mutex:delay:nanoseconds:contentions:count{service_name="demo-shop"}"#,
+                ),
+                ("from", "now-10m"),
+                ("until", "now"),
+                ("by", "lock"),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if waiting
+            .iter()
+            .any(|n| n.ends_with("demo::remember_session"))
+            && by_lock["rows"][0]["name"] == "sessions"
+        {
+            // The lock's own frames are not the waiter's leaf.
+            assert!(
+                !waiting[0].starts_with("kiln_agent::"),
+                "the waits' leaf: {waiting:?}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no waits on the sessions lock after 60 s: {waiting:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The UI is served.
     let page = c.get(&url).send().unwrap().text().unwrap();
     assert!(page.contains("/ui/app.js"));
