@@ -29,6 +29,7 @@ pub struct AgentBuilder {
     pub(crate) alloc_sample_bytes: u64,
     pub(crate) thread_stats: bool,
     pub(crate) lock_sample_ns: u64,
+    pub(crate) wall_hz: u32,
 }
 
 impl Default for AgentBuilder {
@@ -51,6 +52,7 @@ impl Default for AgentBuilder {
             alloc_sample_bytes: crate::alloc::DEFAULT_SAMPLE_BYTES,
             thread_stats: true,
             lock_sample_ns: crate::sync::DEFAULT_SAMPLE_NS,
+            wall_hz: 0,
         }
     }
 }
@@ -95,6 +97,15 @@ impl AgentBuilder {
     /// profiling off.
     pub fn lock_sample_ns(mut self, ns: u64) -> Self {
         self.lock_sample_ns = ns;
+        self
+    }
+
+    /// Wall-clock samples per second: every thread, on or off a CPU,
+    /// with its `thread_state`, into a `wall` profile each window.
+    /// Default 0 (off); 20 is a good rate (a thread that did not run
+    /// since its last sample costs one small read, not a signal).
+    pub fn wall_hz(mut self, hz: u32) -> Self {
+        self.wall_hz = hz;
         self
     }
 
@@ -227,6 +238,15 @@ impl Agent {
             s.trim().parse::<u64>().map_err(|e| e.to_string())
         })? {
             b.alloc_sample_bytes = n;
+        }
+        if let Some(n) = config::env("KILN_WALL_HZ", |s| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= 1000)
+                .ok_or_else(|| "expected a whole number from 0 (off) to 1000".into())
+        })? {
+            b.wall_hz = n;
         }
         if let Some(n) = config::env("KILN_LOCK_SAMPLE_NS", |s| {
             s.trim().parse::<u64>().map_err(|e| e.to_string())

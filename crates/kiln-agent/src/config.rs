@@ -34,6 +34,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "mean bytes between allocation samples (default 524288); 0 turns them off",
     ),
     (
+        "KILN_WALL_HZ",
+        "wall-clock samples per second, every thread on or off CPU (default 0: off)",
+    ),
+    (
         "KILN_LOCK_SAMPLE_NS",
         "mean nanoseconds of lock waiting between samples (default 100000); 0 turns them off",
     ),

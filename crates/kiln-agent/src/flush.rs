@@ -87,6 +87,8 @@ pub struct FlushCtx {
     pub pending: Arc<AtomicUsize>,
     /// Mean bytes between allocation samples (the memory profile's period).
     pub alloc_rate: u64,
+    /// The wall profile's rate.
+    pub wall_hz: u32,
 }
 
 fn ms(t: std::time::SystemTime) -> u64 {
@@ -116,6 +118,13 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                     let bytes = encode_event(&ctx, &w, Event::Alloc, &mut symbols, code.now());
                     ctx.ship.enqueue("memory", w.start, w.end, bytes, false);
                 }
+                if !w.wall.is_empty() {
+                    let period = 1_000_000_000 / u64::from(ctx.wall_hz.max(1));
+                    let mut p = window::build_wall(&w, period, &mut symbols, code.now());
+                    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+                    let bytes = Bytes::from(kiln_profile::pprof::encode_gzip(&p));
+                    ctx.ship.enqueue("wall", w.start, w.end, bytes, false);
+                }
                 if !w.locks.is_empty() {
                     let bytes = encode_event(&ctx, &w, Event::Lock, &mut symbols, code.now());
                     ctx.ship.enqueue("mutex", w.start, w.end, bytes, false);
@@ -134,6 +143,12 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 let name = s.event.profile();
                 let bytes = match s.event {
                     Event::Cpu => encode(&ctx, &s.window, s.period_ns, &mut symbols, code.now()),
+                    Event::Wall => {
+                        let mut p =
+                            window::build_wall(&s.window, s.period_ns, &mut symbols, code.now());
+                        crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+                        Bytes::from(kiln_profile::pprof::encode_gzip(&p))
+                    }
                     e => encode_event(&ctx, &s.window, e, &mut symbols, code.now()),
                 };
                 let outcomes = if s.ship {
@@ -148,6 +163,7 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                         Event::Cpu => s.window.samples(),
                         Event::Alloc => s.window.allocs.len() as u64,
                         Event::Lock => s.window.locks.len() as u64,
+                        Event::Wall => s.window.wall.values().map(|v| v.0).sum(),
                     },
                     bytes: bytes.len(),
                     start_ms: ms(s.window.start),

@@ -24,6 +24,8 @@ pub enum Event {
     Alloc,
     /// Sampled lock waits.
     Lock,
+    /// Wall-clock samples of every thread at the session's rate.
+    Wall,
 }
 
 impl Event {
@@ -33,6 +35,7 @@ impl Event {
             Event::Cpu => "cpu",
             Event::Alloc => "alloc",
             Event::Lock => "lock",
+            Event::Wall => "wall",
         }
     }
 
@@ -42,6 +45,7 @@ impl Event {
             Event::Cpu => "process_cpu",
             Event::Alloc => "memory",
             Event::Lock => "mutex",
+            Event::Wall => "wall",
         }
     }
 }
@@ -60,7 +64,7 @@ pub struct Session {
     pub id: String,
     /// What it records.
     pub event: Event,
-    /// Its CPU period (CPU sessions only).
+    /// Its sampling period (CPU and wall sessions).
     pub period_ns: u64,
     /// When it ends by itself.
     pub until: Option<Instant>,
@@ -85,6 +89,10 @@ pub struct Fold {
     /// `/debug/pprof/heap` and `/debug/pprof/mutex`).
     pub total: Window,
     counters: Arc<Counters>,
+    /// The wall-clock sampler.
+    pub wall: crate::wall::WallSampler,
+    /// Wall samples go to the continuous window (`wall_hz` > 0).
+    pub wall_continuous: bool,
 }
 
 /// Distinct rows each since-start table keeps; past it new rows are not
@@ -113,7 +121,7 @@ impl Window {
         match event {
             Event::Alloc => w.allocs = self.allocs.clone(),
             Event::Lock => w.locks = self.locks.clone(),
-            Event::Cpu => {}
+            Event::Cpu | Event::Wall => {}
         }
         w
     }
@@ -156,6 +164,8 @@ impl Fold {
             live: HashMap::new(),
             total: Window::new(SystemTime::now()),
             counters,
+            wall: crate::wall::WallSampler::new(),
+            wall_continuous: false,
         }
     }
 
@@ -289,11 +299,60 @@ impl Fold {
         });
     }
 
+    /// The wall sampler's rate now: the continuous profile's, or the
+    /// fastest wall session's (0: none).
+    pub fn wall_hz(&self, continuous_hz: u32) -> u32 {
+        self.sessions
+            .iter()
+            .filter(|s| s.event == Event::Wall && s.period_ns > 0)
+            .map(|s| (1_000_000_000 / s.period_ns) as u32)
+            .chain(self.wall_continuous.then_some(continuous_hz))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// One wall-clock tick over `threads`, if one is due.
+    pub fn wall_tick(&mut self, hz: u32, threads: &[u32], names: Names<'_>) {
+        if hz == 0 || !self.wall.due(std::time::Instant::now()) {
+            return;
+        }
+        let waiting = crate::sys::contention::waiting();
+        let Fold {
+            window,
+            sessions,
+            wall,
+            wall_continuous,
+            ..
+        } = self;
+        wall.tick(hz, threads, &waiting, |ws| {
+            fold_wall(window, sessions, *wall_continuous, &ws, names)
+        });
+    }
+
+    /// Folds the stacks threads answered the wall sampler with.
+    fn drain_wall(&mut self, shared: &Shared, names: Names<'_>) {
+        let Fold {
+            window,
+            sessions,
+            buf,
+            wall,
+            wall_continuous,
+            ..
+        } = self;
+        shared.wall.drain(|s| {
+            stack_of(buf, s);
+            wall.answered(s.tid, buf, |ws| {
+                fold_wall(window, sessions, *wall_continuous, &ws, names)
+            });
+        });
+    }
+
     /// Moves every sample in the buffers into the window (CPU samples
     /// when the continuous profile is on) and into every session.
     pub fn drain(&mut self, shared: &Shared, continuous: bool, names: Names<'_>) {
         self.drain_heap(shared, names);
         self.drain_locks(shared, names);
+        self.drain_wall(shared, names);
         let Fold {
             window,
             sessions,
@@ -321,5 +380,31 @@ impl Fold {
                 add(&mut sess.window);
             }
         });
+    }
+}
+
+/// One wall sample into the window (when the continuous wall profile is
+/// on) and every wall session.
+fn fold_wall(
+    window: &mut Window,
+    sessions: &mut [Session],
+    continuous: bool,
+    ws: &crate::wall::WallSample<'_>,
+    names: Names<'_>,
+) {
+    let add = |w: &mut Window| {
+        let stack = w.stacks.intern(ws.stack);
+        let e = w.wall.entry((ws.tid, stack, ws.state)).or_default();
+        e.0 += 1;
+        e.1 += ws.ns;
+        w.names
+            .entry(ws.tid)
+            .or_insert_with(|| name_of(names, ws.tid));
+    };
+    if continuous {
+        add(window);
+    }
+    for s in sessions.iter_mut().filter(|s| s.event == Event::Wall) {
+        add(&mut s.window);
     }
 }

@@ -59,6 +59,7 @@ pub mod sync;
 mod sys;
 mod threads;
 mod unwind;
+mod wall;
 mod window;
 
 use std::net::SocketAddr;
@@ -78,7 +79,7 @@ pub use ship::{
     Delivery, FIRST_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF, QUEUE_CAPACITY, REQUEST_TIMEOUT, SinkStatus,
 };
 pub(crate) use status::Counters;
-pub use status::{AllocStatus, LockStatus, Status};
+pub use status::{AllocStatus, LockStatus, Status, WallStatus};
 pub use sys::UnwindStatus;
 
 /// How CPU samples are triggered.
@@ -142,6 +143,7 @@ pub(crate) struct Inner {
     cpu_hz: u32,
     alloc_rate: u64,
     lock_rate: u64,
+    wall_hz: u32,
     pid: u32,
     counters: Arc<Counters>,
     sessions: Arc<session::Sessions>,
@@ -248,6 +250,10 @@ impl Inner {
             symbol_bytes: load(&self.counters.symbol_bytes),
             alloc: self.alloc_status(running && !forked_child),
             lock: self.lock_status(running && !forked_child),
+            wall: WallStatus {
+                hz: self.wall_hz,
+                missed: load(&self.counters.wall_missed),
+            },
             last_error: locked(&self.counters.last_error, forked_child),
             last_file: locked(&self.counters.last_file, forked_child),
             sinks: if forked_child {
@@ -412,6 +418,7 @@ impl Agent {
             cpu_hz: cfg.cpu_hz,
             alloc_rate: cfg.alloc_sample_bytes,
             lock_rate: cfg.lock_sample_ns,
+            wall_hz: cfg.wall_hz,
             pid,
             counters: counters.clone(),
             sessions: sessions.clone(),
@@ -431,6 +438,7 @@ impl Agent {
             window: cfg.window,
             alloc_rate: cfg.alloc_sample_bytes,
             lock_rate: cfg.lock_sample_ns,
+            wall_hz: cfg.wall_hz,
             thread_stats: cfg.thread_stats,
         };
         let mut threads = Vec::new();
@@ -453,6 +461,7 @@ impl Agent {
             rt: rt.handle().clone(),
             pending,
             alloc_rate: cfg.alloc_sample_bytes,
+            wall_hz: cfg.wall_hz,
         };
         threads.push(spawn("kiln-flush", move || flush::run(flush_ctx, job_rx))?);
         let io_inner = inner.clone();

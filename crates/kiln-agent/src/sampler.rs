@@ -60,6 +60,8 @@ pub struct SamplerConfig {
     pub alloc_rate: u64,
     /// Mean nanoseconds of lock waiting between samples; 0: not sampled.
     pub lock_rate: u64,
+    /// Wall-clock samples per second of the continuous profile; 0: off.
+    pub wall_hz: u32,
     /// Read every thread's counters at each window's end.
     pub thread_stats: bool,
 }
@@ -115,6 +117,9 @@ pub fn run(
     let mut threads: HashMap<u32, Thread> = HashMap::new();
     let continuous = cfg.period_ns > 0;
     let mut fold = Fold::new(counters.clone());
+    fold.wall_continuous = cfg.wall_hz > 0;
+    let me = crate::sys::gettid();
+    let mut tids: Vec<u32> = Vec::new();
     crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
     crate::sys::contention::RATE.store(cfg.lock_rate, Ordering::Relaxed);
     let mut stats = crate::threads::ThreadStats::default();
@@ -233,11 +238,14 @@ pub fn run(
             shared.active.store(false, Ordering::Release);
             crate::sys::heap::RATE.store(0, Ordering::Relaxed);
             crate::sys::contention::RATE.store(0, Ordering::Relaxed);
-        } else if (fold.period_ns > 0 || cfg.alloc_rate > 0 || cfg.lock_rate > 0)
+        } else if (fold.period_ns > 0
+            || cfg.alloc_rate > 0
+            || cfg.lock_rate > 0
+            || fold.wall_hz(cfg.wall_hz) > 0)
             && last_scan.elapsed() >= THREAD_SCAN_INTERVAL
         {
-            // Allocation and lock samples walk stacks too: the tables stay
-            // fresh even with no CPU sampling.
+            // Allocation, lock and wall samples walk stacks too: the
+            // tables stay fresh even with no CPU sampling.
             last_scan = Instant::now();
             scan(
                 shared,
@@ -251,6 +259,20 @@ pub fn run(
         fold.drain(shared, continuous, &|t| {
             threads.get(&t).map(|x| x.name.clone())
         });
+        let wall_hz = if stopping {
+            0
+        } else {
+            fold.wall_hz(cfg.wall_hz)
+        };
+        if wall_hz > 0 {
+            tids.clear();
+            tids.extend(threads.keys().copied().filter(|&t| t != me));
+            tids.sort_unstable();
+            fold.wall_tick(wall_hz, &tids, &|t| threads.get(&t).map(|x| x.name.clone()));
+        }
+        counters
+            .wall_missed
+            .store(fold.wall.missed, Ordering::Relaxed);
         if cfg.thread_stats && stats_at.elapsed() >= THREAD_STATS_INTERVAL {
             stats_at = Instant::now();
             stats.refresh();
@@ -268,6 +290,7 @@ pub fn run(
             if !done.counts.is_empty()
                 || done.has_memory()
                 || !done.locks.is_empty()
+                || !done.wall.is_empty()
                 || !done.threads.is_empty()
             {
                 // Stopping waits for the last window; otherwise a writer

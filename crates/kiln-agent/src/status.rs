@@ -21,6 +21,8 @@ pub struct Counters {
     pub(crate) symbol_bytes: AtomicU64,
     /// Allocation samples not tracked as live: the live set was full.
     pub(crate) live_full: AtomicU64,
+    /// Wall samples whose thread did not answer for its stack.
+    pub(crate) wall_missed: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) last_file: Mutex<Option<PathBuf>>,
     pub(crate) unwind: Mutex<sys::UnwindStatus>,
@@ -77,6 +79,8 @@ pub struct Status {
     pub alloc: AllocStatus,
     /// Lock profiling: on or off and why, waits seen and sampled.
     pub lock: LockStatus,
+    /// Wall-clock sampling: its rate (0: off) and samples lost.
+    pub wall: WallStatus,
     /// The newest error, if any.
     pub last_error: Option<String>,
     /// The newest file written.
@@ -127,4 +131,16 @@ pub struct LockStatus {
     pub sampled: u64,
     /// Samples lost because the lock buffer was full.
     pub dropped: u64,
+}
+
+/// What wall-clock sampling is doing.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct WallStatus {
+    /// Samples per second of the continuous profile (0: off; sessions
+    /// may still sample).
+    pub hz: u32,
+    /// Samples whose thread did not answer for its stack in time (it
+    /// blocks SIGPROF, or exited): dropped.
+    pub missed: u64,
 }

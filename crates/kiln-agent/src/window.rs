@@ -44,6 +44,9 @@ pub struct Window {
     /// (waiting thread id, stack index, `lock` label; `None`: the
     /// waiting function names it).
     pub locks: HashMap<LockKey, (f64, f64)>,
+    /// Wall-clock samples (samples, nanoseconds) per (thread id, stack
+    /// index, state).
+    pub wall: HashMap<(u32, u32, crate::wall::State), (u64, u64)>,
     /// Every thread's counters over the window (`thread_stats`).
     pub threads: Vec<crate::threads::ThreadDelta>,
 }
@@ -60,6 +63,7 @@ impl Window {
             allocs: HashMap::new(),
             inuse: HashMap::new(),
             locks: HashMap::new(),
+            wall: HashMap::new(),
             threads: Vec::new(),
         }
     }
@@ -255,6 +259,40 @@ fn allocator_frame(name: &str) -> bool {
         || name.starts_with("alloc::alloc::")
         || name.starts_with("std::alloc::")
         || name.starts_with("core::alloc::")
+}
+
+/// The wall-clock profile of `w`: every thread, on or off a CPU, each
+/// sample weighted by the real time it stands for and labelled
+/// `thread_state`; `period_ns` is the nominal period (1 / `wall_hz`).
+pub fn build_wall(
+    w: &Window,
+    period_ns: u64,
+    symbols: &mut Symbols,
+    code: &[CodeMapping],
+) -> Profile {
+    let mut p = Profile::with_sample_types(&[("samples", "count"), ("wall", "nanoseconds")]);
+    p.period_type = Some(p.value_type("wall", "nanoseconds"));
+    p.period = period_ns as i64;
+    p.default_sample_type = p.strings.intern("wall");
+    stamp(&mut p, w);
+    let stack_locs = locate(&mut p, w, symbols, code);
+    let mut entries: Vec<_> = w.wall.iter().collect();
+    entries.sort_unstable_by_key(|(k, _)| **k);
+    for (&(tid, stack, state), &(count, ns)) in entries {
+        let name = w.names.get(&tid).map_or("", String::as_str);
+        let [a, b] = thread_labels(&mut p, name);
+        let st = Label {
+            key: p.strings.intern("thread_state"),
+            str: p.strings.intern(state.label()),
+            ..Label::default()
+        };
+        p.push_sample(
+            &stack_locs[stack as usize],
+            &[a, b, st],
+            &[count as i64, ns as i64],
+        );
+    }
+    p
 }
 
 /// Drops from the top of each stack the frames `glue` says belong to the

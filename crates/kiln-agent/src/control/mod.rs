@@ -145,6 +145,7 @@ fn begin(
                 ));
             }
         }
+        Event::Wall => {}
         Event::Cpu => {
             if inner.engine.is_none() {
                 return Err(Fail(
@@ -185,20 +186,25 @@ async fn start(State(inner): State<Arc<Inner>>, Query(q): Params) -> Result<Resp
         "cpu" => Event::Cpu,
         "alloc" => Event::Alloc,
         "lock" => Event::Lock,
-        "wall" => {
-            return Err(Fail(
-                StatusCode::NOT_IMPLEMENTED,
-                "event=wall is not sampled by this version of the agent; cpu, alloc and lock are"
-                    .into(),
-            ));
-        }
+        "wall" => Event::Wall,
         other => {
             return Err(bad(format!(
                 "event={other:?}: expected cpu, wall, alloc or lock"
             )));
         }
     };
-    let hz = session_hz(&inner, &q)?;
+    let hz = if event == Event::Wall {
+        let default = if inner.wall_hz > 0 { inner.wall_hz } else { 20 };
+        let hz = parse_hz(&q, default)?;
+        if hz > 1000 {
+            return Err(bad(format!(
+                "hz={hz}: a wall session samples at most 1000 times a second"
+            )));
+        }
+        hz
+    } else {
+        session_hz(&inner, &q)?
+    };
     let duration = match q.get("duration") {
         None => MAX_SESSION,
         Some(v) => {

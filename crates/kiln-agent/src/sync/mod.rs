@@ -40,7 +40,7 @@ use std::time::Instant;
 pub use raw::RawMutex;
 
 pub use crate::sys::contention::Site;
-use crate::sys::contention::contended;
+use crate::sys::contention::{begin_wait, contended, end_wait};
 
 /// Default mean nanoseconds of waiting between lock samples.
 pub const DEFAULT_SAMPLE_NS: u64 = 100_000;
@@ -48,9 +48,12 @@ pub const DEFAULT_SAMPLE_NS: u64 = 100_000;
 /// Times the wait for `take`, once an immediate attempt failed.
 #[inline(never)]
 fn waited<R>(site: Site, take: impl FnOnce() -> R) -> R {
+    let slot = begin_wait();
     let t0 = Instant::now();
     let r = take();
-    contended(site, t0.elapsed().as_nanos() as u64);
+    let waited = t0.elapsed().as_nanos() as u64;
+    end_wait(slot);
+    contended(site, waited);
     r
 }
 

@@ -230,6 +230,52 @@ pub fn wait_stats() -> Vec<WaitStats> {
 thread_local! {
     /// The thread's random state (0: not seeded yet).
     static RNG: Cell<u64> = const { Cell::new(0) };
+    /// The thread's id, once asked (0: not yet).
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Threads waiting on a lock now, by thread id (0: a free slot): the wall
+/// sampler calls their state `lock`. Past [`MAX_WAITING`] at once, the
+/// rest are not marked.
+static WAITING: [AtomicU32; MAX_WAITING] = [const { AtomicU32::new(0) }; MAX_WAITING];
+/// Threads marked waiting at most at once.
+pub const MAX_WAITING: usize = 512;
+
+/// Marks this thread as waiting on a lock; the slot to clear, if any.
+pub fn begin_wait() -> Option<usize> {
+    if RATE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let tid = TID.with(|t| {
+        if t.get() == 0 {
+            t.set(gettid());
+        }
+        t.get()
+    });
+    let start = (tid as usize).wrapping_mul(0x9E37_79B9) % MAX_WAITING;
+    (0..MAX_WAITING)
+        .map(|i| (start + i) % MAX_WAITING)
+        .find(|&i| {
+            WAITING[i]
+                .compare_exchange(0, tid, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        })
+}
+
+/// This thread took the lock it waited on.
+pub fn end_wait(slot: Option<usize>) {
+    if let Some(i) = slot {
+        WAITING[i].store(0, Ordering::Relaxed);
+    }
+}
+
+/// The threads waiting on a lock now.
+pub fn waiting() -> Vec<u32> {
+    WAITING
+        .iter()
+        .map(|w| w.load(Ordering::Relaxed))
+        .filter(|&t| t != 0)
+        .collect()
 }
 
 /// Uniform in (0, 1), from the thread's xorshift state.

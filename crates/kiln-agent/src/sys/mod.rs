@@ -14,7 +14,8 @@
 //! are [`published::Published`]: one writer, the holder of the token in
 //! [`Shared::writer`]. Rooms: `dump` (the thread dump's mailbox), `regs`
 //! (register reads), `heap` (the allocation sampler's hot path),
-//! `contention` (the lock profiler's recording path), `engine`
+//! `contention` (the lock profiler's recording path), `wall` (the
+//! wall-clock sampler's signal), `engine`
 //! (timers and perf events), `ring`, `regions`, `published`, `modules`,
 //! `mapped`.
 
@@ -28,6 +29,7 @@ pub mod published;
 pub mod regions;
 mod regs;
 pub mod ring;
+pub mod wall;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +57,8 @@ pub struct Shared {
     /// Sampled lock waits, from contended acquisitions to the
     /// aggregation thread.
     pub locks: Ring,
+    /// Stacks of threads the wall-clock sampler asked for.
+    pub wall: Ring,
     /// Readable memory, for bounds checks.
     pub regions: Regions,
     /// The handler records samples only while this is set.
@@ -198,6 +202,9 @@ pub const HEAP_RING_SLOTS: usize = 1024;
 /// Slots of the lock ring (a sample per mean wait between samples, so
 /// few; a burst beyond it is dropped and counted).
 pub const LOCK_RING_SLOTS: usize = 256;
+/// Slots of the wall ring: one answer per thread that ran since the last
+/// wall sample, drained every 10 ms.
+pub const WALL_RING_SLOTS: usize = 1024;
 
 /// The process-wide shared state, created (and the handler installed) on
 /// first use.
@@ -217,6 +224,7 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
         ring: Ring::new(RING_SLOTS),
         heap: Ring::new(HEAP_RING_SLOTS),
         locks: Ring::new(LOCK_RING_SLOTS),
+        wall: Ring::new(WALL_RING_SLOTS),
         regions: Regions::new(),
         active: AtomicBool::new(false),
         max_depth: AtomicUsize::new(MAX_DEPTH),
@@ -398,6 +406,18 @@ unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     } else {
         1
     };
+    if code == wall::SI_QUEUE {
+        // SAFETY: `info` is the kernel's siginfo with SI_QUEUE.
+        if unsafe { wall::is_request(info) }
+            && shared.active.load(Ordering::Relaxed)
+            && !FORKED.load(Ordering::Relaxed)
+        {
+            // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
+            let (ip, fp, sp) = unsafe { registers(ctx) };
+            wall::answer(shared, ip, fp, sp);
+        }
+        return;
+    }
     if code == SI_TKILL {
         if !FORKED.load(Ordering::Relaxed) {
             // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
