@@ -45,13 +45,18 @@ impl State {
     }
 }
 
-/// Threads whose schedstat stays open between samples; past it the file
-/// is opened at each sample (a host's descriptors are its own).
-const MAX_OPEN: usize = 256;
+/// Files kept open between samples at most (a thread's `schedstat`,
+/// then its `stat`): 512, or a quarter of the process's descriptor limit
+/// if that is less — the host's descriptors are its own. Past it, files
+/// are opened at each read.
+fn max_open() -> usize {
+    crate::sys::wall::fd_limit().map_or(64, |n| ((n / 4) as usize).min(512))
+}
 
 /// One thread as the wall sampler last saw it.
 struct Seen {
     schedstat: Option<File>,
+    stat: Option<File>,
     cpu_ns: u64,
     delay_ns: u64,
     runs: u64,
@@ -62,6 +67,10 @@ struct Seen {
     stack: Option<Box<[u64]>>,
     /// A stack was asked for: its state and weight, and when.
     pending: Option<(State, u64, Instant)>,
+    /// Ticks in a row it did not run.
+    idle: u32,
+    /// The state of its last sample.
+    state: State,
     /// It was signalled at the last tick: its handler's own run (one
     /// wake, microseconds of CPU) is not the thread running.
     signalled: bool,
@@ -70,6 +79,12 @@ struct Seen {
 /// CPU time a wall request's handler may take on the thread it
 /// interrupts without the thread counting as having run.
 const HANDLER_NS: u64 = 200_000;
+/// A thread that did not run for this many ticks in a row is looked at
+/// one tick in [`BACKOFF`] only; when it is seen to have run, all but
+/// one period of the time since goes to the state it was in.
+const IDLE_AFTER: u32 = 4;
+/// See [`IDLE_AFTER`].
+const BACKOFF: u64 = 4;
 
 /// A sample ready to fold: thread, stack, state, nanoseconds it stands
 /// for.
@@ -90,6 +105,8 @@ pub struct WallSampler {
     next: Instant,
     rng: u64,
     open: usize,
+    max_open: usize,
+    ticks: u64,
     /// Stacks asked for and not answered by the next tick (the thread
     /// blocks the signal, or exited): their samples are dropped.
     pub missed: u64,
@@ -113,9 +130,23 @@ fn schedstat(file: &mut Option<File>, tid: u32, keep: bool) -> Option<(u64, u64,
     Some((it.next()??, it.next()??, it.next()??))
 }
 
-/// The state letter of `stat` (after the command's closing parenthesis).
-fn state_letter(tid: u32) -> Option<u8> {
-    let stat = std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?;
+/// The state letter of `stat` (after the command's closing parenthesis),
+/// from `file` if open (else opened, and kept if `keep`).
+fn state_letter(file: &mut Option<File>, tid: u32, keep: bool) -> Option<u8> {
+    // The name is at most 16 bytes: the letter is within the first 64.
+    let mut buf = [0u8; 64];
+    let n = match file {
+        Some(f) => f.read_at(&mut buf, 0).ok()?,
+        None => {
+            let f = File::open(format!("/proc/self/task/{tid}/stat")).ok()?;
+            let n = f.read_at(&mut buf, 0).ok()?;
+            if keep {
+                *file = Some(f);
+            }
+            n
+        }
+    };
+    let stat = &buf[..n];
     let close = stat.iter().rposition(|&b| b == b')')?;
     stat.get(close + 2).copied()
 }
@@ -128,6 +159,8 @@ impl WallSampler {
             next: Instant::now(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()),
             open: 0,
+            max_open: max_open(),
+            ticks: 0,
             missed: 0,
         }
     }
@@ -160,15 +193,17 @@ impl WallSampler {
     ) {
         let now = Instant::now();
         self.schedule(now, hz);
+        self.ticks += 1;
+        let period_ns = 1_000_000_000 / u64::from(hz.max(1));
         self.seen.retain(|tid, s| {
             let alive = threads.binary_search(tid).is_ok();
-            if !alive && s.schedstat.is_some() {
-                self.open -= 1;
+            if !alive {
+                self.open -= usize::from(s.schedstat.is_some()) + usize::from(s.stat.is_some());
             }
             alive
         });
         for &tid in threads {
-            let keep = self.open < MAX_OPEN;
+            let keep = self.open < self.max_open;
             let s = match self.seen.get_mut(&tid) {
                 Some(s) => s,
                 None => {
@@ -179,18 +214,24 @@ impl WallSampler {
                     if f.is_some() {
                         self.open += 1;
                     }
+                    let mut stat = None;
+                    let letter = state_letter(&mut stat, tid, self.open < self.max_open);
+                    self.open += usize::from(stat.is_some());
                     // First seen: a baseline, sampled from the next tick.
                     self.seen.insert(
                         tid,
                         Seen {
                             schedstat: f,
+                            stat,
                             cpu_ns,
                             delay_ns,
                             runs,
-                            letter: state_letter(tid).unwrap_or(b'S'),
+                            letter: letter.unwrap_or(b'S'),
                             at: now,
                             stack: None,
                             pending: None,
+                            idle: 0,
+                            state: State::Sleeping,
                             signalled: false,
                         },
                     );
@@ -209,17 +250,26 @@ impl WallSampler {
                     });
                 }
             }
+            if s.idle >= IDLE_AFTER && !(self.ticks + u64::from(tid)).is_multiple_of(BACKOFF) {
+                continue;
+            }
             let Some((cpu_ns, delay_ns, runs)) = schedstat(&mut s.schedstat, tid, false) else {
                 continue;
             };
-            let ns = now.duration_since(s.at).as_nanos() as u64;
+            let mut ns = now.duration_since(s.at).as_nanos() as u64;
             // Anything that ran may have changed state: its letter is read
             // again. It moved (a new stack is asked for) if it ran more
             // than the handler of the last request would, or its state
             // changed.
             let touched = runs != s.runs || cpu_ns != s.cpu_ns;
-            let letter = if touched {
-                state_letter(tid).unwrap_or(s.letter)
+            // A sleeper woken once by the last request, for no more than
+            // its handler takes, went back to the sleep it was in.
+            let our_wake = s.signalled
+                && matches!(s.letter, b'S' | b'D')
+                && runs <= s.runs + 1
+                && cpu_ns <= s.cpu_ns + HANDLER_NS;
+            let letter = if touched && !our_wake {
+                state_letter(&mut s.stat, tid, false).unwrap_or(s.letter)
             } else {
                 s.letter
             };
@@ -248,6 +298,25 @@ impl WallSampler {
             s.delay_ns = delay_ns;
             s.runs = runs;
             s.at = now;
+            if ran {
+                if s.idle >= IDLE_AFTER
+                    && ns > period_ns + period_ns / 2
+                    && let Some(stack) = &s.stack
+                {
+                    // Backed off: it was where it had been until lately.
+                    emit(WallSample {
+                        tid,
+                        stack,
+                        state: s.state,
+                        ns: ns - period_ns,
+                    });
+                    ns = period_ns;
+                }
+                s.idle = 0;
+            } else {
+                s.idle = s.idle.saturating_add(1);
+            }
+            s.state = state;
             match (&s.stack, ran) {
                 (Some(stack), false) => emit(WallSample {
                     tid,

@@ -45,6 +45,7 @@ pub fn service(url: &str) -> Result<()> {
     let agent = kiln_agent::Agent::builder()
         .service("demo-shop")
         .window(Duration::from_secs(5))
+        .wall_hz(20)
         .push_to(url)
         .start()
         .context("starting the agent")?;

@@ -78,3 +78,14 @@ pub(super) fn answer(shared: &Shared, ip: u64, fp: u64, sp: u64) {
         s.truncated = truncated;
     });
 }
+
+/// The process's soft limit on open descriptors.
+pub fn fd_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `r`, a live local.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+    ok.then_some(r.rlim_cur)
+}

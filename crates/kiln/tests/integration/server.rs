@@ -302,6 +302,37 @@ fn demo_shows_live_data_of_its_shop() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Wall clock: the workers sleep between requests, the evictor runs.
+    let t = Instant::now();
+    loop {
+        let states: serde_json::Value = c
+            .get(format!("{url}/api/v1/group"))
+            .query(&[
+                (
+                    "query",
+                    r#"wall:wall:nanoseconds:wall:nanoseconds{service_name="demo-shop", thread_pool="shop-worker-*"}"#,
+                ),
+                ("from", "now-10m"),
+                ("until", "now"),
+                ("by", "thread_state"),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let names: Vec<&str> = states["rows"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x["name"].as_str()).collect())
+            .unwrap_or_default();
+        if names.contains(&"sleeping") && names.contains(&"running") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no wall states of the workers after 60 s: {states}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The UI is served.
     let page = c.get(&url).send().unwrap().text().unwrap();
     assert!(page.contains("/ui/app.js"));
