@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+/// One agent per process: the tests take turns.
+static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -58,6 +61,7 @@ fn by_thread(ps: &[kiln_profile::Profile]) -> std::collections::BTreeMap<String,
 
 #[test]
 fn each_thread_s_cpu_and_switches_match_its_own_counts() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let agent = kiln_agent::Agent::builder()
         .service("threads-truth")
@@ -142,4 +146,95 @@ fn each_thread_s_cpu_and_switches_match_its_own_counts() {
             .iter()
             .any(|(k, v)| k == "thread_id" && v.parse::<u32>().is_ok())
     );
+}
+
+#[test]
+fn a_thread_that_yields_switches_orders_of_magnitude_more_than_one_that_spins() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = kiln_agent::Agent::builder()
+        .service("threads-switches")
+        .cpu_hz(0)
+        .alloc_sample_bytes(0)
+        .window(Duration::from_secs(600))
+        .write_to_dir(dir.path())
+        .start()
+        .unwrap();
+    // Both stay alive until the agent has read them after their work
+    // (every second: a thread's last second before it exits is not seen).
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
+    let (d, g) = (done_tx.clone(), go_rx.clone());
+    let spinner = std::thread::Builder::new()
+        .name("spinner".into())
+        .spawn(move || {
+            let t = Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < Duration::from_secs(1) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            d.send(()).unwrap();
+            let _ = g.lock().unwrap().recv();
+        })
+        .unwrap();
+    // Hands its work off and waits for it, as a pool offloading short
+    // tasks does: a switch per task.
+    let yielder = std::thread::Builder::new()
+        .name("yielder".into())
+        .spawn(move || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            done_tx.send(()).unwrap();
+            let _ = go_rx.lock().unwrap().recv();
+        })
+        .unwrap();
+    done_rx.recv().unwrap();
+    done_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    agent.stop().unwrap();
+    go_tx.send(()).unwrap();
+    go_tx.send(()).unwrap();
+    spinner.join().unwrap();
+    yielder.join().unwrap();
+    let ps = threads_profiles(dir.path());
+    let t = by_thread(&ps);
+    let (s, y) = (t["spinner"], t["yielder"]);
+    eprintln!("TRUTH switches: spinner {s:?}, yielder {y:?}");
+    assert!(
+        y[2] >= 100 * s[2].max(1) && y[2] >= 1000,
+        "voluntary switches: yielder {}, spinner {}",
+        y[2],
+        s[2]
+    );
+    // The spinner computes; the yielder barely does.
+    assert!(s[0] > 5 * y[0], "cpu: spinner {}, yielder {}", s[0], y[0]);
+
+    // `go tool pprof` reads the threads profile.
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.path().to_string_lossy().contains("/threads/") {
+                files.push(e.path());
+            }
+        }
+    }
+    let go = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=voluntary_switches"])
+        .arg(&files[0])
+        .output()
+        .expect("`go` must be installed (scripts/test installs golang-go)");
+    let text = String::from_utf8_lossy(&go.stdout);
+    assert!(
+        go.status.success(),
+        "{}",
+        String::from_utf8_lossy(&go.stderr)
+    );
+    assert!(text.contains("Type: voluntary_switches"), "{text}");
+    assert!(text.contains("yielder"), "{text}");
 }
