@@ -141,6 +141,6 @@ pub struct WallStatus {
     /// may still sample).
     pub hz: u32,
     /// Samples whose thread did not answer for its stack in time (it
-    /// blocks SIGPROF, or exited): dropped.
+    /// blocks SIGVTALRM, or exited): dropped.
     pub missed: u64,
 }

@@ -57,6 +57,12 @@ fn wait_on_lock(lock: &kiln_agent::sync::Mutex<u64>, stop: &AtomicBool) -> (Dura
     (waiting, t_all.elapsed())
 }
 
+/// This thread's CPU time, from its schedstat.
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+}
+
 #[inline(never)]
 fn spin(stop: &AtomicBool) {
     let mut x = 0u64;
@@ -113,7 +119,7 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
     let dir = tempfile::tempdir().unwrap();
     let agent = kiln_agent::Agent::builder()
         .service("wall-truth")
-        .cpu_hz(0)
+        .cpu_hz(97)
         .wall_hz(100)
         .thread_stats(false)
         .window(Duration::from_secs(600))
@@ -152,8 +158,9 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
             spawn(
                 &format!("spinner-{i}"),
                 Box::new(move || {
+                    let cpu0 = thread_cpu();
                     spin(&s);
-                    (Duration::ZERO, Duration::ZERO)
+                    (thread_cpu() - cpu0, Duration::ZERO)
                 }),
             )
         })
@@ -179,13 +186,15 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
     let (busy, asleep) = mix.join().unwrap();
     let (waited, waiter_all) = waiter.join().unwrap();
     holder.join().unwrap();
-    for h in spinners.into_iter().chain(idle) {
+    let spun: Vec<Duration> = spinners.into_iter().map(|h| h.join().unwrap().0).collect();
+    for h in idle {
         h.join().unwrap();
     }
     let st = agent.status();
     agent.stop().unwrap();
     eprintln!("TRUTH wall status: {:?}", st.wall);
 
+    let mut cpu_files = Vec::new();
     let mut files = Vec::new();
     let mut stack = vec![dir.path().to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -194,6 +203,8 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
                 stack.push(e.path());
             } else if e.path().to_string_lossy().contains("/wall/") {
                 files.push(e.path());
+            } else if e.path().to_string_lossy().contains("/process_cpu/") {
+                cpu_files.push(e.path());
             }
         }
     }
@@ -233,6 +244,33 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
         .sum::<f64>();
     eprintln!("TRUTH spinners runnable: {runnable:.1}% summed over three");
     assert!(runnable > 5.0, "three spinners on two cores wait for a CPU");
+
+    // The CPU profile beside it still sees all of the spinners' CPU: the
+    // wall sampler's signals must not swallow the CPU engine's.
+    let cpu =
+        kiln_profile::decode(&std::fs::read(&cpu_files[0]).unwrap(), &Default::default()).unwrap();
+    let ci = cpu.sample_type_index("cpu").unwrap();
+    let cn = cpu.sample_types.len();
+    for (i, own) in spun.iter().enumerate() {
+        let name = format!("spinner-{i}");
+        let sampled: i64 = cpu
+            .samples
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                cpu.labels(s.labels)
+                    .iter()
+                    .any(|l| cpu.str(l.key) == "thread_name" && cpu.str(l.str) == name)
+            })
+            .map(|(k, _)| cpu.values[k * cn + ci])
+            .sum();
+        let own = own.as_nanos() as f64;
+        eprintln!("TRUTH {name}: {sampled} ns sampled, {own} ns by its clock");
+        assert!(
+            (sampled as f64 - own).abs() <= 0.2 * own,
+            "{name}: {sampled} ns of CPU sampled, {own} on its own clock"
+        );
+    }
 
     // Every thread is weighed by the time it was watched.
     for (name, m) in &t {

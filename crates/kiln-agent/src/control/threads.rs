@@ -87,7 +87,7 @@ fn take_dump() -> Vec<RawThread> {
                 Ok(s) => Ok(s),
                 Err(crate::sys::DumpError::Exited) => return None,
                 Err(crate::sys::DumpError::NoAnswer) => Err(format!(
-                    "no answer within {DUMP_TIMEOUT:?} (the thread blocks SIGPROF or is stopped)"
+                    "no answer within {DUMP_TIMEOUT:?} (the thread blocks SIGVTALRM or is stopped)"
                 )),
                 Err(crate::sys::DumpError::Signal(e)) => Err(e),
             };

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::{MAX_DEPTH, SIGNAL, Shared, gettid, walk};
+use super::{ASK_SIGNAL, MAX_DEPTH, Shared, gettid, walk};
 
 /// `si_code` of a signal sent with `tgkill`: a thread-dump request.
 pub(super) const SI_TKILL: libc::c_int = -6;
@@ -47,7 +47,7 @@ static DUMP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub enum DumpError {
     /// The thread exited before the signal reached it.
     Exited,
-    /// The thread did not answer in time (it blocks SIGPROF, or is stopped).
+    /// The thread did not answer in time (it blocks SIGVTALRM, or is stopped).
     NoAnswer,
     /// `tgkill` failed otherwise.
     Signal(String),
@@ -74,7 +74,7 @@ pub fn thread_stack(
             libc::SYS_tgkill,
             libc::getpid(),
             tid as libc::c_long,
-            SIGNAL,
+            ASK_SIGNAL,
         )
     };
     if rc != 0 {

@@ -250,6 +250,14 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
 
 /// The signal all engines deliver.
 pub const SIGNAL: libc::c_int = libc::SIGPROF;
+/// The signal that asks one thread for its stack (wall-clock samples,
+/// thread dumps). Not [`SIGNAL`]: a standard signal is pending at most
+/// once, so a request pending when a perf overflow or a one-shot timer
+/// fires would swallow it, and that thread's CPU sampling would stop
+/// (its event is re-armed by the handler). Each handler blocks the
+/// other's signal, so they never nest, and neither can be lost to the
+/// other.
+pub const ASK_SIGNAL: libc::c_int = libc::SIGVTALRM;
 
 /// Set in a forked child (by a `pthread_atfork` handler), where the
 /// handler must record nothing: cheaper than a `getpid` per signal.
@@ -270,12 +278,17 @@ fn install_handler() -> Result<(), std::io::Error> {
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = on_signal as *const () as usize;
     sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
-    // SAFETY: sa_mask is a valid sigset_t inside `sa`.
-    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-    // SAFETY: `sa` is fully initialised; the handler is an `extern "C"`
-    // function with the SA_SIGINFO signature and lives forever.
-    if unsafe { libc::sigaction(SIGNAL, &sa, std::ptr::null_mut()) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    for (sig, other) in [(SIGNAL, ASK_SIGNAL), (ASK_SIGNAL, SIGNAL)] {
+        // SAFETY: sa_mask is a valid sigset_t inside `sa`.
+        unsafe {
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaddset(&mut sa.sa_mask, other);
+        }
+        // SAFETY: `sa` is fully initialised; the handler is an `extern
+        // "C"` function with the SA_SIGINFO signature and lives forever.
+        if unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }
@@ -358,7 +371,7 @@ pub fn gettid() -> u32 {
 const POLL_IN: libc::c_int = 1;
 const POLL_HUP: libc::c_int = 6;
 
-extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: errno is thread-local; reading and restoring it is what
     // keeps the interrupted code's errno intact.
     let saved_errno = unsafe { *libc::__errno_location() };
@@ -368,7 +381,7 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
         let shared = unsafe { &*p };
         // SAFETY: the kernel passes a valid siginfo and ucontext to an
         // SA_SIGINFO handler.
-        unsafe { handle(shared, info, ctx) };
+        unsafe { handle(shared, sig, info, ctx) };
     }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
@@ -376,9 +389,19 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
 
 /// # Safety
 /// `info` and `ctx` must be the pointers the kernel passed to the handler.
-unsafe fn handle(shared: &Shared, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+unsafe fn handle(
+    shared: &Shared,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
     // SAFETY: `info` is valid per the contract.
     let code = unsafe { (*info).si_code };
+    if sig == ASK_SIGNAL && code != wall::SI_QUEUE && code != SI_TKILL {
+        // Not a request of ours (an ITIMER_VIRTUAL of the host's): no
+        // CPU sample, and nothing to re-arm.
+        return;
+    }
     if code == POLL_IN || code == POLL_HUP {
         // A perf event fired and disabled itself: re-arm it for one more
         // overflow. `si_fd` sits after `si_band` in the SIGPOLL layout.

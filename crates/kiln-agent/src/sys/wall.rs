@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use super::ring::RawSample;
-use super::{MAX_DEPTH, SIGNAL, Shared, gettid, walk};
+use super::{ASK_SIGNAL, MAX_DEPTH, Shared, gettid, walk};
 
 /// `si_code` of a signal sent with `sigqueue`-like calls.
 pub(super) const SI_QUEUE: libc::c_int = -1;
@@ -30,20 +30,20 @@ pub fn request(tid: u32) -> std::io::Result<()> {
     let base = &mut info as *mut libc::siginfo_t as *mut u8;
     // SAFETY: every write is inside `info` and aligned for its type.
     unsafe {
-        info.si_signo = SIGNAL;
+        info.si_signo = ASK_SIGNAL;
         info.si_code = SI_QUEUE;
         *(base.add(SI_PID_OFFSET) as *mut libc::pid_t) = libc::getpid();
         *(base.add(SI_UID_OFFSET) as *mut libc::uid_t) = libc::getuid();
         *(base.add(SI_VALUE_OFFSET) as *mut u64) = WALL_TAG;
     }
     // SAFETY: rt_tgsigqueueinfo reads `info` and signals one thread of
-    // this process; the handler installed for SIGNAL answers it.
+    // this process; the handler installed for ASK_SIGNAL answers it.
     let r = unsafe {
         libc::syscall(
             libc::SYS_rt_tgsigqueueinfo,
             libc::getpid(),
             tid as libc::pid_t,
-            SIGNAL,
+            ASK_SIGNAL,
             &info as *const libc::siginfo_t,
         )
     };
