@@ -47,6 +47,15 @@ try {
   check(Number(await attr("#flame", "nodes")) > 10, "the flame graph has nodes");
   check(Number(await attr("#flame", "drawn")) > 10, "frames are drawn");
   check(Number(await attr("#timeline", "points")) >= 2, "the timeline has points");
+  // The graph opens as an icicle: its root row is on the first screen,
+  // though the main thread's stack is deeper than the screen is tall.
+  const root0 = await page.evaluate(() => window.kiln.rectOf("total"));
+  const viewport = page.viewportSize().height;
+  const canvasH = await page.$eval("#flame", (c) => c.getBoundingClientRect().height);
+  check(canvasH > viewport * 0.8, `the graph is deep (${canvasH} px)`);
+  check(root0 && root0.y > 0 && root0.y < viewport, `the root row is on the first screen (y ${root0 && root0.y.toFixed(0)} of ${viewport})`);
+  check(await page.isChecked("#icicle"), "icicle is the default");
+  check(await page.evaluate(() => window.kiln.drawn().includes("start_thread")), "thread-start glue is drawn by default");
   await shot("1-loaded");
 
   // Click a frame (canvas hit-testing) to zoom; the breadcrumb leads back.
@@ -82,9 +91,11 @@ try {
   const share = Number(await attr("#flame", "matchShare"));
   // shop::db::query with its callee, of everything pushed (ui.rs):
   // 60 profiles of each phase; per profile, the seconds of each stack.
-  const base = 3 + 3 / 4 + 0.5 + 0.5 / 3 + 0.4 + 0.2 + 0.1 + 9.5;
-  const late = 0.75 + 0.75 / 4 + 3.5 + 3.5 / 3 + 0.4 + 0.2 + 0.1 + 9.5;
-  const want = (0.5 + 0.5 / 3 + 3.5 + 3.5 / 3) / (base + late);
+  // The main thread's 0.3 s in both; the second instance's evictor in 15
+  // profiles of the late phase.
+  const base = 3 + 3 / 4 + 0.5 + 0.5 / 3 + 0.4 + 0.2 + 0.1 + 9.5 + 0.3;
+  const late = 0.75 + 0.75 / 4 + 3.5 + 3.5 / 3 + 0.4 + 0.2 + 0.1 + 9.5 + 0.3;
+  const want = 60 * (0.5 + 0.5 / 3 + 3.5 + 3.5 / 3) / (60 * (base + late) + 15 * 9.8);
   check(Math.abs(share - want) < 0.001, `search sums the matches' share (${share}, want ${want.toFixed(4)})`);
   check((await page.textContent("#matches")).includes("% of total"), "the share is shown");
   await shot("3-search");
@@ -111,12 +122,47 @@ try {
   await shot("4-sandwich");
   await page.click("#sandwich-close");
 
-  // Icicle toggle flips the graph.
+  // Unchecking icicle draws the classic flame: the root at the bottom,
+  // here below the first screen; the choice is in the URL.
   const before = await page.evaluate(() => window.kiln.rectOf("total").y);
-  await page.check("#icicle");
-  const after = await page.evaluate(() => window.kiln.rectOf("total").y);
-  check(after < before, "icicle draws roots at the top");
   await page.uncheck("#icicle");
+  const after = await page.evaluate(() => window.kiln.rectOf("total").y);
+  check(after > before && after > viewport, `the flame draws the root at the bottom (y ${after.toFixed(0)})`);
+  check(page.url().includes("icicle=0"), "the flame orientation is in the URL");
+  await shot("4b-flame");
+  await page.check("#icicle");
+  check(!page.url().includes("icicle="), "icicle, the default, leaves the URL");
+
+  // Hiding thread-start glue: the graph starts at each thread's first
+  // frame of its own, the zoom holds, and the link keeps it.
+  const glueNames = ["__clone3", "start_thread", "_start", "__libc_start_main", "main",
+    "std::panicking::catch_unwind", "std::sys::backtrace::__rust_begin_short_backtrace"];
+  const h0 = await page.evaluate(() => window.kiln.rectOf("shop::checkout::handle"));
+  await page.mouse.click(h0.x, h0.y);
+  const zoomedWithGlue = await attr("#flame", "zoom");
+  check(zoomedWithGlue.startsWith("__clone3;start_thread;"), `the zoom path holds the glue (${zoomedWithGlue.slice(0, 40)}…)`);
+  await page.check("#glue");
+  check(page.url().includes("glue=hide"), "hidden glue is in the URL");
+  check((await attr("#flame", "zoom")) === "shop::server::run;shop::checkout::handle", `the zoom holds without the glue (${await attr("#flame", "zoom")})`);
+  await page.click("#crumbs a[data-depth='0']");
+  const drawnNoGlue = await page.evaluate(() => window.kiln.drawn());
+  const left = glueNames.filter((n) => drawnNoGlue.includes(n));
+  check(left.length === 0, `no glue frame is drawn (${left})`);
+  const total1 = await page.evaluate(() => window.kiln.rectOf("total"));
+  for (const first of ["shop::server::run", "shop::cache::evict_loop", "shop::main"]) {
+    const r1 = await page.evaluate((n) => window.kiln.rectOf(n), first);
+    check(r1 && Math.abs(r1.y - total1.y - 18) < 0.5, `${first} is right below the root`);
+  }
+  const h1 = await page.evaluate(() => window.kiln.rectOf("shop::checkout::handle"));
+  check(Math.abs(h1.w - h0.w) < 0.01, `the handler keeps its width (${h1.w.toFixed(2)} vs ${h0.w.toFixed(2)})`);
+  await shot("4c-glue-hidden");
+  await page.reload();
+  await ready();
+  check(await page.isChecked("#glue"), "reload keeps the glue hidden");
+  check(!(await page.evaluate(() => window.kiln.drawn().includes("start_thread"))), "still without start_thread");
+  await page.uncheck("#glue");
+  check(await page.evaluate(() => window.kiln.drawn().includes("start_thread")), "showing the glue draws it again");
+  check(!page.url().includes("glue="), "shown glue, the default, leaves the URL");
 
   // Exports.
   const pprofHref = await page.getAttribute("#export-pprof", "href");
@@ -160,15 +206,19 @@ try {
   check(await page.evaluate(() => window.kiln.diffRectOf("shop::db::query")) !== null, "the diff graph draws the grown frame");
   await shot("6-compare");
 
-  // Threads over the last 10 minutes: pools and threads, the busy one
-  // marked.
+  // Threads over the last 10 minutes: pools and threads, the busy ones
+  // marked — the second instance's evictor too, though it ran only the
+  // last 2.5 minutes: its cores are over the time it was seen.
   await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-10m&until=now&tab=threads`);
   await ready();
   await page.waitForSelector("#threads tbody tr");
-  const threads = await page.$$eval("#threads tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, cores: +r.dataset.cores, hot: r.classList.contains("hot") })));
+  const threads = await page.$$eval("#threads tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, cores: +r.dataset.cores, seen: +r.dataset.seen, hot: r.classList.contains("hot"), text: r.textContent })));
   const hot = threads.find((t) => t.name === "hot-loop");
   check(hot && hot.hot && hot.cores > 0.8, `a thread near a full core stands out (${hot && hot.cores})`);
-  check(threads.filter((t) => t.hot).length === 1, "only that one");
+  const evictor = threads.find((t) => t.name === "cache-evictor");
+  check(evictor && evictor.hot && Math.abs(evictor.cores - 0.98) < 0.005, `a thread busy for part of the range shows near a full core (${evictor && evictor.cores})`);
+  check(evictor.seen === 150e9 && evictor.text.includes("0.98") && evictor.text.includes("2.5 min"), `…over the 2.5 minutes it was seen (${evictor.text})`);
+  check(threads.filter((t) => t.hot).map((t) => t.name).sort().join() === "cache-evictor,hot-loop", "only those two");
   const pools = await page.$$eval("#pools tbody tr", (t) => t.map((r) => r.dataset.name));
   check(pools.includes("worker-*"), `pools are listed (${pools})`);
   check(page.url().includes("tab=threads"), "the tab is in the URL");

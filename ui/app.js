@@ -1,20 +1,22 @@
-// Kiln's web UI: one module, no build step. State lives in the URL, so a
-// link is shareable and reloadable; every view reads the server's
-// /api/v1/ endpoints (docs/api.md).
+// Kiln's web UI: plain modules, no build step. This one holds the state
+// and the views and wires the page; the flame graph, the glue it can
+// hide, the timeline and the exports have rooms of their own. State lives
+// in the URL, so a link is shareable and reloadable; every view reads the
+// server's /api/v1/ endpoints (docs/api.md).
 
-const $ = (s) => document.querySelector(s);
-const api = async (path, params) => {
-  const url = path + "?" + new URLSearchParams(params);
-  const r = await fetch(url);
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
-  return body;
-};
+import { $, api, esc, fmtValue, pct, dark } from "./util.js";
+import { Flame, sandwich, treeFrom } from "./flame.js";
+import { hideGlue, stripGlue, withGlue, withoutGlue } from "./glue.js";
+import { drawTimeline, wireTimelineDrag } from "./timeline.js";
+import { download, folded, svg } from "./export.js";
 
 // ---------------------------------------------------------------- state
 
+// The flame graph opens as an icicle, root at the top, where a deep
+// stack cannot push it below the first screen (`icicle=0`: the classic
+// flame, root at the bottom); `glue=hide` drops thread-start glue.
 const DEFAULTS = { query: "", from: "now-1h", until: "now", tab: "flame", search: "",
-  focus: "", icicle: "", sandwich: "", groupBy: "", rquery: "", rfrom: "", runtil: "" };
+  focus: "", icicle: "1", glue: "", sandwich: "", groupBy: "", rquery: "", rfrom: "", runtil: "" };
 const state = { ...DEFAULTS };
 
 function readUrl() {
@@ -38,418 +40,19 @@ function status(msg, error) {
   s.classList.toggle("error", !!error);
 }
 
-// ---------------------------------------------------------------- formatting
-
-function fmtValue(v, unit) {
-  if (unit === "nanoseconds") {
-    const s = v / 1e9;
-    if (s >= 3600) return (s / 3600).toFixed(1) + " h";
-    if (s >= 60) return (s / 60).toFixed(1) + " min";
-    if (s >= 1) return s.toFixed(2) + " s";
-    return (v / 1e6).toFixed(1) + " ms";
-  }
-  if (unit === "bytes") {
-    const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0; let x = v;
-    while (Math.abs(x) >= 1024 && i < u.length - 1) { x /= 1024; i++; }
-    return x.toFixed(i ? 1 : 0) + " " + u[i];
-  }
-  return v.toLocaleString("en-US");
-}
-const pct = (v, t) => (t ? (100 * v / t) : 0).toFixed(2) + "%";
-const esc = (s) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-
-// The package a frame belongs to, for its colour: Rust `crate::…`,
-// Go `path/pkg.Func`, Java `com.x.Y.m`, C `lib.so`.
-function packageOf(name) {
-  let n = name.replace(/^<|>$/g, "");
-  if (n.startsWith("[") || n === "total" || n === "other") return n;
-  const rust = n.indexOf("::");
-  if (rust > 0) return n.slice(0, rust).replace(/^<|&/g, "");
-  const slash = n.lastIndexOf("/");
-  const afterSlash = n.slice(slash + 1);
-  const dot = afterSlash.indexOf(".");
-  if (slash >= 0) return n.slice(0, slash + 1 + (dot > 0 ? dot : afterSlash.length));
-  const parts = n.split(".");
-  if (parts.length > 2) return parts.slice(0, -2).join(".");
-  return parts[0];
-}
-
-function hue(s) {
-  let h = 2166136261;
-  for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }
-  return (h >>> 0) % 360;
-}
-
-const dark = () => document.documentElement.dataset.theme !== "light";
-function frameColor(name) {
-  const pkg = packageOf(name);
-  if (pkg === "total") return dark() ? "hsl(220 8% 38%)" : "hsl(220 10% 78%)";
-  const h = hue(pkg);
-  // Warm palette: hue folded into reds, oranges and yellows.
-  const warm = 5 + (h % 55);
-  return dark() ? `hsl(${warm} 62% ${38 + (h % 12)}%)` : `hsl(${warm} 78% ${68 + (h % 10)}%)`;
-}
-
-// ---------------------------------------------------------------- flame graph
-
-// A tree: {name, self, total, samples, children: [node]} built from the
-// API's flat nodes (`samples` when the server counted them). Diff trees
-// carry `base` and `new` too.
-function treeFrom(api) {
-  const nodes = api.nodes.map((n) => ({ name: n.name, self: n.self, total: n.total, samples: n.samples, children: [] }));
-  api.nodes.forEach((n, i) => { for (const c of n.children) nodes[i].children.push(nodes[c]); });
-  return nodes[0];
-}
-
-function countNodes(n) { let c = 1; for (const k of n.children) c += countNodes(k); return c; }
-
-// One canvas flame graph. Layout is recomputed per zoom; drawing culls
-// frames narrower than half a pixel (and their subtrees), so 100k nodes
-// draw in a few milliseconds.
-class Flame {
-  constructor(canvas, opts = {}) {
-    this.canvas = canvas;
-    this.opts = opts;
-    this.rowH = 18;
-    this.root = null;
-    this.zoom = [];
-    this.rects = [];
-    this.search = "";
-    canvas.addEventListener("click", (e) => this.onClick(e));
-    canvas.addEventListener("mousemove", (e) => this.onMove(e));
-    canvas.addEventListener("mouseleave", () => this.tip(null));
-    new ResizeObserver(() => this.draw()).observe(canvas.parentElement);
-  }
-
-  set(root, unit) {
-    this.root = root; this.unit = unit; this.zoom = [root];
-    this.canvas.dataset.nodes = root ? countNodes(root) : 0;
-    this.canvas.dataset.total = root ? root.total : 0;
-  }
-
-  focusPath(path) {
-    // path: frame names from the root's child down, joined by ';'.
-    this.zoom = [this.root];
-    if (!path || !this.root) return;
-    for (const name of path.split(";")) {
-      const cur = this.zoom[this.zoom.length - 1];
-      const next = cur.children.find((c) => c.name === name);
-      if (!next) break;
-      this.zoom.push(next);
-    }
-  }
-
-  path() { return this.zoom.slice(1).map((n) => n.name).join(";"); }
-
-  draw() {
-    const c = this.canvas;
-    const w = c.parentElement.clientWidth;
-    if (!this.root || !w) return;
-    const t0 = performance.now();
-    const depth = this.maxDepth(this.root, 0);
-    const h = Math.max(60, (depth + 1) * this.rowH + 4);
-    const dpr = window.devicePixelRatio || 1;
-    c.width = w * dpr; c.height = h * dpr;
-    c.style.height = h + "px";
-    const g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, w, h);
-    g.font = "12px ui-monospace, Menlo, monospace";
-    g.textBaseline = "middle";
-    this.rects = [];
-    this.matchTotal = 0;
-    this.matchCount = 0;
-    const focus = this.zoom[this.zoom.length - 1];
-    const icicle = this.opts.icicle ? this.opts.icicle() : false;
-    const y = (d) => (icicle ? d * this.rowH : h - (d + 1) * this.rowH);
-    const re = this.search ? this.matcher(this.search) : null;
-    // The focus chain above the zoomed frame, full width.
-    this.zoom.forEach((n, d) => this.rect(g, n, 0, w, y(d), re, d, true));
-    const base = this.zoom.length - 1;
-    const walk = (n, x, width, d, matchedAbove) => {
-      const scale = width / Math.max(n.total, 1);
-      let cx = x;
-      for (const k of n.children) {
-        const kw = k.total * scale;
-        if (kw >= 0.5) {
-          const matched = this.rect(g, k, cx, kw, y(d), re, d, false, matchedAbove);
-          walk(k, cx, kw, d + 1, matchedAbove || matched);
-        } else if (re) {
-          this.countMatches(k, re, matchedAbove);
-        }
-        cx += kw;
-      }
-    };
-    walk(focus, 0, w, base + 1, re ? re.test(focus.name) : false);
-    if (re && re.test(focus.name)) { this.matchTotal = focus.total; }
-    c.dataset.drawn = this.rects.length;
-    // When the first graph reaches the screen: the next frame after it
-    // is drawn (bench/ui.sh reads this).
-    if (!c.dataset.firstPaint) requestAnimationFrame(() => { c.dataset.firstPaint = performance.now().toFixed(0); });
-    c.dataset.zoom = this.path();
-    c.dataset.drawMs = (performance.now() - t0).toFixed(1);
-    if (this.opts.onDraw) this.opts.onDraw(this);
-  }
-
-  matcher(s) {
-    try { return new RegExp(s, "i"); } catch { return new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "i"); }
-  }
-
-  // Matches below a frame too narrow to draw still count.
-  countMatches(n, re, above) {
-    const m = re.test(n.name);
-    if (m) { this.matchCount++; if (!above) this.matchTotal += n.total; }
-    for (const k of n.children) this.countMatches(k, re, above || m);
-  }
-
-  rect(g, n, x, w, y, re, depth, chain, matchedAbove) {
-    const matched = re ? re.test(n.name) : false;
-    if (matched && !chain) { this.matchCount++; if (!matchedAbove) this.matchTotal += n.total; }
-    let fill = this.opts.color ? this.opts.color(n) : frameColor(n.name);
-    if (re && !matched) fill = dark() ? "hsl(220 6% 26%)" : "hsl(220 8% 86%)";
-    if (matched) fill = getComputedStyle(document.documentElement).getPropertyValue("--match");
-    g.fillStyle = fill;
-    g.globalAlpha = chain && depth < this.zoom.length - 1 ? 0.55 : 1;
-    g.fillRect(x + 0.5, y + 0.5, Math.max(w - 1, 0.5), this.rowH - 1);
-    g.globalAlpha = 1;
-    if (w > 28) {
-      g.fillStyle = dark() ? "#f4f4f4" : "#111";
-      const label = this.fit(g, n.name, w - 8);
-      if (label) g.fillText(label, x + 4, y + this.rowH / 2);
-    }
-    this.rects.push({ n, x, y, w, depth, chain });
-    return matched;
-  }
-
-  fit(g, s, w) {
-    if (g.measureText(s).width <= w) return s;
-    const cw = g.measureText("m").width;
-    const n = Math.floor(w / cw) - 1;
-    return n < 3 ? "" : s.slice(0, n) + "…";
-  }
-
-  maxDepth(n, d) {
-    // Deepest visible level from the zoomed frame.
-    const focus = this.zoom[this.zoom.length - 1];
-    const visit = (m, dd, width) => {
-      let best = dd;
-      for (const k of m.children) {
-        const kw = width * k.total / Math.max(m.total, 1);
-        if (kw >= 0.5) best = Math.max(best, visit(k, dd + 1, kw));
-      }
-      return best;
-    };
-    return this.zoom.length - 1 + visit(focus, 0, this.canvas.parentElement.clientWidth || 1000);
-  }
-
-  hit(x, y) {
-    for (let i = this.rects.length - 1; i >= 0; i--) {
-      const r = this.rects[i];
-      if (x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + this.rowH) return r;
-    }
-    return null;
-  }
-
-  // Where a frame named `name` is drawn (the widest one), in page
-  // coordinates: for tests and for focusing from the top table.
-  rectOf(name) {
-    const all = this.rects.filter((r) => r.n.name === name);
-    if (!all.length) return null;
-    const r = all.reduce((a, b) => (b.w > a.w ? b : a));
-    const b = this.canvas.getBoundingClientRect();
-    return { x: b.left + r.x + r.w / 2, y: b.top + r.y + this.rowH / 2, w: r.w };
-  }
-
-  onClick(e) {
-    const b = this.canvas.getBoundingClientRect();
-    const r = this.hit(e.clientX - b.left, e.clientY - b.top);
-    if (!r) return;
-    if (r.chain) this.zoom = this.zoom.slice(0, r.depth + 1);
-    else {
-      // The chain from the root to the clicked frame.
-      const chain = this.chainTo(r.n);
-      if (chain) this.zoom = chain;
-    }
-    if (this.opts.onZoom) this.opts.onZoom(this);
-    this.draw();
-  }
-
-  chainTo(target) {
-    const path = [];
-    const find = (n) => {
-      path.push(n);
-      if (n === target) return true;
-      for (const k of n.children) if (find(k)) return true;
-      path.pop();
-      return false;
-    };
-    return find(this.root) ? path : null;
-  }
-
-  onMove(e) {
-    const b = this.canvas.getBoundingClientRect();
-    const r = this.hit(e.clientX - b.left, e.clientY - b.top);
-    this.tip(r, e);
-  }
-
-  tip(r, e) {
-    const t = $("#tip");
-    if (!r) { t.hidden = true; return; }
-    const n = r.n;
-    const total = this.root.total;
-    let html = `<b>${esc(n.name)}</b><br>`;
-    if (n.base !== undefined) {
-      html += `base ${fmtValue(n.base, this.unit)} (${pct(n.base, this.opts.baseTotal())}) → new ${fmtValue(n.new, this.unit)} (${pct(n.new, this.opts.newTotal())})`;
-    } else {
-      html += `total ${fmtValue(n.total, this.unit)} (${pct(n.total, total)})<br>self ${fmtValue(n.self, this.unit)} (${pct(n.self, total)})`;
-      if (n.samples !== undefined) html += `<br>${n.samples.toLocaleString("en-US")} samples`;
-    }
-    html += `<br><span class="hint">package ${esc(packageOf(n.name))} · click to zoom</span>`;
-    t.innerHTML = html;
-    t.hidden = false;
-    t.style.left = Math.min(e.clientX + 14, innerWidth - 540) + "px";
-    t.style.top = e.clientY + 14 + "px";
-  }
-}
-
-// Sandwich: callers of `fn` above (inverted), callees below, each merged
-// over every place it is called from. Recursion counts once (outermost).
-function sandwich(root, fn) {
-  const callees = { name: fn, self: 0, total: 0, children: [] };
-  const callers = { name: fn, self: 0, total: 0, children: [] };
-  const addSamples = (dst, k) => { if (k !== undefined) dst.samples = (dst.samples || 0) + k; };
-  const mergeInto = (dst, src) => {
-    dst.total += src.total; dst.self += src.self; addSamples(dst, src.samples);
-    for (const k of src.children) {
-      let d = dst.children.find((c) => c.name === k.name);
-      if (!d) { d = { name: k.name, self: 0, total: 0, children: [] }; dst.children.push(d); }
-      mergeInto(d, k);
-    }
-  };
-  const stack = [];
-  const visit = (n, inside) => {
-    const here = n.name === fn;
-    if (here && !inside) {
-      mergeInto(callees, n);
-      // Callers: the path above, innermost first.
-      let at = callers;
-      for (let i = stack.length - 1; i >= 1; i--) {
-        let d = at.children.find((c) => c.name === stack[i].name);
-        if (!d) { d = { name: stack[i].name, self: 0, total: 0, children: [] }; at.children.push(d); }
-        d.total += n.total; addSamples(d, n.samples);
-        at = d;
-      }
-      callers.total += n.total; addSamples(callers, n.samples);
-    }
-    stack.push(n);
-    for (const k of n.children) visit(k, inside || here);
-    stack.pop();
-  };
-  visit(root, false);
-  const sort = (n) => { n.children.sort((a, b) => b.total - a.total); n.children.forEach(sort); };
-  sort(callees); sort(callers);
-  callees.self = callees.total - callees.children.reduce((a, c) => a + c.total, 0);
-  return { callers, callees };
-}
-
-// ---------------------------------------------------------------- exports
-
-function folded(root) {
-  const out = [];
-  const walk = (n, path) => {
-    const p = n === root ? path : path.concat(n.name);
-    if (n.self > 0 && p.length) out.push(p.join(";") + " " + n.self);
-    for (const k of n.children) walk(k, p);
-  };
-  walk(root, []);
-  return out.join("\n") + "\n";
-}
-
-function svg(flame) {
-  const w = flame.canvas.parentElement.clientWidth;
-  const h = parseFloat(flame.canvas.style.height);
-  const parts = flame.rects.map((r) => {
-    const label = r.w > 28 ? `<text x="${(r.x + 4).toFixed(1)}" y="${(r.y + 13).toFixed(1)}">${esc(r.n.name.slice(0, Math.floor(r.w / 7)))}</text>` : "";
-    return `<g><title>${esc(r.n.name)} (${r.n.total})</title><rect x="${r.x.toFixed(1)}" y="${r.y}" width="${Math.max(r.w - 1, 0.5).toFixed(1)}" height="${flame.rowH - 1}" fill="${frameColor(r.n.name)}"/>${label}</g>`;
-  });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="monospace" font-size="11">${parts.join("")}</svg>`;
-}
-
-function download(name, text, type) {
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([text], { type }));
-  a.download = name;
-  a.click();
-  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
-}
-
-// ---------------------------------------------------------------- timeline
-
-const PALETTE = ["#ff8a3d", "#4ea8de", "#8bd17c", "#d33aff", "#f2c14e", "#e5484d", "#30a46c", "#9aa3ad"];
-
-function drawTimeline(data, from, until) {
-  const c = $("#timeline");
-  const w = c.getBoundingClientRect().width;
-  const h = 90;
-  const dpr = window.devicePixelRatio || 1;
-  c.width = w * dpr; c.height = h * dpr;
-  const g = c.getContext("2d");
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, h);
-  // Minutes without data are zero, not a line drawn across the gap.
-  const step = data.step_ms || 60000;
-  const first = Math.floor(from / step) * step;
-  const lines = (data.lines || []).map((l) => {
-    const at = new Map(l.points.map(([t, v]) => [t, v]));
-    const points = [];
-    if ((until - first) / step <= 20000) {
-      for (let t = first; t < until; t += step) points.push([t, at.get(t) || 0]);
-    } else points.push(...l.points);
-    return { group: l.group, points, real: l.points.length };
-  });
-  let max = 1;
-  for (const l of lines) for (const [, v] of l.points) max = Math.max(max, v);
-  const x = (t) => ((t - from) / (until - from)) * w;
-  const y = (v) => h - 4 - (v / max) * (h - 12);
-  g.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue("--line");
-  g.beginPath(); g.moveTo(0, h - 4); g.lineTo(w, h - 4); g.stroke();
-  lines.forEach((l, i) => {
-    g.strokeStyle = PALETTE[i % PALETTE.length];
-    g.lineWidth = 1.5;
-    g.beginPath();
-    l.points.forEach(([t, v], j) => (j ? g.lineTo(x(t), y(v)) : g.moveTo(x(t), y(v))));
-    g.stroke();
-  });
-  c.dataset.lines = lines.length;
-  c.dataset.points = lines.reduce((a, l) => a + l.real, 0);
-  $("#legend").innerHTML = lines.length > 1
-    ? lines.map((l, i) => `<span><i style="background:${PALETTE[i % PALETTE.length]}"></i>${esc(l.group || "(none)")}</span>`).join("")
-    : "";
-  timelineRange = { from, until, w };
-}
-
-let timelineRange = null;
-function wireTimelineDrag() {
-  const c = $("#timeline");
-  let start = null;
-  c.addEventListener("mousedown", (e) => { start = e.offsetX; });
-  c.addEventListener("mouseup", (e) => {
-    if (start === null || !timelineRange) return;
-    const a = Math.min(start, e.offsetX), b = Math.max(start, e.offsetX);
-    start = null;
-    if (b - a < 4) return;
-    const { from, until, w } = timelineRange;
-    const t = (px) => Math.round(from + (px / w) * (until - from));
-    state.from = String(t(a)); state.until = String(t(b));
-    writeUrl(true); syncForm(); load();
-  });
-}
-
 // ---------------------------------------------------------------- views
 
 let flame, diffFlame, topRows = [], topMeta = {}, sort = { key: "self", dir: -1 }, lastTree = null;
 let diffData = null;
+// `lastTree` without its glue, made once per tree.
+let glueless = null;
+
+const hidingGlue = () => state.glue === "hide";
+function shownTree() {
+  if (!hidingGlue()) return lastTree;
+  if (!glueless || glueless.from !== lastTree) glueless = { from: lastTree, tree: hideGlue(lastTree) };
+  return glueless.tree;
+}
 
 function parseTime(s, now) {
   s = (s || "").trim();
@@ -488,8 +91,10 @@ async function loadFlame() {
 function showFlame() {
   if (!lastTree) return;
   const head = $("#sandwich-head");
+  const tree = shownTree();
+  $("#flame").dataset.glue = hidingGlue() ? "hidden" : "shown";
   if (state.sandwich) {
-    const { callers, callees } = sandwich(lastTree, state.sandwich);
+    const { callers, callees } = sandwich(tree, state.sandwich);
     // Callers drawn as an icicle above the function, callees below.
     const merged = { name: "total", self: 0, total: callers.total, children: [] };
     const up = { ...callers, name: "▲ callers of " + state.sandwich };
@@ -501,7 +106,7 @@ function showFlame() {
     head.querySelector("span").textContent = `Sandwich of ${state.sandwich}: callers above, callees below`;
     $("#flame").dataset.sandwich = state.sandwich;
   } else {
-    flame.set(lastTree, topMeta.unit);
+    flame.set(tree, topMeta.unit);
     flame.focusPath(state.focus);
     head.hidden = true;
     delete $("#flame").dataset.sandwich;
@@ -539,8 +144,12 @@ async function loadTimeline() {
 
 async function loadThreads() {
   const t = await api("/api/v1/threads", { query: state.query, ...range() });
-  const row = (r) => `<tr data-name="${esc(r.name)}" data-cores="${r.cores ?? ""}"${(r.cores ?? 0) >= 0.8 ? ' class="hot" title="near a full core: a bottleneck"' : ""}>` +
-    `<td>${esc(r.name || "(unnamed)")}</td><td class="num">${(100 * r.share).toFixed(1)}%</td><td class="num">${r.cores !== undefined ? r.cores.toFixed(2) : "—"}</td></tr>`;
+  // Cores: CPU time over the time the thread was seen (its own profiles'
+  // span), so a thread that started late is not spread over the range.
+  const row = (r) => `<tr data-name="${esc(r.name)}" data-cores="${r.cores ?? ""}" data-seen="${r.seen_ns ?? ""}"${(r.cores ?? 0) >= 0.8 ? ' class="hot" title="near a full core: a bottleneck"' : ""}>` +
+    `<td>${esc(r.name || "(unnamed)")}</td><td class="num">${(100 * r.share).toFixed(1)}%</td>` +
+    `<td class="num">${r.cores !== undefined ? r.cores.toFixed(2) : "—"}</td>` +
+    `<td class="num">${r.seen_ns !== undefined ? fmtValue(r.seen_ns, "nanoseconds") : "—"}</td></tr>`;
   $("#pools tbody").innerHTML = t.pools.map(row).join("");
   $("#threads tbody").innerHTML = t.threads.map(row).join("");
   $("#threads").dataset.rows = t.threads.length;
@@ -554,12 +163,18 @@ async function loadCompare() {
     rightQuery: rq, rightFrom: toServerTime(state.rfrom || state.from), rightUntil: toServerTime(state.runtil || state.until),
   };
   diffData = await api("/api/v1/diff", params);
-  // The diff tree from per-stack values.
+  showDiff();
+}
+
+function showDiff() {
+  if (!diffData) return;
+  // The diff tree from per-stack values, glue dropped if asked.
   const root = { name: "total", self: 0, total: 0, base: 0, new: 0, children: [] };
   for (const s of diffData.stacks) {
     let at = root;
     at.base += s.base; at.new += s.new;
-    for (const name of s.stack.split(";")) {
+    const frames = s.stack.split(";");
+    for (const name of hidingGlue() ? stripGlue(frames) : frames) {
       let k = at.children.find((c) => c.name === name);
       if (!k) { k = { name, self: 0, total: 0, base: 0, new: 0, children: [] }; at.children.push(k); }
       k.base += s.base; k.new += s.new;
@@ -625,7 +240,8 @@ function syncForm() {
   $("#preset").value = preset ? preset.value : "custom";
   $("#from").value = state.from; $("#until").value = state.until;
   $("#search").value = state.search;
-  $("#icicle").checked = state.icicle === "1";
+  $("#icicle").checked = state.icicle !== "0";
+  $("#glue").checked = hidingGlue();
   $("#r-selector").value = state.rquery; $("#r-from").value = state.rfrom; $("#r-until").value = state.runtil;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.tab === state.tab);
   $("#flame-tab").hidden = state.tab !== "flame";
@@ -665,15 +281,19 @@ function updateMatches(f) {
 function init() {
   readUrl();
   flame = new Flame($("#flame"), {
-    icicle: () => state.icicle === "1",
+    icicle: () => state.icicle !== "0",
     onZoom: (f) => { if (!state.sandwich) { state.focus = f.path(); writeUrl(true); } renderCrumbs(); },
     onDraw: (f) => { updateMatches(f); renderCrumbs(); },
   });
   diffFlame = new Flame($("#diff"), {
+    icicle: () => state.icicle !== "0",
     color: diffColor,
     baseTotal: () => diffData.base_total, newTotal: () => diffData.new_total,
   });
-  wireTimelineDrag();
+  wireTimelineDrag((from, until) => {
+    state.from = String(from); state.until = String(until);
+    writeUrl(true); syncForm(); load();
+  });
 
   $("#bar").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -694,7 +314,15 @@ function init() {
     clearTimeout(searchTimer);
     searchTimer = setTimeout(() => { state.search = $("#search").value; writeUrl(false); flame.search = state.search; flame.draw(); }, 120);
   });
-  $("#icicle").addEventListener("change", () => { state.icicle = $("#icicle").checked ? "1" : ""; writeUrl(false); flame.draw(); diffFlame.draw(); });
+  $("#icicle").addEventListener("change", () => { state.icicle = $("#icicle").checked ? "1" : "0"; writeUrl(false); flame.draw(); diffFlame.draw(); });
+  $("#glue").addEventListener("change", () => {
+    const hide = $("#glue").checked;
+    // The zoomed frame stays zoomed: its path loses (or finds again) the
+    // glue above it.
+    if (!state.sandwich && lastTree) state.focus = hide ? withoutGlue(flame.path()) : withGlue(lastTree, flame.path());
+    state.glue = hide ? "hide" : "";
+    writeUrl(false); showFlame(); showDiff();
+  });
   $("#reset").addEventListener("click", resetView);
   $("#sandwich-close").addEventListener("click", () => { state.sandwich = ""; writeUrl(true); showFlame(); });
   $("#filter").addEventListener("input", renderTop);
@@ -775,6 +403,8 @@ function renderCrumbs() {
 window.kiln = {
   state,
   rectOf: (name) => flame.rectOf(name),
+  // Names of the frames drawn, labelled or not.
+  drawn: () => flame.rects.map((r) => r.n.name),
   diffRectOf: (name) => diffFlame.rectOf(name),
   hit: (x, y) => { const b = flame.canvas.getBoundingClientRect(); const r = flame.hit(x - b.left, y - b.top); return r && r.n.name; },
 };

@@ -1,5 +1,6 @@
 //! What the tools show: top tables with the Pareto cut, flame-graph trees
-//! under a node budget, diffs, totals grouped by label, and filtering.
+//! under a node budget, diffs, and filtering (totals by label are in
+//! `groups`).
 //!
 //! Everything here reads one sample type of a [`Profile`] and works on
 //! function *names* (a function compiled twice is one row), frames expanded
@@ -10,10 +11,10 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::ids::{LabelSetId, LocationId, StackId};
+use crate::ids::{LocationId, StackId};
 use crate::intern::StringTable;
 use crate::merge::compact;
-use crate::model::{Profile, Sample, thread_pool};
+use crate::model::{Profile, Sample};
 
 /// The share of self value the Pareto cut covers.
 pub const PARETO_SHARE: f64 = 0.8;
@@ -62,7 +63,7 @@ fn per_stack(p: &Profile, ty: usize) -> Vec<i64> {
     sums
 }
 
-fn check_type(p: &Profile, ty: usize) -> Result<(), Error> {
+pub(crate) fn check_type(p: &Profile, ty: usize) -> Result<(), Error> {
     if ty < p.sample_types.len() {
         Ok(())
     } else {
@@ -548,35 +549,6 @@ impl Diff {
     }
 }
 
-/// Sum of sample type `ty` per value of label `key`, largest first.
-/// `thread_pool` falls back to the pool of `thread_name` when samples carry
-/// no `thread_pool` label. Samples without the label count under `""`.
-pub fn group_by_label(p: &Profile, ty: usize, key: &str) -> Result<Vec<(String, i64)>, Error> {
-    check_type(p, ty)?;
-    let n = p.sample_types.len();
-    let direct = p.strings.find(key);
-    let thread = p.strings.find("thread_name");
-    let mut per_set: HashMap<LabelSetId, i64> = HashMap::new();
-    for (i, s) in p.samples.iter().enumerate() {
-        *per_set.entry(s.labels).or_default() += p.values[i * n + ty];
-    }
-    let mut groups: HashMap<String, i64> = HashMap::new();
-    for (set, v) in per_set {
-        let value = match direct.and_then(|k| p.label_str(set, k)) {
-            Some(v) => v.to_string(),
-            None if key == "thread_pool" => thread
-                .and_then(|k| p.label_str(set, k))
-                .map(thread_pool)
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        *groups.entry(value).or_default() += v;
-    }
-    let mut groups: Vec<(String, i64)> = groups.into_iter().collect();
-    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(groups)
-}
-
 /// Which samples to keep.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -747,20 +719,6 @@ mod tests {
         assert!((d.functions[0].self_delta_pct - 25.0).abs() < 1e-9);
         assert!((d.functions[1].self_delta_pct + 25.0).abs() < 1e-9);
         assert_eq!(d.differential_folded(), ["main;a 50 75", "main;b 50 25"]);
-    }
-
-    #[test]
-    fn groups_by_thread_pool_from_thread_names() {
-        let opts = FoldedOptions {
-            thread_prefix: true,
-            ..FoldedOptions::default()
-        };
-        let p = decode(b"worker-1;x 3\nworker-2;x 4\nmain;y 1\n", &opts).unwrap();
-        let g = group_by_label(&p, 0, "thread_pool").unwrap();
-        assert_eq!(
-            g,
-            vec![("worker-*".to_string(), 7), ("main".to_string(), 1)]
-        );
     }
 
     #[test]

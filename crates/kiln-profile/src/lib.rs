@@ -25,6 +25,7 @@ mod analysis;
 pub mod compress;
 mod error;
 pub mod folded;
+mod groups;
 mod ids;
 pub mod intern;
 pub mod jfr;
@@ -36,9 +37,10 @@ pub mod push;
 
 pub use analysis::{
     Diff, DiffRow, Filter, FlameNode, FlameTree, OTHER, PARETO_SHARE, StackDiff, Top, TopRow, diff,
-    filter, flame_tree, group_by_label, top, type_list,
+    filter, flame_tree, top, type_list,
 };
 pub use error::Error;
+pub use groups::{LabelGroup, group_by_label};
 pub use ids::{FunctionId, LabelSetId, LocationId, MappingId, StackId, StringId};
 pub use merge::{
     Interner, Merger, Remapper, RowSink, compact, header, merge, scale, select_type, select_types,

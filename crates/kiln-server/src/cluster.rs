@@ -2,7 +2,8 @@
 //! everyone's (the store lists the bucket again when its view is stale);
 //! what a peer holds but has not flushed, it is asked for over HTTP:
 //! `POST /api/v1/internal/head` answers its head (and the blocks it flushed
-//! lately that the asker does not know yet) for one query, as gzipped pprof.
+//! lately that the asker does not know yet) for one query, as gzipped pprof
+//! (or, for the threads table, when each thread was seen, as JSON).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_profile::{Merger, Profile};
-use kiln_store::{Detail, selector};
+use kiln_store::{Detail, Observed, selector};
 
 use crate::{ApiError, AppState};
 
@@ -62,6 +63,11 @@ struct HeadRequest {
     /// Per stack only, sample labels dropped ([`Detail::Stacks`]).
     #[serde(default)]
     stacks_only: bool,
+    /// A sample label: answer when each of its groups was seen
+    /// ([`kiln_store::Store::observed_head`], as JSON) instead of the
+    /// profile.
+    #[serde(default)]
+    observe: Option<String>,
 }
 
 /// Labels the agent puts on samples, not on series: a matcher on one of
@@ -89,18 +95,10 @@ pub(crate) async fn select(
     until: i64,
     detail: Detail,
 ) -> Result<Option<Arc<Profile>>, ApiError> {
-    let (on_samples, on_series): (Vec<_>, Vec<_>) = q
-        .matchers
-        .iter()
-        .cloned()
-        .partition(|m| SAMPLE_LABELS.contains(&m.name.as_str()));
+    let (series_q, on_samples) = split(q);
     if on_samples.is_empty() {
         return select_series(st, tenant, q, from, until, detail).await;
     }
-    let series_q = selector::Query {
-        profile_type: q.profile_type.clone(),
-        matchers: on_series,
-    };
     let Some(p) = select_series(st, tenant, &series_q, from, until, Detail::Labels).await? else {
         return Ok(None);
     };
@@ -108,6 +106,92 @@ pub(crate) async fn select(
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Some(Arc::new(kept)))
+}
+
+/// `q` with its matchers on series only, and its matchers on
+/// [`SAMPLE_LABELS`].
+fn split(q: &selector::Query) -> (selector::Query, Vec<selector::Matcher>) {
+    let (on_samples, on_series): (Vec<_>, Vec<_>) = q
+        .matchers
+        .iter()
+        .cloned()
+        .partition(|m| SAMPLE_LABELS.contains(&m.name.as_str()));
+    let series_q = selector::Query {
+        profile_type: q.profile_type.clone(),
+        matchers: on_series,
+    };
+    (series_q, on_samples)
+}
+
+/// When each group of sample label `by` was seen in what `q` selects over
+/// the range ([`kiln_store::Store::observed`]; matchers on
+/// [`SAMPLE_LABELS`] keep the rows they match): this server's view of the
+/// bucket and its head, and each peer's unflushed share, joined. A peer
+/// that does not answer is logged and counted, and the answer is made of
+/// the rest.
+pub(crate) async fn observed(
+    st: &AppState,
+    tenant: &str,
+    q: &selector::Query,
+    from: i64,
+    until: i64,
+    by: &str,
+) -> Result<Observed, ApiError> {
+    if let Err(e) = st.store.refresh_if_stale().await {
+        tracing::warn!(target: "kiln_server", "looking at storage: {e}");
+    }
+    let (series_q, keep) = split(q);
+    let mut out = st
+        .store
+        .observed(tenant, &series_q, from, until, by, &keep)
+        .await?;
+    if st.config.peers.is_empty() {
+        return Ok(out);
+    }
+    let ask = HeadRequest {
+        tenant: tenant.to_string(),
+        query: q.to_string(),
+        from,
+        until,
+        known: st.store.peer_blocks().into_iter().collect(),
+        stacks_only: false,
+        observe: Some(by.to_string()),
+    };
+    let answers = futures_util::future::join_all(st.config.peers.iter().map(|peer| async {
+        let (url, req) = head_request(st, peer, &ask);
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        match resp.status() {
+            StatusCode::OK => resp
+                .json::<Observed>()
+                .await
+                .map_err(|e| format!("{url}: {e}")),
+            s => Err(format!(
+                "{url}: {s}: {}",
+                resp.text().await.unwrap_or_default()
+            )),
+        }
+    }))
+    .await;
+    for a in answers {
+        match a {
+            Ok(o) => out.merge(o),
+            Err(e) => {
+                st.metrics.peer_errors.inc();
+                tracing::warn!(target: "kiln_server", "peer head, observed: {e}");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The request asking `peer` for its share of `ask`, and its URL.
+fn head_request(st: &AppState, peer: &str, ask: &HeadRequest) -> (String, reqwest::RequestBuilder) {
+    let url = format!("{}{HEAD_PATH}", peer.trim_end_matches('/'));
+    let mut req = st.http.post(&url).json(ask);
+    if let Some(t) = &st.config.peer_token {
+        req = req.bearer_auth(t);
+    }
+    (url, req)
 }
 
 /// The samples of `p` whose labels match every matcher (a label a sample
@@ -184,13 +268,10 @@ async fn select_series(
         until,
         known: st.store.peer_blocks().into_iter().collect(),
         stacks_only: detail == Detail::Stacks,
+        observe: None,
     };
     let answers = futures_util::future::join_all(st.config.peers.iter().map(|peer| async {
-        let url = format!("{}{HEAD_PATH}", peer.trim_end_matches('/'));
-        let mut req = st.http.post(&url).json(&ask);
-        if let Some(t) = &st.config.peer_token {
-            req = req.bearer_auth(t);
-        }
+        let (url, req) = head_request(st, peer, &ask);
         let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
         match resp.status() {
             StatusCode::NO_CONTENT => Ok(None),
@@ -264,6 +345,22 @@ pub(crate) async fn head(
     }
     let q = selector::parse(&ask.query).map_err(|e| ApiError::bad(format!("query: {e}")))?;
     let known: HashSet<String> = ask.known.into_iter().collect();
+    if let Some(by) = &ask.observe {
+        let (series_q, keep) = split(&q);
+        let seen = st
+            .store
+            .observed_head(
+                &ask.tenant,
+                &series_q,
+                ask.from,
+                ask.until,
+                by,
+                &keep,
+                &known,
+            )
+            .await?;
+        return Ok(axum::Json(seen).into_response());
+    }
     let detail = if ask.stacks_only {
         Detail::Stacks
     } else {

@@ -25,10 +25,12 @@ mod error;
 mod flamebearer;
 mod group;
 mod ingest;
+mod lanes;
 mod metrics;
 mod otlp;
 mod query;
 mod storage;
+mod threads;
 pub mod time;
 mod ui;
 
@@ -195,13 +197,13 @@ impl App {
             .route("/api/v1/label-values", get(query::label_values))
             .route("/api/v1/profile-types", get(query::profile_types))
             .route("/api/v1/pprof", get(query::pprof))
-            .route("/api/v1/threads", get(query::threads))
+            .route("/api/v1/threads", get(threads::threads))
             .route("/api/v1/group", get(group::group))
+            .route("/api/v1/lanes", get(lanes::lanes))
             .route(cluster::HEAD_PATH, post(cluster::head))
             .route("/api/v1/admin/flush", post(admin_flush))
             .route("/", get(ui::index))
-            .route("/ui/app.js", get(ui::app))
-            .route("/ui/style.css", get(ui::style))
+            .route("/ui/{file}", get(ui::file))
             .route("/metrics", get(metrics::metrics))
             .route("/ready", get(|| async { "ready\n" }))
             .layer(DefaultBodyLimit::max(limit));
@@ -309,6 +311,7 @@ pub mod testing {
         ("GET", "/api/v1/pprof"),
         ("GET", "/api/v1/threads"),
         ("GET", "/api/v1/group"),
+        ("GET", "/api/v1/lanes"),
         ("POST", crate::cluster::HEAD_PATH),
         ("POST", "/api/v1/admin/flush"),
         ("GET", "/metrics"),

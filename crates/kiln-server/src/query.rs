@@ -1,6 +1,7 @@
 //! Query handlers: Pyroscope's render, render-diff and label endpoints,
 //! and the native `/api/v1/` (top with the Pareto mark, flame-graph tree,
-//! diff, timeline, series, labels, profile types, merged pprof, threads).
+//! diff, timeline, series, labels, profile types, merged pprof; the threads
+//! table is in `threads`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,9 +27,10 @@ fn now_ms() -> i64 {
 /// A query with its range, parsed from `query`/`from`/`until` (or the
 /// prefixed `leftQuery`, `rightFrom`, …).
 pub(crate) struct Selection {
-    q: selector::Query,
-    from: i64,
-    until: i64,
+    pub q: selector::Query,
+    /// Milliseconds since the epoch.
+    pub from: i64,
+    pub until: i64,
 }
 
 pub(crate) fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, ApiError> {
@@ -521,47 +523,4 @@ pub async fn pprof(
         gz,
     )
         .into_response())
-}
-
-/// `GET /api/v1/threads`: the selection by `thread_pool` and by
-/// `thread_name`, with the share of the total and, for time units, the
-/// cores each used on average over the range (a thread near 1.0 is a
-/// bottleneck).
-pub async fn threads(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(p): Params,
-) -> Result<Response, ApiError> {
-    let tenant = tenant(&st, &headers)?;
-    let s = selection(&p, "")?;
-    let Some((prof, ty)) = load(&st, &tenant, &s, Detail::Labels).await? else {
-        return Ok(axum::Json(json!({"total": 0, "pools": [], "threads": []})).into_response());
-    };
-    let body = cpu(move || {
-    let total = prof.total(ty);
-    let (_, unit) = prof.sample_type_names(ty);
-    let span_ns = ((s.until - s.from) as f64) * 1e6;
-    let rows = |key: &str| -> Result<Vec<Value>, ApiError> {
-        let g = kiln_profile::group_by_label(&prof, ty, key)
-            .map_err(|e| ApiError::bad(e.to_string()))?;
-        Ok(g.into_iter()
-            .map(|(name, v)| {
-                let mut r = json!({"name": name, "value": v, "share": if total > 0 { v as f64 / total as f64 } else { 0.0 }});
-                if unit == "nanoseconds" {
-                    r["cores"] = json!(v as f64 / span_ns);
-                }
-                r
-            })
-            .collect())
-    };
-    Ok(json!({
-        "type": prof.sample_type_names(ty).0,
-        "unit": unit,
-        "total": total,
-        "pools": rows("thread_pool")?,
-        "threads": rows("thread_name")?,
-    }))
-    })
-    .await?;
-    Ok(axum::Json(body).into_response())
 }

@@ -1,13 +1,29 @@
-//! The web UI: hand-written HTML, CSS and one JavaScript module under
-//! `ui/` at the top of the repository, embedded in the binary — running it
-//! needs no build step and no files beside the server.
+//! The web UI: hand-written HTML, CSS and JavaScript modules under `ui/` at
+//! the top of the repository, embedded in the binary — running it needs no
+//! build step and no files beside the server.
 
-use axum::http::header;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../../../ui/index.html");
-const APP: &str = include_str!("../../../ui/app.js");
-const STYLE: &str = include_str!("../../../ui/style.css");
+
+/// Every file served under `/ui/`: name, body, content type.
+const FILES: &[(&str, &str, &str)] = &[
+    ("app.js", include_str!("../../../ui/app.js"), JS),
+    ("util.js", include_str!("../../../ui/util.js"), JS),
+    ("flame.js", include_str!("../../../ui/flame.js"), JS),
+    ("glue.js", include_str!("../../../ui/glue.js"), JS),
+    ("timeline.js", include_str!("../../../ui/timeline.js"), JS),
+    ("export.js", include_str!("../../../ui/export.js"), JS),
+    (
+        "style.css",
+        include_str!("../../../ui/style.css"),
+        "text/css; charset=utf-8",
+    ),
+];
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     (
@@ -26,12 +42,32 @@ pub async fn index() -> Response {
     asset(INDEX, "text/html; charset=utf-8")
 }
 
-/// `GET /ui/app.js`.
-pub async fn app() -> Response {
-    asset(APP, "text/javascript; charset=utf-8")
+/// `GET /ui/{file}`: a script or the style sheet; 404 for anything else.
+pub async fn file(Path(name): Path<String>) -> Response {
+    match FILES.iter().find(|(n, _, _)| *n == name) {
+        Some(&(_, body, ty)) => asset(body, ty),
+        None => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
 }
 
-/// `GET /ui/style.css`.
-pub async fn style() -> Response {
-    asset(STYLE, "text/css; charset=utf-8")
+#[cfg(test)]
+mod tests {
+    use super::FILES;
+
+    /// Every module a script imports is served.
+    #[test]
+    fn every_imported_module_is_served() {
+        for (name, body, _) in FILES {
+            for line in body.lines().filter(|l| l.starts_with("import ")) {
+                let Some(path) = line.split('"').nth(1) else {
+                    continue;
+                };
+                let file = path.trim_start_matches("./");
+                assert!(
+                    FILES.iter().any(|(n, _, _)| *n == file),
+                    "{name} imports {path}, which is not served"
+                );
+            }
+        }
+    }
 }

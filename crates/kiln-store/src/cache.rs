@@ -93,6 +93,9 @@ pub(crate) enum Need {
     /// Per-minute totals (a timeline): the minute totals, or every row
     /// of a block written before it had them.
     Totals,
+    /// When each thread was seen ([`Store::observed`]): the rows of the
+    /// series themselves, never a service's hour sums.
+    Observe,
 }
 
 /// What block `b` must hold for `q` over `[from_ms, until_ms)`, or

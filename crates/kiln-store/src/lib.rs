@@ -51,6 +51,7 @@ mod catalog;
 mod compact;
 mod cut;
 mod error;
+mod observed;
 mod part;
 mod query;
 mod record;
@@ -87,6 +88,7 @@ pub mod selector;
 pub mod wal;
 
 pub use error::{Error, Options, Stats};
+pub use observed::Observed;
 pub use store::Store;
 
 /// The label that names the profile (`process_cpu`, `memory`, …).

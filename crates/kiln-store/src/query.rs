@@ -1,6 +1,7 @@
 //! Reads: merging what a selector selects over the head, frozen heads and
 //! blocks (loaded through the cache a step at a time, on blocking
-//! threads); what this server has not flushed, for peers; series totals,
+//! threads); what this server has not flushed, for peers; when each
+//! thread was seen; series totals,
 //! label names and values, series and profile types (from the blocks'
 //! indexes).
 
@@ -10,9 +11,9 @@ use std::sync::{Arc, RwLock};
 use kiln_profile::{Merger, Profile};
 
 use crate::cache::{Need, Want};
-use crate::part::Part;
+use crate::part::{Look, Part};
 use crate::store::{Block, read, write};
-use crate::{Detail, Error, Read, Store, selector};
+use crate::{Detail, Error, Observed, Read, Store, selector};
 
 /// A read's query and range, owned, to take onto a blocking thread.
 struct Ask {
@@ -30,6 +31,31 @@ impl Ask {
             until_ms: self.until_ms,
             detail: self.detail,
         }
+    }
+}
+
+/// A [`Store::observed`]'s question, owned, to take onto a blocking
+/// thread.
+struct LookAsk {
+    q: selector::Query,
+    from_ms: i64,
+    until_ms: i64,
+    by: String,
+    keep: Vec<selector::Matcher>,
+}
+
+impl LookAsk {
+    fn look(&self, p: &Part, out: &mut Observed) {
+        p.observed(
+            &Look {
+                q: &self.q,
+                from_ms: self.from_ms,
+                until_ms: self.until_ms,
+                by: &self.by,
+                keep: &self.keep,
+            },
+            out,
+        );
     }
 }
 
@@ -174,6 +200,89 @@ impl Store {
                 && (frozen || b.flushed_at.is_some_and(|t| t.elapsed() < grace))
         });
         self.merge(tenant, q, from_ms, until_ms, detail, plan).await
+    }
+
+    /// When each group of sample label `by` (grouped as
+    /// [`kiln_profile::group_by_label`] groups it) was seen in what `q`
+    /// selects over `[from_ms, until_ms)`: the spans of the series'
+    /// minutes holding a nonzero row of it that passes the sample matchers
+    /// `keep` — the same rows [`Store::select`] merges, so a group's value
+    /// over its time seen is its rate while it ran.
+    pub async fn observed(
+        self: &Arc<Self>,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        by: &str,
+        keep: &[selector::Matcher],
+    ) -> Result<Observed, Error> {
+        self.wait_loaded().await?;
+        let plan = self.plan(tenant, q, from_ms, until_ms, Need::Observe, |_, _| true);
+        self.observe(tenant, q, from_ms, until_ms, by, keep, plan)
+            .await
+    }
+
+    /// [`Store::observed`] of what only this server holds, as
+    /// [`Store::select_head`] answers it: the answer to a peer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn observed_head(
+        self: &Arc<Self>,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        by: &str,
+        keep: &[selector::Matcher],
+        known: &HashSet<String>,
+    ) -> Result<Observed, Error> {
+        let grace = self.opts.peer_grace;
+        let plan = self.plan(tenant, q, from_ms, until_ms, Need::Observe, |b, frozen| {
+            !known.contains(&b.meta.id)
+                && (frozen || b.flushed_at.is_some_and(|t| t.elapsed() < grace))
+        });
+        self.observe(tenant, q, from_ms, until_ms, by, keep, plan)
+            .await
+    }
+
+    /// The head of `tenant` and the parts of `plan`, looked at for
+    /// [`Store::observed`].
+    #[allow(clippy::too_many_arguments)]
+    async fn observe(
+        self: &Arc<Self>,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        by: &str,
+        keep: &[selector::Matcher],
+        plan: Vec<(Arc<Block>, Want)>,
+    ) -> Result<Observed, Error> {
+        let ask = Arc::new(LookAsk {
+            q: q.clone(),
+            from_ms,
+            until_ms,
+            by: by.to_string(),
+            keep: keep.to_vec(),
+        });
+        let (me, t, a) = (self.clone(), tenant.to_string(), ask.clone());
+        let out = blocking(move || {
+            let mut out = Observed::default();
+            if let Some(p) = read(&me.head).get(&t) {
+                a.look(p, &mut out);
+            }
+            Ok(out)
+        })
+        .await?;
+        self.over_blocks(
+            plan,
+            out,
+            Arc::new(move |p, out| {
+                ask.look(&read(p), out);
+                Ok(())
+            }),
+        )
+        .await
     }
 
     /// Per bucket (start ms) within the range, the total of the query's

@@ -7,6 +7,7 @@ mod hostile;
 mod otlp;
 mod prompt;
 mod tenants;
+mod threads;
 
 use std::time::Duration;
 

@@ -216,6 +216,21 @@ impl Buckets {
         minutes(end, until, out);
     }
 
+    /// The finest groups that cover `[lo, until)`, each with its bucket's
+    /// start and length (ms): every minute held, and the sums of whole
+    /// hours that hold no minutes (read back without them).
+    pub(crate) fn finest<'a>(&'a self, lo: i64, until: i64, out: &mut Vec<(i64, i64, &'a Group)>) {
+        for (&m, groups) in self.minutes.range(lo..until.max(lo)) {
+            out.extend(groups.iter().map(|g| (m, BUCKET_MS, g)));
+        }
+        let (first, end) = whole_hours(lo, until);
+        for (&h, groups) in self.hours.range(first..end) {
+            if self.minutes.range(h..h + HOUR_MS).next().is_none() {
+                out.extend(groups.iter().map(|g| (h, HOUR_MS, g)));
+            }
+        }
+    }
+
     /// The minute groups within `[a, b)`.
     pub(crate) fn minutes_in<'a>(&'a self, a: i64, b: i64, out: &mut Vec<&'a Group>) {
         if a < b {

@@ -16,10 +16,12 @@ use crate::{Error, HOUR_MS, NAME_LABEL};
 pub(crate) type SeriesId = u32;
 
 mod buckets;
+mod observe;
 mod read;
 mod rows;
 
 pub(crate) use buckets::{Buckets, Group, HourToSum, whole_hours};
+pub(crate) use observe::Look;
 pub(crate) use rows::Rows;
 
 /// Where a row read back from a block goes: its minute, its kind, and

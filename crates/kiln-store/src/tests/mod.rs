@@ -3,6 +3,7 @@
 //! rollups, records; the block cache and a lazy start in `cache`.
 
 mod cache;
+mod observed;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -333,6 +333,46 @@ fn demo_shows_live_data_of_its_shop() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The thread timeline: the evictor's lane is mostly on a CPU, a
+    // worker's mostly asleep.
+    let lanes: serde_json::Value = c
+        .get(format!("{url}/api/v1/lanes"))
+        .query(&[
+            ("query", r#"{service_name="demo-shop"}"#),
+            ("from", "now-10m"),
+            ("until", "now"),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(lanes["source"], "wall", "{lanes}");
+    let lane = |name: &str| -> std::collections::HashMap<String, i64> {
+        let l = lanes["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["thread"] == name)
+            .unwrap_or_else(|| panic!("no lane {name} in {lanes}"));
+        let mut sum = std::collections::HashMap::new();
+        for step in l["steps"].as_array().unwrap() {
+            for (k, v) in step["ns"].as_object().unwrap() {
+                *sum.entry(k.clone()).or_default() += v.as_i64().unwrap();
+            }
+        }
+        sum
+    };
+    let share = |m: &std::collections::HashMap<String, i64>, k: &str| {
+        m.get(k).copied().unwrap_or(0) as f64 / m.values().sum::<i64>().max(1) as f64
+    };
+    let evictor = lane("cache-evictor");
+    let on_cpu = share(&evictor, "running") + share(&evictor, "runnable");
+    assert!(on_cpu > 0.6, "the evictor's lane: {evictor:?}");
+    let worker = lane("shop-worker-1");
+    assert!(
+        share(&worker, "sleeping") > 0.3,
+        "a worker's lane: {worker:?}"
+    );
     // The UI is served.
     let page = c.get(&url).send().unwrap().text().unwrap();
     assert!(page.contains("/ui/app.js"));

@@ -1,7 +1,8 @@
 //! The web UI in a real browser: a real `kiln server` with profiles pushed
 //! through its Connect API, and `e2e/ui.test.mjs` driving Debian's Chromium
 //! (playwright-core) against it — shared URL, top table, zoom by clicking
-//! the canvas, search, sandwich, comparison, threads. Screenshots land in
+//! the canvas, search, sandwich, the icicle the graph opens as, hiding
+//! thread-start glue, comparison, threads. Screenshots land in
 //! `target/e2e/` for a human look.
 
 use std::path::Path;
@@ -68,6 +69,23 @@ fn profile(time_ms: i64, samples: &[(&str, &str, f64)]) -> Profile {
     p
 }
 
+/// The frames above a spawned thread's own, as the agent symbolizes them
+/// (from `kiln demo`), root first.
+const THREAD_GLUE: &str = "__clone3;start_thread;\
+    <std::sys::thread::unix::Thread>::new::thread_start;\
+    <alloc::boxed::Box<dyn core::ops::function::FnOnce<(), Output = ()> + core::marker::Send> as core::ops::function::FnOnce<()>>::call_once;\
+    core::ops::function::FnOnce::call_once{{vtable.shim}};\
+    std::thread::lifecycle::spawn_unchecked::{{closure}};\
+    std::panic::catch_unwind;std::panicking::catch_unwind;std::panicking::catch_unwind::do_call;\
+    <core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once;\
+    std::thread::lifecycle::spawn_unchecked::{{closure}}::{{closure}};\
+    std::sys::backtrace::__rust_begin_short_backtrace;core::ops::function::FnOnce::call_once";
+
+/// The frames above the main thread's `main`.
+const MAIN_GLUE: &str = "_start;__libc_start_main;__libc_start_call_main;main;\
+    std::rt::lang_start_internal;std::rt::lang_start::{{closure}};\
+    std::sys::backtrace::__rust_begin_short_backtrace;core::ops::function::FnOnce::call_once";
+
 fn push(url: &str, p: &Profile, instance: &str) {
     let req = kiln_profile::push::request_for(
         p,
@@ -106,11 +124,27 @@ fn web_ui_in_chromium() {
         .as_millis() as i64;
     // One instance, a 10-second profile every 10 s. From 50 to 40 minutes
     // ago pricing is hot; in the last 10 minutes the database is. A
-    // `hot-loop` thread burns 9.5 s of every 10; workers share the rest.
-    let handle = "main;shop::server::run;shop::checkout::handle";
+    // `hot-loop` thread burns 9.5 s of every 10; workers share the rest;
+    // the main thread renders a tree 50 calls deep (deeper than a screen
+    // is tall). Every thread's stack starts with thread-start glue. A
+    // second instance started two and a half minutes ago, its
+    // `cache-evictor` thread at 9.8 s of every 10.
+    let handle = format!("{THREAD_GLUE};shop::server::run;shop::checkout::handle");
+    let deep = format!(
+        "{MAIN_GLUE};shop::main;shop::render::tree{}",
+        ";shop::render::node".repeat(50)
+    );
+    let glue = |rest: &str| format!("{THREAD_GLUE};{rest}");
     for (start_min, price, db) in [(50, 3.0, 0.5), (10, 0.75, 3.5)] {
         for k in 0..60 {
             let t = now - start_min * 60_000 + k * 10_000;
+            if start_min == 10 && k >= 45 {
+                let p = profile(
+                    t,
+                    &[("cache-evictor", &glue("shop::cache::evict_cold"), 9.8)],
+                );
+                push(&url, &p, "shop-2");
+            }
             let p = profile(
                 t,
                 &[
@@ -137,11 +171,12 @@ fn web_ui_in_chromium() {
                     ),
                     (
                         "worker-3",
-                        "main;shop::search::run;serde_json::de::from_str",
+                        &glue("shop::search::run;serde_json::de::from_str"),
                         0.2,
                     ),
-                    ("io-1", "main;tokio::runtime::park;epoll_wait", 0.1),
-                    ("hot-loop", "main;shop::cache::evict_loop", 9.5),
+                    ("io-1", &glue("tokio::runtime::park;epoll_wait"), 0.1),
+                    ("hot-loop", &glue("shop::cache::evict_loop"), 9.5),
+                    ("main", &deep, 0.3),
                 ],
             );
             push(&url, &p, "shop-1");
