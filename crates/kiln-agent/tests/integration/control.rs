@@ -345,7 +345,12 @@ fn sessions_pprof_threads_metrics_and_bad_input() {
     // Bad input: 4xx, and the message names the parameter.
     for (method, path, want, word) in [
         ("POST", "/debug/kiln/start?event=bogus", 400, "event"),
-        ("POST", "/debug/kiln/start?event=wall&hz=5000", 400, "wall session"),
+        (
+            "POST",
+            "/debug/kiln/start?event=wall&hz=5000",
+            400,
+            "wall session",
+        ),
         ("POST", "/debug/kiln/start?hz=0", 400, "hz"),
         ("POST", "/debug/kiln/start?hz=fast", 400, "hz"),
         ("POST", "/debug/kiln/start?hz=20000", 400, "hz"),
