@@ -224,6 +224,55 @@ try {
   check(page.url().includes("tab=threads"), "the tab is in the URL");
   await shot("7-threads");
 
+  // The thread timeline: a lane per thread from the wall profile, each
+  // step in its state's colour; a click opens that thread's flame graph.
+  await page.waitForFunction(() => Number(document.querySelector("#lanes").dataset.cells || 0) > 0);
+  check(await attr("#lanes", "source") === "wall", "the lanes come from the wall profile");
+  check(Number(await attr("#lanes", "lanes")) >= 3, `a lane per thread (${await attr("#lanes", "lanes")})`);
+  const pixel = (p) => page.evaluate(({ x, y }) => {
+    const c = document.querySelector("#lanes");
+    const k = c.width / c.getBoundingClientRect().width;
+    return [...c.getContext("2d").getImageData(Math.round(x * k), Math.round(y * k), 1, 1).data.slice(0, 3)];
+  }, p);
+  const hex = (h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16));
+  const near = (a, b) => a.every((v, i) => Math.abs(v - b[i]) < 12);
+  const hotAt = await page.evaluate(() => window.kiln.lanePoint("hot-loop", "running"));
+  check(hotAt && near(await pixel(hotAt), hex("#3fb950")), "hot-loop's lane is drawn running (green)");
+  const lockAt = await page.evaluate(() => window.kiln.lanePoint("worker-2", "lock"));
+  check(lockAt && near(await pixel(lockAt), hex("#f85149")), "worker-2's lane is drawn waiting on a lock (red)");
+  const sleepAt = await page.evaluate(() => window.kiln.lanePoint("worker-1", "sleeping"));
+  check(sleepAt && near(await pixel(sleepAt), hex("#6e7681")), "worker-1's lane is drawn asleep (grey)");
+  check((await page.textContent("#lanes-legend")).includes("runnable"), "the legend names the states");
+  await shot("8-lanes");
+  const box = await page.$eval("#lanes", (c) => { const r = c.getBoundingClientRect(); return { x: r.left, y: r.top }; });
+  await page.mouse.click(box.x + lockAt.x, box.y + lockAt.y);
+  await page.waitForFunction(() => new URLSearchParams(location.search).get("tab") === null);
+  await ready();
+  const laneQuery = await page.evaluate(() => window.kiln.state.query);
+  check(laneQuery.startsWith("wall:wall:") && laneQuery.includes('thread_name="worker-2"'), `the click opens worker-2's wall flame graph (${laneQuery})`);
+  await page.waitForFunction(() => window.kiln.drawn().includes("shop::cache::get"));
+  check(!(await page.evaluate(() => window.kiln.drawn().includes("shop::cache::evict_loop"))), "…of that thread only");
+  await shot("9-lane-flame");
+
+  // Locks: which lock everyone waits on, then its waiters' flame graph.
+  await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-10m&until=now&tab=locks`);
+  await ready();
+  await page.waitForSelector("#locks tbody tr[data-name]");
+  const locks = await page.$$eval("#locks tbody tr[data-name]", (t) => t.map((r) => ({ name: r.dataset.name, text: r.textContent })));
+  check(locks[0].name === "sessions" && locks.length === 2, `the most waited-on lock first (${locks.map((l) => l.name)})`);
+  check(locks[0].text.includes("%"), `with its share (${locks[0].text})`);
+  await shot("10-locks");
+  await page.click('#locks tbody tr[data-name="sessions"]');
+  await page.waitForFunction(() => window.kiln.state.tab === "flame");
+  await ready();
+  await page.waitForFunction(() => window.kiln.drawn().includes("shop::cache::get"));
+  const lockQuery = await page.evaluate(() => window.kiln.state.query);
+  check(lockQuery.startsWith("mutex:delay") && lockQuery.includes('lock="sessions"'), `the lock opens its waiters' flame graph (${lockQuery})`);
+  check(!(await page.evaluate(() => window.kiln.drawn().includes("shop::db::query"))), "…and only theirs");
+  await page.waitForFunction(() => Number(document.querySelector("#timeline").dataset.points || 0) >= 2);
+  check(true, "the timeline draws the waits on that lock over time");
+  await shot("11-lock-flame");
+
   check(errors.length === 0, "no errors in the page: " + errors.join("; "));
   console.log(`all ${step} checks passed`);
 } catch (e) {

@@ -9,6 +9,7 @@ import { Flame, sandwich, treeFrom } from "./flame.js";
 import { hideGlue, stripGlue, withGlue, withoutGlue } from "./glue.js";
 import { drawTimeline, wireTimelineDrag } from "./timeline.js";
 import { download, folded, svg } from "./export.js";
+import { drawLanes, legend, describe } from "./lanes.js";
 
 // ---------------------------------------------------------------- state
 
@@ -153,6 +154,49 @@ async function loadThreads() {
   $("#pools tbody").innerHTML = t.pools.map(row).join("");
   $("#threads tbody").innerHTML = t.threads.map(row).join("");
   $("#threads").dataset.rows = t.threads.length;
+  await loadLanes();
+}
+
+// The thread timeline of the selection's instances.
+let laneHit = null;
+async function loadLanes() {
+  const data = await api("/api/v1/lanes", { query: selectorOf(state.query), ...range() });
+  $("#lanes-legend").innerHTML = legend();
+  $("#lanes-source").textContent = data.source ? `from the ${data.source} profile, ${data.step_ms / 60000}-minute steps` : "no wall or threads profile in this range";
+  laneHit = drawLanes($("#lanes"), data);
+  laneHit.source = data.source;
+}
+
+// Opens the flame graph of one thread over one step of the timeline: the
+// wall profile when the lanes came from it (what it did, on or off a
+// CPU), else CPU.
+function openLane(hit, source) {
+  const type = source === "wall" ? "wall:wall:nanoseconds:wall:nanoseconds" : "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+  const sel = selectorOf(state.query).replace(/}$/, "");
+  const name = hit.thread.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+  state.query = type + sel + (sel.length > 1 ? ", " : "") + `thread_name="${name}"}`;
+  state.from = String(hit.t); state.until = String(hit.until);
+  state.tab = "flame"; state.focus = ""; state.sandwich = ""; state.search = "";
+  writeUrl(true); syncForm(); load();
+}
+
+// Locks by time waited, from the mutex:delay profile of the selection.
+async function loadLocks() {
+  const q = "mutex:delay:nanoseconds:contentions:count" + selectorOf(state.query);
+  const g = await api("/api/v1/group", { query: q, ...range(), by: "lock" });
+  const rows = (g.rows || []).filter((r) => r.name);
+  $("#locks tbody").innerHTML = rows.length ? rows.map((r) => `<tr data-name="${esc(r.name)}" data-value="${r.value}">` +
+    `<td>${esc(r.name)}</td><td class="num">${fmtValue(r.value, "nanoseconds")}</td><td class="num">${(100 * r.share).toFixed(1)}%</td></tr>`).join("")
+    : `<tr><td colspan="3">No waits on kiln_agent::sync locks in this range.</td></tr>`;
+  $("#locks").dataset.rows = rows.length;
+}
+
+function openLock(name) {
+  const sel = selectorOf(state.query).replace(/}$/, "");
+  const v = name.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+  state.query = "mutex:delay:nanoseconds:contentions:count" + sel + (sel.length > 1 ? ", " : "") + `lock="${v}"}`;
+  state.tab = "flame"; state.focus = ""; state.sandwich = ""; state.search = "";
+  writeUrl(true); syncForm(); load();
 }
 
 async function loadCompare() {
@@ -247,6 +291,7 @@ function syncForm() {
   $("#flame-tab").hidden = state.tab !== "flame";
   $("#compare-tab").hidden = state.tab !== "compare";
   $("#threads-tab").hidden = state.tab !== "threads";
+  $("#locks-tab").hidden = state.tab !== "locks";
 }
 
 let loading = 0;
@@ -259,6 +304,7 @@ async function load() {
     const work = [loadTimeline()];
     if (state.tab === "flame") work.push(loadFlame());
     if (state.tab === "threads") work.push(loadThreads());
+    if (state.tab === "locks") work.push(loadLocks());
     if (state.tab === "compare") work.push(loadCompare());
     await Promise.all(work);
     if (mine === loading) status("");
@@ -324,6 +370,20 @@ function init() {
     writeUrl(false); showFlame(); showDiff();
   });
   $("#reset").addEventListener("click", resetView);
+  $("#lanes").addEventListener("mousemove", (e) => {
+    const r = $("#lanes").getBoundingClientRect();
+    const hit = laneHit && laneHit(e.clientX - r.left, e.clientY - r.top);
+    $("#lanes-tip").textContent = hit ? describe(hit) : "";
+  });
+  $("#lanes").addEventListener("click", (e) => {
+    const r = $("#lanes").getBoundingClientRect();
+    const hit = laneHit && laneHit(e.clientX - r.left, e.clientY - r.top);
+    if (hit) openLane(hit, laneHit.source);
+  });
+  $("#locks tbody").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-name]");
+    if (tr) openLock(tr.dataset.name);
+  });
   $("#sandwich-close").addEventListener("click", () => { state.sandwich = ""; writeUrl(true); showFlame(); });
   $("#filter").addEventListener("input", renderTop);
   for (const th of document.querySelectorAll("#top th")) {
@@ -406,6 +466,8 @@ window.kiln = {
   // Names of the frames drawn, labelled or not.
   drawn: () => flame.rects.map((r) => r.n.name),
   diffRectOf: (name) => diffFlame.rectOf(name),
+  // Where a thread's lane has a step in `state` (CSS pixels of #lanes).
+  lanePoint: (thread, state) => laneHit && laneHit.pointOf(thread, state),
   hit: (x, y) => { const b = flame.canvas.getBoundingClientRect(); const r = flame.hit(x - b.left, y - b.top); return r && r.n.name; },
 };
 

@@ -446,6 +446,13 @@ pub async fn timeline(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let group = p.get("groupBy").cloned();
+    if s.q
+        .matchers
+        .iter()
+        .any(|m| crate::cluster::SAMPLE_LABELS.contains(&m.name.as_str()))
+    {
+        return sampled_timeline(&st, &tenant, &s, group.as_deref()).await;
+    }
     let lines = st
         .store
         .series_totals(&tenant, &s.q, s.from, s.until, group.as_deref())
@@ -455,6 +462,52 @@ pub async fn timeline(
         .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))
         .collect();
     Ok(axum::Json(json!({"step_ms": kiln_store::BUCKET_MS, "lines": out})).into_response())
+}
+
+/// The timeline of a selection that keeps samples by their labels
+/// (`{lock="sessions"}`): series totals cannot say it, so each step is a
+/// merge of its own — at most 60 steps of whole minutes.
+async fn sampled_timeline(
+    st: &AppState,
+    tenant: &str,
+    s: &Selection,
+    group: Option<&str>,
+) -> Result<Response, ApiError> {
+    let minute = kiln_store::BUCKET_MS;
+    let from = s.from.div_euclid(minute) * minute;
+    let step = ((s.until - from + 59) / 60).div_euclid(minute).max(1) * minute;
+    let mut lines: BTreeMap<String, Vec<[i64; 2]>> = BTreeMap::new();
+    let mut t = from;
+    while t < s.until {
+        let end = (t + step).min(s.until);
+        let sel = Selection {
+            q: s.q.clone(),
+            from: t,
+            until: end,
+        };
+        if let Some((prof, ty)) = load(st, tenant, &sel, Detail::Labels).await? {
+            let rows = match group {
+                Some(g) => {
+                    let g = g.to_string();
+                    cpu(move || {
+                        kiln_profile::group_by_label(&prof, ty, &g)
+                            .map_err(|e| ApiError::bad(e.to_string()))
+                    })
+                    .await?
+                }
+                None => vec![(String::new(), prof.total(ty))],
+            };
+            for (k, v) in rows {
+                lines.entry(k).or_default().push([t, v]);
+            }
+        }
+        t = end;
+    }
+    let out: Vec<Value> = lines
+        .into_iter()
+        .map(|(k, pts)| json!({"group": k, "points": pts}))
+        .collect();
+    Ok(axum::Json(json!({"step_ms": step, "lines": out})).into_response())
 }
 
 /// `GET /api/v1/series?query=`: label sets of the matching series.

@@ -16,6 +16,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("glue.js", include_str!("../../../ui/glue.js"), JS),
     ("timeline.js", include_str!("../../../ui/timeline.js"), JS),
     ("export.js", include_str!("../../../ui/export.js"), JS),
+    ("lanes.js", include_str!("../../../ui/lanes.js"), JS),
     (
         "style.css",
         include_str!("../../../ui/style.css"),

@@ -86,6 +86,75 @@ const MAIN_GLUE: &str = "_start;__libc_start_main;__libc_start_call_main;main;\
     std::rt::lang_start_internal;std::rt::lang_start::{{closure}};\
     std::sys::backtrace::__rust_begin_short_backtrace;core::ops::function::FnOnce::call_once";
 
+/// A profile of sample types `types` at `time_ms` (10 s long): per row
+/// `(thread, stack root first, extra labels, values)`.
+fn typed(
+    time_ms: i64,
+    types: &[(&str, &str)],
+    rows: &[(&str, &str, &[(&str, &str)], &[i64])],
+) -> Profile {
+    let mut p = Profile::with_sample_types(types);
+    p.period_type = Some(p.value_type(types[0].0, types[0].1));
+    p.period = 1;
+    p.time_nanos = time_ms * 1_000_000;
+    p.duration_nanos = 10_000_000_000;
+    for &(thread, stack, extra, values) in rows {
+        let ids: Vec<_> = stack
+            .split(';')
+            .rev()
+            .map(|frame| {
+                let name = p.strings.intern(frame);
+                let f = p.add_function(Function {
+                    name,
+                    ..Default::default()
+                });
+                p.add_location(Location {
+                    lines: vec![Line {
+                        function: f,
+                        line: 0,
+                        column: 0,
+                    }],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let pool = kiln_profile::thread_pool(thread);
+        let mut labels = vec![("thread_name", thread.to_string()), ("thread_pool", pool)];
+        labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let labels: Vec<Label> = labels
+            .into_iter()
+            .map(|(k, v)| Label {
+                key: p.strings.intern(k),
+                str: p.strings.intern(&v),
+                ..Default::default()
+            })
+            .collect();
+        p.push_sample(&ids, &labels, values);
+    }
+    p
+}
+
+/// Pushes `p` as one series named `name` (a wall profile's `samples`
+/// must not be filed under `process_cpu`).
+fn push_named(url: &str, name: &str, p: &Profile, instance: &str) {
+    let req = kiln_profile::push::PushRequest::single(
+        name,
+        &[
+            ("service_name".into(), "shop".into()),
+            ("instance".into(), instance.into()),
+        ],
+        kiln_profile::pprof::encode_gzip(p),
+        String::new(),
+    );
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}{}", kiln_profile::push::PUSH_PATH))
+        .header("content-type", "application/proto")
+        .body(req.to_bytes())
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "push: {}", r.status());
+}
+
 fn push(url: &str, p: &Profile, instance: &str) {
     let req = kiln_profile::push::request_for(
         p,
@@ -180,6 +249,70 @@ fn web_ui_in_chromium() {
                 ],
             );
             push(&url, &p, "shop-1");
+            if start_min == 10 {
+                // Wall clock and locks, the last 10 minutes: hot-loop on a
+                // CPU, worker-2 waiting on the `sessions` lock most of
+                // each 10 s, worker-1 mostly asleep.
+                let s = 1_000_000_000i64;
+                let cache_get = format!("{handle};shop::cache::get");
+                let sleep = glue("shop::server::run;std::thread::sleep");
+                let wall = typed(
+                    t,
+                    &[("samples", "count"), ("wall", "nanoseconds")],
+                    &[
+                        (
+                            "hot-loop",
+                            &glue("shop::cache::evict_loop"),
+                            &[("thread_state", "running")],
+                            &[190, 19 * s / 2],
+                        ),
+                        (
+                            "worker-2",
+                            &cache_get,
+                            &[("thread_state", "lock")],
+                            &[140, 7 * s],
+                        ),
+                        (
+                            "worker-2",
+                            &format!("{handle};shop::db::query"),
+                            &[("thread_state", "running")],
+                            &[40, 2 * s],
+                        ),
+                        (
+                            "worker-1",
+                            &sleep,
+                            &[("thread_state", "sleeping")],
+                            &[160, 8 * s],
+                        ),
+                        (
+                            "worker-1",
+                            &format!("{handle};shop::checkout::price"),
+                            &[("thread_state", "running")],
+                            &[40, 2 * s],
+                        ),
+                    ],
+                );
+                push_named(&url, "wall", &wall, "shop-1");
+                let mutex = typed(
+                    t,
+                    &[("contentions", "count"), ("delay", "nanoseconds")],
+                    &[
+                        (
+                            "worker-2",
+                            &cache_get,
+                            &[("lock", "sessions")],
+                            &[900, 7 * s],
+                        ),
+                        (
+                            "worker-3",
+                            &format!("{handle};shop::db::query"),
+                            &[("lock", "pool")],
+                            &[30, s / 2],
+                        ),
+                    ],
+                );
+                push_named(&url, "mutex", &mutex, "shop-1");
+            }
         }
     }
     let shots = root.join("target/e2e");
