@@ -86,13 +86,11 @@ const MAIN_GLUE: &str = "_start;__libc_start_main;__libc_start_call_main;main;\
     std::rt::lang_start_internal;std::rt::lang_start::{{closure}};\
     std::sys::backtrace::__rust_begin_short_backtrace;core::ops::function::FnOnce::call_once";
 
-/// A profile of sample types `types` at `time_ms` (10 s long): per row
-/// `(thread, stack root first, extra labels, values)`.
-fn typed(
-    time_ms: i64,
-    types: &[(&str, &str)],
-    rows: &[(&str, &str, &[(&str, &str)], &[i64])],
-) -> Profile {
+/// One sample: thread, stack root first, extra labels, values.
+type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [i64]);
+
+/// A profile of sample types `types` at `time_ms` (10 s long).
+fn typed(time_ms: i64, types: &[(&str, &str)], rows: &[Row<'_>]) -> Profile {
     let mut p = Profile::with_sample_types(types);
     p.period_type = Some(p.value_type(types[0].0, types[0].1));
     p.period = 1;
