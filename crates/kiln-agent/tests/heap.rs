@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use kiln_agent::alloc::Profiled;
 
+mod common;
+
 #[global_allocator]
 static ALLOC: Profiled<System> = Profiled::new(System);
 
@@ -111,23 +113,6 @@ fn by_function(p: &kiln_profile::Profile, ty: &str) -> BTreeMap<&'static str, i6
     out
 }
 
-fn memory_profiles(dir: &std::path::Path) -> Vec<kiln_profile::Profile> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("/memory/") {
-                let bytes = std::fs::read(&p).unwrap();
-                out.push(kiln_profile::decode(&bytes, &Default::default()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn allocations_and_live_heap_match_what_the_workload_did() {
     let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,7 +140,7 @@ fn allocations_and_live_heap_match_what_the_workload_did() {
     eprintln!("TRUTH status: {:?}", st.alloc);
     assert_eq!(st.alloc.dropped, dropped_before, "{:?}", st.alloc);
     agent.stop().unwrap();
-    let profiles = memory_profiles(dir.path());
+    let profiles = common::profiles(dir.path(), "memory");
     assert_eq!(profiles.len(), 1, "one window");
     let p = &profiles[0];
     if std::env::var_os("HEAP_DEBUG").is_some() {
@@ -290,17 +275,7 @@ fn heap_endpoint_and_alloc_sessions_answer_like_go() {
     // `go tool pprof` reads it, as it reads Go's.
     let file = dir.path().join("heap.pb.gz");
     std::fs::write(&file, &raw).unwrap();
-    let go = std::process::Command::new("go")
-        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
-        .arg(&file)
-        .output()
-        .expect("`go` must be installed (scripts/test installs golang-go)");
-    let text = String::from_utf8_lossy(&go.stdout);
-    assert!(
-        go.status.success(),
-        "{}",
-        String::from_utf8_lossy(&go.stderr)
-    );
+    let text = common::go_top(&file, &["-sample_index=inuse_space"]);
     assert!(text.contains("Type: inuse_space"), "{text}");
     assert!(text.contains("hold_buffers"), "{text}");
     std::fs::remove_file(&file).unwrap();
@@ -345,7 +320,7 @@ fn heap_endpoint_and_alloc_sessions_answer_like_go() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
-    let written = memory_profiles(dir.path());
+    let written = common::profiles(dir.path(), "memory");
     assert_eq!(written.len(), 1, "the session's profile");
     let i = written[0].sample_type_index("alloc_space").unwrap();
     assert!(written[0].total(i) >= want / 2, "{}", written[0].total(i));

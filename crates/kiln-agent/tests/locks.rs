@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use kiln_agent::sync::{Mutex, RwLock};
 
+mod common;
+
 /// One agent per process: the tests take turns.
 static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -163,23 +165,6 @@ fn by_waiter(p: &kiln_profile::Profile, ty: &str) -> BTreeMap<(&'static str, Str
     out
 }
 
-fn mutex_profiles(dir: &std::path::Path) -> Vec<kiln_profile::Profile> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("/mutex/") {
-                let bytes = std::fs::read(&p).unwrap();
-                out.push(kiln_profile::decode(&bytes, &Default::default()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// The `q` quantile of `waits`.
 fn quantile(waits: &[Duration], q: f64) -> Duration {
     let mut v = waits.to_vec();
@@ -286,17 +271,7 @@ fn waits_are_charged_to_the_waiting_function_and_the_right_lock() {
     let since_start = kiln_profile::decode(&raw_pprof, &Default::default()).unwrap();
     let file = dir.path().join("mutex.pb.gz");
     std::fs::write(&file, &raw_pprof).unwrap();
-    let go = std::process::Command::new("go")
-        .args(["tool", "pprof", "-top", "-sample_index=delay"])
-        .arg(&file)
-        .output()
-        .expect("`go` must be installed (scripts/test installs golang-go)");
-    let text = String::from_utf8_lossy(&go.stdout);
-    assert!(
-        go.status.success(),
-        "{}",
-        String::from_utf8_lossy(&go.stderr)
-    );
+    let text = common::go_top(&file, &["-sample_index=delay"]);
     assert!(text.contains("Type: delay"), "{text}");
     assert!(text.contains("wait_for_ledger"), "{text}");
     std::fs::remove_file(&file).unwrap();
@@ -347,7 +322,7 @@ fn waits_are_charged_to_the_waiting_function_and_the_right_lock() {
             _ => String::new(),
         }
     };
-    let written = mutex_profiles(dir.path());
+    let written = common::profiles(dir.path(), "mutex");
     assert_eq!(written.len(), 2, "the session's profile and the window's");
     for p in written.iter().chain(std::iter::once(&since_start)) {
         assert_eq!(p.str(p.default_sample_type), "delay");

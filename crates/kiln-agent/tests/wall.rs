@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
 #[inline(never)]
 fn compute_part(d: Duration) {
     let t0 = Instant::now();
@@ -194,20 +196,8 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
     agent.stop().unwrap();
     eprintln!("TRUTH wall status: {:?}", st.wall);
 
-    let mut cpu_files = Vec::new();
-    let mut files = Vec::new();
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if e.path().to_string_lossy().contains("/wall/") {
-                files.push(e.path());
-            } else if e.path().to_string_lossy().contains("/process_cpu/") {
-                cpu_files.push(e.path());
-            }
-        }
-    }
+    let files = common::files(dir.path(), "wall");
+    let cpu_files = common::files(dir.path(), "process_cpu");
     assert_eq!(files.len(), 1, "{files:?}");
     let raw = std::fs::read(&files[0]).unwrap();
     let p = kiln_profile::decode(&raw, &Default::default()).unwrap();
@@ -249,21 +239,9 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
     // wall sampler's signals must not swallow the CPU engine's.
     let cpu =
         kiln_profile::decode(&std::fs::read(&cpu_files[0]).unwrap(), &Default::default()).unwrap();
-    let ci = cpu.sample_type_index("cpu").unwrap();
-    let cn = cpu.sample_types.len();
     for (i, own) in spun.iter().enumerate() {
         let name = format!("spinner-{i}");
-        let sampled: i64 = cpu
-            .samples
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                cpu.labels(s.labels)
-                    .iter()
-                    .any(|l| cpu.str(l.key) == "thread_name" && cpu.str(l.str) == name)
-            })
-            .map(|(k, _)| cpu.values[k * cn + ci])
-            .sum();
+        let sampled = common::labelled(&cpu, "cpu", "thread_name", &name);
         let own = own.as_nanos() as f64;
         eprintln!("TRUTH {name}: {sampled} ns sampled, {own} ns by its clock");
         assert!(
@@ -289,20 +267,17 @@ fn every_thread_is_sampled_with_its_state_and_real_time() {
         let m = &t[&format!("idler-{i}")];
         assert!(share(m, |s, _| s == "sleeping") >= 95.0, "idler-{i}: {m:?}");
     }
-    assert!(st.wall.missed <= 5, "{:?}", st.wall);
+    // A thread that gets no CPU before the next tick misses its sample
+    // (a loaded machine): rare.
+    let samples = p.total(p.sample_type_index("samples").unwrap());
+    assert!(
+        st.wall.missed as i64 * 50 <= samples,
+        "{:?} of {samples} samples",
+        st.wall
+    );
 
     // `go tool pprof` reads it.
-    let go = std::process::Command::new("go")
-        .args(["tool", "pprof", "-top", "-tagfocus=thread_state=lock"])
-        .arg(&files[0])
-        .output()
-        .expect("`go` must be installed (scripts/test installs golang-go)");
-    let text = String::from_utf8_lossy(&go.stdout);
-    assert!(
-        go.status.success(),
-        "{}",
-        String::from_utf8_lossy(&go.stderr)
-    );
+    let text = common::go_top(&files[0], &["-tagfocus=thread_state=lock"]);
     assert!(text.contains("Type: wall"), "{text}");
     assert!(text.contains("wait_on_lock"), "{text}");
 }
