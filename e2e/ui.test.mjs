@@ -221,6 +221,14 @@ try {
   check(threads.filter((t) => t.hot).map((t) => t.name).sort().join() === "cache-evictor,hot-loop", "only those two");
   const pools = await page.$$eval("#pools tbody tr", (t) => t.map((r) => r.dataset.name));
   check(pools.includes("worker-*"), `pools are listed (${pools})`);
+  // Each thread's own counters, and the pool that switches far more than
+  // it computes marked.
+  const poolRows = await page.$$eval("#pools tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, switchy: r.classList.contains("switchy"), switches: +r.dataset.switches, text: r.textContent })));
+  const offload = poolRows.find((r) => r.name === "offload-*");
+  check(offload && offload.switchy && offload.switches > 100000, `the offload pool is marked switching (${offload && offload.text})`);
+  check(poolRows.filter((r) => r.switchy).map((r) => r.name).join() === "offload-*", "only that pool");
+  const hotRow = threads.find((t) => t.name === "hot-loop");
+  check(/\d/.test(hotRow.text.split("min")[1] || ""), `a thread's run delay and switches are shown (${hotRow.text})`);
   check(page.url().includes("tab=threads"), "the tab is in the URL");
   await shot("7-threads");
 

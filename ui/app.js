@@ -147,10 +147,21 @@ async function loadThreads() {
   const t = await api("/api/v1/threads", { query: state.query, ...range() });
   // Cores: CPU time over the time the thread was seen (its own profiles'
   // span), so a thread that started late is not spread over the range.
-  const row = (r) => `<tr data-name="${esc(r.name)}" data-cores="${r.cores ?? ""}" data-seen="${r.seen_ns ?? ""}"${(r.cores ?? 0) >= 0.8 ? ' class="hot" title="near a full core: a bottleneck"' : ""}>` +
+  // Marks: near a full core (a bottleneck); switching more than once per
+  // millisecond it computes (work offloaded in pieces too short).
+  const marks = (r) => {
+    const cls = [], why = [];
+    if ((r.cores ?? 0) >= 0.8) { cls.push("hot"); why.push("near a full core: a bottleneck"); }
+    if (r.switchy) { cls.push("switchy"); why.push("switches more than once per millisecond of CPU"); }
+    return cls.length ? ` class="${cls.join(" ")}" title="${why.join("; ")}"` : "";
+  };
+  const c = (r) => r.counters || {};
+  const row = (r) => `<tr data-name="${esc(r.name)}" data-cores="${r.cores ?? ""}" data-seen="${r.seen_ns ?? ""}" data-switches="${(c(r).voluntary_switches ?? 0) + (c(r).involuntary_switches ?? 0)}"${marks(r)}>` +
     `<td>${esc(r.name || "(unnamed)")}</td><td class="num">${(100 * r.share).toFixed(1)}%</td>` +
     `<td class="num">${r.cores !== undefined ? r.cores.toFixed(2) : "—"}</td>` +
-    `<td class="num">${r.seen_ns !== undefined ? fmtValue(r.seen_ns, "nanoseconds") : "—"}</td></tr>`;
+    `<td class="num">${r.seen_ns !== undefined ? fmtValue(r.seen_ns, "nanoseconds") : "—"}</td>` +
+    `<td class="num">${r.counters ? fmtValue(c(r).run_delay_ns, "nanoseconds") : "—"}</td>` +
+    `<td class="num">${r.counters ? `${fmtValue(c(r).voluntary_switches, "count")} / ${fmtValue(c(r).involuntary_switches, "count")}` : "—"}</td></tr>`;
   $("#pools tbody").innerHTML = t.pools.map(row).join("");
   $("#threads tbody").innerHTML = t.threads.map(row).join("");
   $("#threads").dataset.rows = t.threads.length;

@@ -19,7 +19,10 @@ use crate::{ApiError, AppState, tenant};
 
 /// `GET /api/v1/threads?query=&from=&until=` → `{"type", "unit", "total",
 /// "pools", "threads"}`, rows `{"name", "value", "share"}` and, for time
-/// units, `"cores"` and `"seen_ns"` (docs/api.md).
+/// units, `"cores"` and `"seen_ns"`; where the agents send their
+/// `threads` profile, `"counters"` (CPU, run delay, voluntary and
+/// involuntary switches over the range) and `"switchy"`: more than one
+/// switch per millisecond of CPU (docs/api.md).
 pub async fn threads(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -40,10 +43,45 @@ pub async fn threads(
         Default::default()
     };
     let range_ns = (s.until - s.from).saturating_mul(1_000_000);
+    // Each thread's own counters (the agent's `threads` profile), beside
+    // whatever type was asked for.
+    let counters_q = kiln_store::selector::Query {
+        profile_type: "threads".into(),
+        matchers: s.q.matchers.clone(),
+    };
+    let counters =
+        crate::cluster::select(&st, &tenant, &counters_q, s.from, s.until, Detail::Labels).await?;
     let body = cpu(move || {
+        let per = |key: &str| -> HashMap<String, [i64; 4]> {
+            let mut out: HashMap<String, [i64; 4]> = HashMap::new();
+            let Some(c) = counters.as_ref() else {
+                return out;
+            };
+            for (i, ty) in [
+                "cpu",
+                "run_delay",
+                "voluntary_switches",
+                "involuntary_switches",
+            ]
+            .iter()
+            .enumerate()
+            {
+                let Some(t) = c.sample_type_index(ty) else {
+                    continue;
+                };
+                for (name, v) in kiln_profile::group_by_label(c, t, key).unwrap_or_default() {
+                    out.entry(name).or_default()[i] += v;
+                }
+            }
+            out
+        };
+        let (pool_counts, thread_counts) = (per("thread_pool"), per("thread_name"));
         let total = prof.total(ty);
         let (name, unit) = prof.sample_type_names(ty);
-        let rows = |key: &str, seen: &Observed| -> Result<Vec<Value>, ApiError> {
+        let rows = |key: &str,
+                    seen: &Observed,
+                    counts: &HashMap<String, [i64; 4]>|
+         -> Result<Vec<Value>, ApiError> {
             let g = kiln_profile::group_by_label(&prof, ty, key)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
             Ok(g.into_iter()
@@ -59,6 +97,19 @@ pub async fn threads(
                         r["cores"] = json!(v as f64 / seen_ns as f64);
                         r["seen_ns"] = json!(seen_ns);
                     }
+                    if let Some(&[cpu_ns, delay_ns, vol, invol]) = counts.get(&name) {
+                        r["counters"] = json!({
+                            "cpu_ns": cpu_ns,
+                            "run_delay_ns": delay_ns,
+                            "voluntary_switches": vol,
+                            "involuntary_switches": invol,
+                        });
+                        // Switching far more than computing: more than one
+                        // switch per millisecond on a CPU (the work
+                        // handed to it is shorter than a switch is worth).
+                        let switches = vol + invol;
+                        r["switchy"] = json!(switches >= 100 && switches * 1_000_000 > cpu_ns);
+                    }
                     r
                 })
                 .collect())
@@ -67,8 +118,8 @@ pub async fn threads(
             "type": name,
             "unit": unit,
             "total": total,
-            "pools": rows("thread_pool", &pools_seen)?,
-            "threads": rows("thread_name", &threads_seen)?,
+            "pools": rows("thread_pool", &pools_seen, &pool_counts)?,
+            "threads": rows("thread_name", &threads_seen, &thread_counts)?,
         }))
     })
     .await?;

@@ -244,6 +244,8 @@ fn web_ui_in_chromium() {
                     ("io-1", &glue("tokio::runtime::park;epoll_wait"), 0.1),
                     ("hot-loop", &glue("shop::cache::evict_loop"), 9.5),
                     ("main", &deep, 0.3),
+                    ("offload-1", &glue("shop::offload::hand_off"), 0.05),
+                    ("offload-2", &glue("shop::offload::hand_off"), 0.05),
                 ],
             );
             push(&url, &p, "shop-1");
@@ -310,6 +312,36 @@ fn web_ui_in_chromium() {
                     ],
                 );
                 push_named(&url, "mutex", &mutex, "shop-1");
+                // Each thread's counters: the offload pool switches 4,000
+                // times per 10 s for 50 ms of CPU; the others barely.
+                let ms = 1_000_000i64;
+                let counts = typed(
+                    t,
+                    &[
+                        ("cpu", "nanoseconds"),
+                        ("run_delay", "nanoseconds"),
+                        ("voluntary_switches", "count"),
+                        ("involuntary_switches", "count"),
+                    ],
+                    &[
+                        ("hot-loop", "hot-loop", &[], &[9_500 * ms, 300 * ms, 2, 40]),
+                        ("worker-1", "worker-1", &[], &[1_150 * ms, 20 * ms, 60, 5]),
+                        ("worker-2", "worker-2", &[], &[4_250 * ms, 40 * ms, 90, 9]),
+                        (
+                            "offload-1",
+                            "offload-1",
+                            &[],
+                            &[50 * ms, 30 * ms, 4_000, 20],
+                        ),
+                        (
+                            "offload-2",
+                            "offload-2",
+                            &[],
+                            &[50 * ms, 30 * ms, 4_000, 20],
+                        ),
+                    ],
+                );
+                push_named(&url, "threads", &counts, "shop-1");
             }
         }
     }
