@@ -93,6 +93,9 @@ pub struct Fold {
     pub wall: crate::wall::WallSampler,
     /// Wall samples go to the continuous window (`wall_hz` > 0).
     pub wall_continuous: bool,
+    /// CPU samples drained so far, per thread (to tell a thread whose
+    /// engine went silent).
+    pub cpu_samples: HashMap<u32, u64>,
 }
 
 /// Distinct rows each since-start table keeps; past it new rows are not
@@ -166,6 +169,7 @@ impl Fold {
             counters,
             wall: crate::wall::WallSampler::new(),
             wall_continuous: false,
+            cpu_samples: HashMap::new(),
         }
     }
 
@@ -358,9 +362,11 @@ impl Fold {
             sessions,
             buf,
             period_ns,
+            cpu_samples,
             ..
         } = self;
         shared.ring.drain(|s| {
+            *cpu_samples.entry(s.tid).or_default() += 1;
             stack_of(buf, s);
             let weight = u64::from(s.weight.max(1));
             let ns = weight * *period_ns;

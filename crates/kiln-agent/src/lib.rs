@@ -244,6 +244,7 @@ impl Inner {
             leaf_only: shared.map_or(0, |s| load(&s.leaf_only)),
             ignored_signals: shared.map_or(0, |s| load(&s.ignored)),
             arm_failures: load(&self.counters.arm_failures),
+            rearmed: load(&self.counters.rearmed),
             windows_written: load(&self.counters.windows_written),
             windows_dropped: load(&self.counters.windows_dropped),
             unknown_frames: load(&self.counters.unknown_frames),

@@ -42,8 +42,18 @@ enum Arm {
 
 struct Thread {
     name: String,
-    _arm: Arm,
+    arm: Arm,
+    /// Its CPU time and the samples it had given at the last check that
+    /// its engine still fires.
+    checked: Option<(u64, u64)>,
 }
+
+/// A thread whose CPU grew by this many periods with no sample since the
+/// last check has lost its engine's signal (a standard signal is pending
+/// at most once: one the host sent, or a request pending when the
+/// overflow fired, swallows it, and the event or one-shot timer is
+/// re-armed only by its handler): its engine is armed again.
+const SILENT_PERIODS: u64 = 20;
 
 /// What the sampler needs to run.
 pub struct SamplerConfig {
@@ -273,9 +283,21 @@ pub fn run(
         counters
             .wall_missed
             .store(fold.wall.missed, Ordering::Relaxed);
-        if cfg.thread_stats && stats_at.elapsed() >= THREAD_STATS_INTERVAL {
+        if stats_at.elapsed() >= THREAD_STATS_INTERVAL {
             stats_at = Instant::now();
-            stats.refresh();
+            if cfg.thread_stats {
+                stats.refresh();
+            }
+            if !stopping {
+                rearm_silent(
+                    shared,
+                    &cfg,
+                    fold.period_ns,
+                    &mut threads,
+                    &fold.cpu_samples,
+                    &counters,
+                );
+            }
         }
         if stopping || Instant::now() >= window_end {
             let now = SystemTime::now();
@@ -405,37 +427,100 @@ fn scan(
         last_maps.at = Some(Instant::now());
     }
     for tid in fresh {
-        let arm = match cfg.engine {
-            _ if period_ns == 0 => Arm::None,
-            Engine::Perf => match PerfEvent::open(tid, period_ns, cfg.perf_user_only) {
-                Ok(e) => Arm::Perf(e),
-                // The thread exited between the listing and now.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
-                Err(e) => {
-                    counters.arm_failures.fetch_add(1, Ordering::Relaxed);
-                    counters.set_error(format!("perf_event_open for thread {tid}: {e}"));
-                    Arm::None
-                }
-            },
-            Engine::Ctimer => {
-                match ThreadTimer::create(tid, period_ns, crate::sys::next_interval(shared)) {
-                    Ok(t) => Arm::Timer(t),
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::ESRCH)
-                            || e.raw_os_error() == Some(libc::EINVAL) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => {
-                        counters.arm_failures.fetch_add(1, Ordering::Relaxed);
-                        counters.set_error(format!("timer_create for thread {tid}: {e}"));
-                        Arm::None
-                    }
-                }
-            }
-            Engine::Itimer | Engine::Auto => Arm::None,
+        let Some(arm) = arm(shared, cfg, period_ns, tid, counters) else {
+            continue;
         };
         let name = thread_name(tid).unwrap_or_default();
-        threads.insert(tid, Thread { name, _arm: arm });
+        threads.insert(
+            tid,
+            Thread {
+                name,
+                arm,
+                checked: None,
+            },
+        );
+    }
+}
+
+/// Thread `tid`'s engine at `period_ns`; `None` when the thread exited.
+fn arm(
+    shared: &Shared,
+    cfg: &SamplerConfig,
+    period_ns: u64,
+    tid: u32,
+    counters: &Counters,
+) -> Option<Arm> {
+    Some(match cfg.engine {
+        _ if period_ns == 0 => Arm::None,
+        Engine::Perf => match PerfEvent::open(tid, period_ns, cfg.perf_user_only) {
+            Ok(e) => Arm::Perf(e),
+            // The thread exited between the listing and now.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return None,
+            Err(e) => {
+                counters.arm_failures.fetch_add(1, Ordering::Relaxed);
+                counters.set_error(format!("perf_event_open for thread {tid}: {e}"));
+                Arm::None
+            }
+        },
+        Engine::Ctimer => {
+            match ThreadTimer::create(tid, period_ns, crate::sys::next_interval(shared)) {
+                Ok(t) => Arm::Timer(t),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ESRCH)
+                        || e.raw_os_error() == Some(libc::EINVAL) =>
+                {
+                    return None;
+                }
+                Err(e) => {
+                    counters.arm_failures.fetch_add(1, Ordering::Relaxed);
+                    counters.set_error(format!("timer_create for thread {tid}: {e}"));
+                    Arm::None
+                }
+            }
+        }
+        Engine::Itimer | Engine::Auto => Arm::None,
+    })
+}
+
+/// Arms again every thread whose CPU time grew by [`SILENT_PERIODS`]
+/// periods since the last check with no sample from it (`samples`: per
+/// thread, the CPU samples drained so far).
+fn rearm_silent(
+    shared: &Shared,
+    cfg: &SamplerConfig,
+    period_ns: u64,
+    threads: &mut HashMap<u32, Thread>,
+    samples: &HashMap<u32, u64>,
+    counters: &Counters,
+) {
+    if period_ns == 0 {
+        return;
+    }
+    for (&tid, t) in threads.iter_mut() {
+        if matches!(t.arm, Arm::None) {
+            continue;
+        }
+        // A user-only perf event does not count time in the kernel.
+        let cpu = if cfg.engine == Engine::Perf && cfg.perf_user_only {
+            crate::threads::read_user_cpu(tid)
+        } else {
+            crate::threads::read_cpu(tid)
+        };
+        let Some(cpu) = cpu else {
+            continue;
+        };
+        let seen = samples.get(&tid).copied().unwrap_or(0);
+        if let Some((cpu0, seen0)) = t.checked
+            && seen == seen0
+            && cpu.saturating_sub(cpu0) > SILENT_PERIODS * period_ns
+        {
+            // Dropping the old event or timer first: one engine a thread.
+            t.arm = Arm::None;
+            if let Some(a) = arm(shared, cfg, period_ns, tid, counters) {
+                t.arm = a;
+                counters.rearmed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        t.checked = Some((cpu, seen));
     }
 }

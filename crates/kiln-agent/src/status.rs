@@ -23,6 +23,8 @@ pub struct Counters {
     pub(crate) live_full: AtomicU64,
     /// Wall samples whose thread did not answer for its stack.
     pub(crate) wall_missed: AtomicU64,
+    /// Threads whose engine went silent and was armed again.
+    pub(crate) rearmed: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) last_file: Mutex<Option<PathBuf>>,
     pub(crate) unwind: Mutex<sys::UnwindStatus>,
@@ -66,6 +68,9 @@ pub struct Status {
     pub ignored_signals: u64,
     /// Threads whose timer could not be armed.
     pub arm_failures: u64,
+    /// Threads whose engine stopped firing (its signal lost) and was armed
+    /// again by the sampler's check every second.
+    pub rearmed: u64,
     /// Profiles delivered, summed over the sinks.
     pub windows_written: u64,
     /// Windows dropped because the writer fell behind.

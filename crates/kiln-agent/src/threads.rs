@@ -36,6 +36,21 @@ pub struct ThreadDelta {
     pub counts: Counts,
 }
 
+/// Thread `tid`'s CPU time so far (its schedstat's first field).
+pub fn read_cpu(tid: u32) -> Option<u64> {
+    let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    sched.split_whitespace().next()?.parse().ok()
+}
+
+/// Thread `tid`'s CPU time in user mode so far, from `stat`'s `utime`
+/// (in USER_HZ ticks, 100 a second on Linux whatever the kernel's HZ).
+pub fn read_user_cpu(tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let ticks: u64 = after_comm.split(' ').nth(11)?.parse().ok()?;
+    Some(ticks * 10_000_000)
+}
+
 /// The counters of thread `tid`, if it is alive and they are readable.
 pub fn read(tid: u32) -> Option<Counts> {
     let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
