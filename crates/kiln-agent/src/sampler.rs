@@ -129,6 +129,8 @@ pub fn run(
     let mut fold = Fold::new(counters.clone());
     fold.wall_continuous = cfg.wall_hz > 0;
     let me = crate::sys::gettid();
+    let mut last_wall_hz = 0u32;
+    let mut ring_dropped = 0u64;
     let mut tids: Vec<u32> = Vec::new();
     crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
     crate::sys::contention::RATE.store(cfg.lock_rate, Ordering::Relaxed);
@@ -144,7 +146,16 @@ pub fn run(
     shared.active.store(true, Ordering::Release);
     loop {
         let mut stopping = false;
-        match cmds.recv_timeout(DRAIN_INTERVAL) {
+        // A wall tick due before the next drain is not made to wait.
+        let wait = if last_wall_hz > 0 {
+            fold.wall
+                .until_due(Instant::now())
+                .min(DRAIN_INTERVAL)
+                .max(Duration::from_millis(1))
+        } else {
+            DRAIN_INTERVAL
+        };
+        match cmds.recv_timeout(wait) {
             Ok(Cmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => stopping = true,
             Err(RecvTimeoutError::Timeout) => {}
             Ok(Cmd::StartSession {
@@ -274,6 +285,12 @@ pub fn run(
         } else {
             fold.wall_hz(cfg.wall_hz)
         };
+        if wall_hz > 0 && last_wall_hz == 0 {
+            // Starting again (a wall session after none): what the sampler
+            // last saw is from before the gap.
+            fold.wall = crate::wall::WallSampler::new();
+        }
+        last_wall_hz = wall_hz;
         if wall_hz > 0 {
             tids.clear();
             tids.extend(threads.keys().copied().filter(|&t| t != me));
@@ -294,7 +311,8 @@ pub fn run(
                     &cfg,
                     fold.period_ns,
                     &mut threads,
-                    &fold.cpu_samples,
+                    &mut fold.cpu_samples,
+                    &mut ring_dropped,
                     &counters,
                 );
             }
@@ -490,9 +508,15 @@ fn rearm_silent(
     cfg: &SamplerConfig,
     period_ns: u64,
     threads: &mut HashMap<u32, Thread>,
-    samples: &HashMap<u32, u64>,
+    samples: &mut HashMap<u32, u64>,
+    dropped: &mut u64,
     counters: &Counters,
 ) {
+    samples.retain(|tid, _| threads.contains_key(tid));
+    // Samples the full ring dropped make any thread look silent.
+    let now_dropped = shared.ring.dropped.load(Ordering::Relaxed);
+    let lossy = now_dropped != *dropped;
+    *dropped = now_dropped;
     if period_ns == 0 {
         return;
     }
@@ -512,7 +536,9 @@ fn rearm_silent(
         let seen = samples.get(&tid).copied().unwrap_or(0);
         if let Some((cpu0, seen0)) = t.checked
             && seen == seen0
+            && !lossy
             && cpu.saturating_sub(cpu0) > SILENT_PERIODS * period_ns
+            && !crate::threads::blocks_sigprof(tid)
         {
             // Dropping the old event or timer first: one engine a thread.
             t.arm = Arm::None;

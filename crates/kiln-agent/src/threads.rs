@@ -51,6 +51,20 @@ pub fn read_user_cpu(tid: u32) -> Option<u64> {
     Some(ticks * 10_000_000)
 }
 
+/// Whether thread `tid` blocks SIGPROF (its `SigBlk` mask): it is not
+/// sampled, by its own choice.
+pub fn blocks_sigprof(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        // SIGPROF is signal 27: bit 26.
+        .is_some_and(|mask| mask & (1 << 26) != 0)
+}
+
 /// The counters of thread `tid`, if it is alive and they are readable.
 pub fn read(tid: u32) -> Option<Counts> {
     let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;

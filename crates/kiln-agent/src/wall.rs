@@ -46,11 +46,11 @@ impl State {
 }
 
 /// Files kept open between samples at most (a thread's `schedstat`,
-/// then its `stat`): 512, or a quarter of the process's descriptor limit
-/// if that is less — the host's descriptors are its own. Past it, files
-/// are opened at each read.
+/// then its `stat`): 512, or an eighth of the process's descriptor limit
+/// if that is less (128 under the common 1,024) — the host's descriptors
+/// are its own. Past it, files are opened at each read.
 fn max_open() -> usize {
-    crate::sys::wall::fd_limit().map_or(64, |n| ((n / 4) as usize).min(512))
+    crate::sys::wall::fd_limit().map_or(64, |n| ((n / 8) as usize).min(512))
 }
 
 /// One thread as the wall sampler last saw it.
@@ -79,10 +79,12 @@ struct Seen {
 /// CPU time a wall request's handler may take on the thread it
 /// interrupts without the thread counting as having run.
 const HANDLER_NS: u64 = 200_000;
-/// A thread that did not run for this many ticks in a row is looked at
-/// one tick in [`BACKOFF`] only; when it is seen to have run, all but
-/// one period of the time since goes to the state it was in.
-const IDLE_AFTER: u32 = 4;
+/// A thread that did not run for this long (and at least 4 ticks) is
+/// looked at one tick in [`BACKOFF`] only; when it is seen to have run,
+/// all but one period of the time since goes to the state it was in. Long
+/// enough that periodic work (a thread waking every 100 ms) is never
+/// backed off, so its short runs are not lost between looks.
+const IDLE_AFTER: Duration = Duration::from_millis(500);
 /// See [`IDLE_AFTER`].
 const BACKOFF: u64 = 4;
 
@@ -108,7 +110,8 @@ pub struct WallSampler {
     max_open: usize,
     ticks: u64,
     /// Stacks asked for and not answered by the next tick (the thread
-    /// blocks the signal, or exited): their samples are dropped.
+    /// blocks the signal, or exited): their samples keep the thread's
+    /// last stack, or are dropped when it has none.
     pub missed: u64,
 }
 
@@ -168,6 +171,11 @@ impl WallSampler {
     /// Whether a tick is due at `hz`.
     pub fn due(&self, now: Instant) -> bool {
         now >= self.next
+    }
+
+    /// How long until the next tick is due.
+    pub fn until_due(&self, now: Instant) -> Duration {
+        self.next.saturating_duration_since(now)
     }
 
     fn schedule(&mut self, now: Instant, hz: u32) {
@@ -250,10 +258,14 @@ impl WallSampler {
                     });
                 }
             }
-            if s.idle >= IDLE_AFTER && !(self.ticks + u64::from(tid)).is_multiple_of(BACKOFF) {
+            let idle_ticks = ((IDLE_AFTER.as_nanos() as u64 / period_ns) as u32).max(4);
+            if s.idle >= idle_ticks && !(self.ticks + u64::from(tid)).is_multiple_of(BACKOFF) {
                 continue;
             }
             let Some((cpu_ns, delay_ns, runs)) = schedstat(&mut s.schedstat, tid, false) else {
+                // Gone (or its id reused): seen afresh at the next tick.
+                self.open -= usize::from(s.schedstat.is_some()) + usize::from(s.stat.is_some());
+                self.seen.remove(&tid);
                 continue;
             };
             let mut ns = now.duration_since(s.at).as_nanos() as u64;
@@ -299,7 +311,7 @@ impl WallSampler {
             s.runs = runs;
             s.at = now;
             if ran {
-                if s.idle >= IDLE_AFTER
+                if s.idle >= idle_ticks
                     && ns > period_ns + period_ns / 2
                     && let Some(stack) = &s.stack
                 {

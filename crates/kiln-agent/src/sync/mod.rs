@@ -48,11 +48,18 @@ pub const DEFAULT_SAMPLE_NS: u64 = 100_000;
 /// Times the wait for `take`, once an immediate attempt failed.
 #[inline(never)]
 fn waited<R>(site: Site, take: impl FnOnce() -> R) -> R {
-    let slot = begin_wait();
+    /// Unmarks the thread as waiting however `take` ends.
+    struct Waiting(Option<usize>);
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            end_wait(self.0.take());
+        }
+    }
+    let waiting = Waiting(begin_wait());
     let t0 = Instant::now();
     let r = take();
     let waited = t0.elapsed().as_nanos() as u64;
-    end_wait(slot);
+    drop(waiting);
     contended(site, waited);
     r
 }

@@ -64,7 +64,7 @@ impl Site {
     }
 
     /// The site a ring slot or a histogram holds.
-    pub fn from_raw(kind: u8, addr: u64, len: u32) -> Site {
+    pub(crate) fn from_raw(kind: u8, addr: u64, len: u32) -> Site {
         match kind {
             // SAFETY: only `raw` writes these fields, from a `&'static
             // str` (pointer and length) or a `&'static Location`; both

@@ -64,6 +64,11 @@ pub fn thread_stack(
     tid: u32,
     timeout: std::time::Duration,
 ) -> Result<(Vec<u64>, bool), DumpError> {
+    if !super::ASK_OK.load(Ordering::Relaxed) {
+        return Err(DumpError::Signal(
+            "SIGVTALRM is the host's: threads are not asked for stacks".into(),
+        ));
+    }
     let _one_at_a_time = DUMP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     DUMP.target.store(tid, Ordering::Relaxed);
     DUMP.state.store(DUMP_REQUESTED, Ordering::Release);

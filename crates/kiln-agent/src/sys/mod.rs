@@ -243,8 +243,10 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
             unwind_errors: Vec::new(),
         }),
     }));
-    SHARED.store(shared as *const Shared as *mut Shared, Ordering::Release);
+    // Installed before it is published: a process whose handler could
+    // not be installed has no shared state, so nothing ever signals it.
     install_handler()?;
+    SHARED.store(shared as *const Shared as *mut Shared, Ordering::Release);
     Ok(shared)
 }
 
@@ -256,8 +258,13 @@ pub const SIGNAL: libc::c_int = libc::SIGPROF;
 /// fires would swallow it, and that thread's CPU sampling would stop
 /// (its event is re-armed by the handler). Each handler blocks the
 /// other's signal, so they never nest, and neither can be lost to the
-/// other.
+/// other. A wall request and a dump pending at once are merged by the
+/// kernel; the handler answers both.
 pub const ASK_SIGNAL: libc::c_int = libc::SIGVTALRM;
+
+/// Whether [`ASK_SIGNAL`] is the agent's (false: the host handles
+/// SIGVTALRM itself, and nothing is asked of threads).
+pub static ASK_OK: AtomicBool = AtomicBool::new(false);
 
 /// Set in a forked child (by a `pthread_atfork` handler), where the
 /// handler must record nothing: cheaper than a `getpid` per signal.
@@ -278,7 +285,18 @@ fn install_handler() -> Result<(), std::io::Error> {
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = on_signal as *const () as usize;
     sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+    // The host's own SIGVTALRM handler (ITIMER_VIRTUAL) is left alone:
+    // wall-clock samples and thread dumps are then off.
+    // SAFETY: reads the current disposition into a zeroed sigaction.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; a null new action only reads.
+    unsafe { libc::sigaction(ASK_SIGNAL, std::ptr::null(), &mut old) };
+    let host_owns = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+    ASK_OK.store(!host_owns, Ordering::Relaxed);
     for (sig, other) in [(SIGNAL, ASK_SIGNAL), (ASK_SIGNAL, SIGNAL)] {
+        if sig == ASK_SIGNAL && host_owns {
+            continue;
+        }
         // SAFETY: sa_mask is a valid sigset_t inside `sa`.
         unsafe {
             libc::sigemptyset(&mut sa.sa_mask);
@@ -438,6 +456,9 @@ unsafe fn handle(
             // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
             let (ip, fp, sp) = unsafe { registers(ctx) };
             wall::answer(shared, ip, fp, sp);
+            // A dump request sent while this one was pending was merged
+            // into it (a standard signal is pending once): answer it too.
+            answer_dump(shared, ip, fp, sp);
         }
         return;
     }
@@ -446,6 +467,11 @@ unsafe fn handle(
             // SAFETY: `ctx` is the ucontext_t of the interrupted thread.
             let (ip, fp, sp) = unsafe { registers(ctx) };
             answer_dump(shared, ip, fp, sp);
+            // Likewise a wall request merged into this one (an answer no
+            // one asked for is ignored by the sampler).
+            if sig == ASK_SIGNAL && shared.active.load(Ordering::Relaxed) {
+                wall::answer(shared, ip, fp, sp);
+            }
         }
         return;
     }

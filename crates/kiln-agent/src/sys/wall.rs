@@ -24,6 +24,11 @@ const SI_UID_OFFSET: usize = 20;
 /// Asks thread `tid` of this process for its stack (answered into
 /// [`Shared::wall`] by its handler). `ESRCH`: the thread exited.
 pub fn request(tid: u32) -> std::io::Result<()> {
+    if !super::ASK_OK.load(Ordering::Relaxed) {
+        return Err(std::io::Error::other(
+            "SIGVTALRM is the host's: threads are not asked for stacks",
+        ));
+    }
     // SAFETY: a zeroed siginfo_t is a valid value; the fields written
     // below lie inside it, at the offsets of the `_rt` layout.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
