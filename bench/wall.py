@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Wall-clock sampling with many idle threads: 200 threads (190 parked,
-10 computing a tenth of the time), the agent sampling wall clock at 20 Hz
+waking every PARK_MS, default 1000; 10 computing a tenth of the time), the agent sampling wall clock at 20 Hz
 against the same agent with wall sampling off; the CPU the agent's own
 threads use, as a share of one core (bench/src/bin/wall.rs). Runs
 alternate; medians of RUNS (default 3).
 
-    RUNS=3 SECONDS=20 python3 bench/wall.py
+    RUNS=3 SECONDS=10 python3 bench/wall.py
+    RUNS=3 SECONDS=10 PARK_MS=3600000 python3 bench/wall.py   # idle for good
 """
 import json
 import os

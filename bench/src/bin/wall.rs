@@ -1,5 +1,6 @@
 //! Wall-clock sampling cost with many idle threads: THREADS threads (all
-//! but BUSY parked, BUSY computing a tenth of the time) for SECONDS, with
+//! but BUSY parked, waking every PARK_MS; BUSY computing a tenth of the
+//! time) for SECONDS, with
 //! an agent sampling wall clock at WALL_HZ (0: the agent without wall
 //! sampling). Prints the CPU the agent's own threads used (`kiln-*`,
 //! from their schedstat) and the samples the wall profile holds, as JSON
@@ -39,6 +40,7 @@ fn main() {
     let busy = env("BUSY", 10) as usize;
     let seconds = env("SECONDS", 20);
     let hz = env("WALL_HZ", 20) as u32;
+    let park = Duration::from_millis(env("PARK_MS", 1000));
     let dir = std::env::temp_dir().join(format!("kiln-bench-wall-{}", std::process::id()));
     let agent = kiln_agent::Agent::builder()
         .service("bench-wall")
@@ -65,7 +67,7 @@ fn main() {
                             }
                             std::thread::sleep(Duration::from_millis(45));
                         } else {
-                            std::thread::park_timeout(Duration::from_secs(1));
+                            std::thread::park_timeout(park);
                         }
                     }
                 })
