@@ -87,31 +87,16 @@ pub async fn lanes(
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
-    let raw = p.get("query").map_or("{}", String::as_str);
-    let q = selector::parse(raw).map_err(|e| ApiError::bad(format!("query: {e}")))?;
-    if !q.profile_type.is_empty() {
+    let s = crate::query::selection(&p, "")?;
+    if !s.q.profile_type.is_empty() {
         return Err(ApiError::bad(format!(
-            "query={raw:?}: a selector only ({{service_name=\"…\"}}): lanes read the wall and threads profiles"
+            "query={:?}: a selector only ({{service_name=\"…\"}}): lanes read the wall and threads profiles",
+            p.get("query").map_or("", String::as_str)
         )));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let time = |k: &str, default: i64| -> Result<i64, ApiError> {
-        match p.get(k) {
-            None => Ok(default),
-            Some(v) => {
-                crate::time::parse(v, now).map_err(|e| ApiError::bad(format!("{k}={v:?}: {e}")))
-            }
-        }
-    };
-    let from = time("from", now - 900_000)?;
-    let until = time("until", now)?;
-    if until <= from {
-        return Err(ApiError::bad("until: must be after from"));
-    }
+    let (q, until) = (s.q, s.until);
     let minute = kiln_store::BUCKET_MS;
-    let from = from.div_euclid(minute) * minute;
+    let from = s.from.div_euclid(minute) * minute;
     let span = until - from;
     let step = ((span + MAX_STEPS - 1) / MAX_STEPS)
         .div_euclid(minute)

@@ -14,7 +14,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::ring::RawSample;
-use super::{FORKED, MAX_DEPTH, SHARED, current_frame, current_pc, gettid, walk};
+use super::{FORKED, gettid, installed, push_here};
 
 /// Mean nanoseconds of waiting between samples; 0 while no agent
 /// profiles locks.
@@ -318,27 +318,16 @@ pub fn contended(site: Site, wait_ns: u64) {
 
 #[inline(never)]
 fn record(site: Site, wait_ns: u64, rate: u64) {
-    let p = SHARED.load(Ordering::Acquire);
-    if p.is_null() {
+    let Some(shared) = installed() else {
         return;
-    }
-    // SAFETY: a non-null SHARED points to a leaked Box, alive forever.
-    let shared = unsafe { &*p };
-    let (fp, sp) = current_frame();
-    let ip = current_pc();
-    let max = shared.max_depth.load(Ordering::Relaxed).clamp(1, MAX_DEPTH);
-    let tid = gettid();
+    };
     let (kind, addr, len) = site.raw();
-    shared.locks.push(|s: &mut RawSample| {
+    push_here(shared, &shared.locks, |s: &mut RawSample| {
         s.kind = kind;
-        s.tid = tid;
         s.weight = len;
         s.size = wait_ns;
         s.addr = addr;
         s.rate = rate;
-        let (n, truncated) = walk(shared, ip, fp, sp, max, &mut s.ips);
-        s.depth = n as u16;
-        s.truncated = truncated;
     });
     SAMPLED.fetch_add(1, Ordering::Relaxed);
 }

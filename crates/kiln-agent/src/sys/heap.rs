@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use super::ring::RawSample;
-use super::{FORKED, MAX_DEPTH, SHARED, current_frame, current_pc, gettid, walk};
+use super::{FORKED, gettid, installed, push_here};
 use crate::alloc::Profiled;
 
 /// Mean bytes between samples; 0 when no agent samples allocations.
@@ -212,26 +212,15 @@ fn sample(addr: u64, size: usize, rate: u64) {
 
 #[inline(never)]
 fn record(addr: u64, size: usize, rate: u64) {
-    let p = SHARED.load(Ordering::Acquire);
-    if p.is_null() {
+    let Some(shared) = installed() else {
         return;
-    }
-    // SAFETY: a non-null SHARED points to a leaked Box, alive forever.
-    let shared = unsafe { &*p };
-    let (fp, sp) = current_frame();
-    let ip = current_pc();
-    let max = shared.max_depth.load(Ordering::Relaxed).clamp(1, MAX_DEPTH);
-    let tid = gettid();
-    let pushed = shared.heap.push(|s: &mut RawSample| {
+    };
+    let pushed = push_here(shared, &shared.heap, |s: &mut RawSample| {
         s.kind = KIND_ALLOC;
-        s.tid = tid;
         s.weight = 1;
         s.size = size as u64;
         s.addr = addr;
         s.rate = rate;
-        let (n, truncated) = walk(shared, ip, fp, sp, max, &mut s.ips);
-        s.depth = n as u16;
-        s.truncated = truncated;
     });
     SAMPLED.fetch_add(1, Ordering::Relaxed);
     if pushed && !insert(addr) {
@@ -247,12 +236,9 @@ fn freed(addr: u64) {
     if FORKED.load(Ordering::Relaxed) {
         return;
     }
-    let p = SHARED.load(Ordering::Acquire);
-    if p.is_null() {
+    let Some(shared) = installed() else {
         return;
-    }
-    // SAFETY: as in `record`.
-    let shared = unsafe { &*p };
+    };
     FREES.fetch_add(1, Ordering::Relaxed);
     shared.heap.push(|s: &mut RawSample| {
         s.kind = KIND_FREE;

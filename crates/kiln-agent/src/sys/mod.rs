@@ -209,16 +209,12 @@ pub const WALL_RING_SLOTS: usize = 1024;
 /// The process-wide shared state, created (and the handler installed) on
 /// first use.
 pub fn shared() -> Result<&'static Shared, std::io::Error> {
-    let p = SHARED.load(Ordering::Acquire);
-    if !p.is_null() {
-        // SAFETY: a non-null SHARED points to a leaked Box, alive forever.
-        return Ok(unsafe { &*p });
+    if let Some(shared) = installed() {
+        return Ok(shared);
     }
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let p = SHARED.load(Ordering::Acquire);
-    if !p.is_null() {
-        // SAFETY: as above.
-        return Ok(unsafe { &*p });
+    if let Some(shared) = installed() {
+        return Ok(shared);
     }
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         ring: Ring::new(RING_SLOTS),
@@ -393,10 +389,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: errno is thread-local; reading and restoring it is what
     // keeps the interrupted code's errno intact.
     let saved_errno = unsafe { *libc::__errno_location() };
-    let p = SHARED.load(Ordering::Acquire);
-    if !p.is_null() {
-        // SAFETY: SHARED, once set, points to a leaked Box alive forever.
-        let shared = unsafe { &*p };
+    if let Some(shared) = installed() {
         // SAFETY: the kernel passes a valid siginfo and ucontext to an
         // SA_SIGINFO handler.
         unsafe { handle(shared, sig, info, ctx) };
@@ -651,14 +644,47 @@ fn ns_of(t: &libc::timespec) -> u64 {
 /// Walks and stores one sample. The whole signal path after the register
 /// read, public so a test can run it under a counting allocator.
 pub fn record(shared: &Shared, tid: u32, ip: u64, fp: u64, sp: u64, weight: u32) {
+    push_walk(shared, &shared.ring, tid, (ip, fp, sp), |s| {
+        s.weight = weight
+    });
+}
+
+/// Writes into a slot of `ring` the walk from `(ip, fp, sp)` of thread
+/// `tid`, after `fill` set the slot's other fields (every field a reader
+/// of that ring looks at: slots are reused). False when the ring was full
+/// (the sample is dropped and counted). What every recording path — the
+/// CPU handler, the allocator, a contended lock, a wall request — does.
+fn push_walk(
+    shared: &Shared,
+    ring: &Ring,
+    tid: u32,
+    (ip, fp, sp): (u64, u64, u64),
+    fill: impl FnOnce(&mut RawSample),
+) -> bool {
     let max = shared.max_depth.load(Ordering::Relaxed).clamp(1, MAX_DEPTH);
-    shared.ring.push(|s: &mut RawSample| {
+    ring.push(|s: &mut RawSample| {
+        fill(s);
         s.tid = tid;
-        s.weight = weight;
         let (n, truncated) = walk(shared, ip, fp, sp, max, &mut s.ips);
         s.depth = n as u16;
         s.truncated = truncated;
-    });
+    })
+}
+
+/// [`push_walk`] of the calling thread from where it is now (outside a
+/// signal handler: the allocator, a contended lock).
+#[inline(always)]
+fn push_here(shared: &Shared, ring: &Ring, fill: impl FnOnce(&mut RawSample)) -> bool {
+    let (fp, sp) = current_frame();
+    let ip = current_pc();
+    push_walk(shared, ring, gettid(), (ip, fp, sp), fill)
+}
+
+/// The shared state, once an agent created it (the handler installed).
+fn installed() -> Option<&'static Shared> {
+    let p = SHARED.load(Ordering::Acquire);
+    // SAFETY: a non-null SHARED points to a leaked Box, alive forever.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// Walks from `(ip, fp, sp)` into `out` (leaf first), at most `max`

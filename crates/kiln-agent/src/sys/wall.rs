@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use super::ring::RawSample;
-use super::{ASK_SIGNAL, MAX_DEPTH, Shared, gettid, walk};
+use super::{ASK_SIGNAL, Shared, gettid, push_walk};
 
 /// `si_code` of a signal sent with `sigqueue`-like calls.
 pub(super) const SI_QUEUE: libc::c_int = -1;
@@ -72,16 +72,16 @@ pub(super) unsafe fn is_request(info: *const libc::siginfo_t) -> bool {
 
 /// The handler's answer: this thread's stack into the wall ring.
 pub(super) fn answer(shared: &Shared, ip: u64, fp: u64, sp: u64) {
-    let max = shared.max_depth.load(Ordering::Relaxed).clamp(1, MAX_DEPTH);
-    let tid = gettid();
-    shared.wall.push(|s: &mut RawSample| {
-        s.kind = 0;
-        s.tid = tid;
-        s.weight = 1;
-        let (n, truncated) = walk(shared, ip, fp, sp, max, &mut s.ips);
-        s.depth = n as u16;
-        s.truncated = truncated;
-    });
+    push_walk(
+        shared,
+        &shared.wall,
+        gettid(),
+        (ip, fp, sp),
+        |s: &mut RawSample| {
+            s.kind = 0;
+            s.weight = 1;
+        },
+    );
 }
 
 /// The process's soft limit on open descriptors.

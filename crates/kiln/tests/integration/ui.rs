@@ -17,55 +17,22 @@ use crate::server::start_with;
 /// first, seconds of CPU)` per sample, counted as samples of 10 ms
 /// (rounded) beside the nanoseconds.
 fn profile(time_ms: i64, samples: &[(&str, &str, f64)]) -> Profile {
-    let mut p = Profile::with_sample_types(&[("samples", "count"), ("cpu", "nanoseconds")]);
+    let values: Vec<[i64; 2]> = samples
+        .iter()
+        .map(|&(_, _, secs)| [(secs * 100.0).round() as i64, (secs * 1e9) as i64])
+        .collect();
+    let rows: Vec<Row<'_>> = samples
+        .iter()
+        .zip(&values)
+        .map(|(&(thread, stack, _), v)| (thread, stack, &[][..], &v[..]))
+        .collect();
+    let mut p = typed(
+        time_ms,
+        &[("samples", "count"), ("cpu", "nanoseconds")],
+        &rows,
+    );
     p.period_type = Some(p.value_type("cpu", "nanoseconds"));
     p.period = 10_000_000;
-    p.time_nanos = time_ms * 1_000_000;
-    p.duration_nanos = 10_000_000_000;
-    let mut locs = std::collections::HashMap::new();
-    let (tn, tp) = (
-        p.strings.intern("thread_name"),
-        p.strings.intern("thread_pool"),
-    );
-    for &(thread, stack, secs) in samples {
-        let mut ids = Vec::new();
-        for frame in stack.split(';').rev() {
-            let id = *locs.entry(frame.to_string()).or_insert_with(|| {
-                let name = p.strings.intern(frame);
-                let f = p.add_function(Function {
-                    name,
-                    ..Default::default()
-                });
-                p.add_location(Location {
-                    lines: vec![Line {
-                        function: f,
-                        line: 0,
-                        column: 0,
-                    }],
-                    ..Default::default()
-                })
-            });
-            ids.push(id);
-        }
-        let pool = kiln_profile::thread_pool(thread);
-        let labels = [
-            Label {
-                key: tn,
-                str: p.strings.intern(thread),
-                ..Default::default()
-            },
-            Label {
-                key: tp,
-                str: p.strings.intern(&pool),
-                ..Default::default()
-            },
-        ];
-        p.push_sample(
-            &ids,
-            &labels,
-            &[(secs * 100.0).round() as i64, (secs * 1e9) as i64],
-        );
-    }
     p
 }
 
@@ -96,23 +63,27 @@ fn typed(time_ms: i64, types: &[(&str, &str)], rows: &[Row<'_>]) -> Profile {
     p.period = 1;
     p.time_nanos = time_ms * 1_000_000;
     p.duration_nanos = 10_000_000_000;
+    // One function and location per frame name.
+    let mut locs = std::collections::HashMap::new();
     for &(thread, stack, extra, values) in rows {
         let ids: Vec<_> = stack
             .split(';')
             .rev()
             .map(|frame| {
-                let name = p.strings.intern(frame);
-                let f = p.add_function(Function {
-                    name,
-                    ..Default::default()
-                });
-                p.add_location(Location {
-                    lines: vec![Line {
-                        function: f,
-                        line: 0,
-                        column: 0,
-                    }],
-                    ..Default::default()
+                *locs.entry(frame.to_string()).or_insert_with(|| {
+                    let name = p.strings.intern(frame);
+                    let f = p.add_function(Function {
+                        name,
+                        ..Default::default()
+                    });
+                    p.add_location(Location {
+                        lines: vec![Line {
+                            function: f,
+                            line: 0,
+                            column: 0,
+                        }],
+                        ..Default::default()
+                    })
                 })
             })
             .collect();
