@@ -1,5 +1,6 @@
 //! The block cache. Every known block keeps its index in memory (series,
-//! labels, kinds: what plans a query); its symbol tables, hour sums and
+//! labels, kinds: what plans a query; a service's whole days are read from
+//! day-sum blocks, see `days`); its symbol tables, hour sums and
 //! minute totals are loaded from storage when a query needs them
 //! ([`Level`]), and so are the row groups of the series a query reads
 //! (ranged reads of `samples.parquet`); all pinned while the query reads
@@ -27,7 +28,7 @@ pub(crate) struct Want {
 }
 
 impl Want {
-    fn level(level: Level) -> Want {
+    pub(crate) fn level(level: Level) -> Want {
         Want {
             level,
             series: None,
@@ -112,7 +113,7 @@ fn want_for(
         return None;
     }
     if need == Need::Totals && b.meta.files.contains_key(TOTALS) {
-        return Some(Want::level(Level::Hours));
+        return Some(Want::level(Level::Totals));
     }
     if !b.meta.files.contains_key(ROLLUPS) {
         // Written before blocks carried sums and totals: all of it.
@@ -168,9 +169,21 @@ impl Store {
             .filter(|b| b.meta.tenant == tenant && only(b, true))
             .map(|b| (b.clone(), Want::level(Level::Full)))
             .collect();
+        // A service's whole days: one day sum each, in place of the
+        // day's blocks.
+        let (days, replaced) = if need == Need::Merge && Part::rollup_key_for(q).is_some() {
+            self.day_plan(tenant, q, from_ms, until_ms, &only)
+        } else {
+            Default::default()
+        };
+        out.extend(days.into_iter().map(|d| (d, Want::level(Level::Hours))));
         let blocks: Vec<Arc<Block>> = read(&self.blocks)
             .values()
-            .filter(|b| b.overlaps(tenant, from_ms, until_ms) && only(b, false))
+            .filter(|b| {
+                b.overlaps(tenant, from_ms, until_ms)
+                    && !replaced.contains(&b.meta.id)
+                    && only(b, false)
+            })
             .cloned()
             .collect();
         for b in blocks {

@@ -12,6 +12,28 @@ use crate::store::{Block, now_ms, read, write};
 use crate::{Error, HOUR_MS, Store, block};
 
 impl Store {
+    /// Encodes `part` as the block `meta` names (off the async threads),
+    /// fills in the meta and uploads it; gives both back.
+    pub(crate) async fn write_block(
+        &self,
+        mut meta: block::Meta,
+        part: Part,
+    ) -> Result<(block::Meta, Part), Error> {
+        let id = meta.id.clone();
+        let (meta, files, part) = tokio::task::spawn_blocking(move || {
+            let (files, kinds) = block::encode(&meta.id, &part)?;
+            block::fill_meta(&mut meta, &part, kinds, &files);
+            Ok::<_, Error>((meta, files, part))
+        })
+        .await
+        .map_err(|e| Error::Block {
+            block: id,
+            reason: e.to_string(),
+        })??;
+        block::upload(&*self.storage, &meta, files).await?;
+        Ok((meta, part))
+    }
+
     /// Compacts this server's level-0 blocks of each tenant and hour that
     /// is over into one block per tenant and hour. Returns the new ids.
     pub async fn compact(&self) -> Result<Vec<String>, Error> {
@@ -24,6 +46,7 @@ impl Store {
             let hour = m.min_ms.div_euclid(HOUR_MS) * HOUR_MS;
             if m.server == self.server
                 && m.level == 0
+                && m.sums_of.is_empty()
                 && m.max_ms < hour + HOUR_MS
                 && hour + HOUR_MS <= hour_over
             {
@@ -53,7 +76,7 @@ impl Store {
             let pins = self.pin(&want).await?;
             // Merging the hour and encoding it are CPU work: off the async
             // threads.
-            let mut part = tokio::task::spawn_blocking(move || {
+            let part = tokio::task::spawn_blocking(move || {
                 let mut part = Part::default();
                 for (s, _) in pins.blocks() {
                     part.absorb(&read(&s.part))?;
@@ -75,18 +98,7 @@ impl Store {
             );
             meta.level = sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
             meta.sources = sources.iter().map(|s| s.meta.id.clone()).collect();
-            let (meta, files, back) = tokio::task::spawn_blocking(move || {
-                let (files, kinds) = block::encode(&meta.id, &part)?;
-                block::fill_meta(&mut meta, &part, kinds, &files);
-                Ok::<_, Error>((meta, files, part))
-            })
-            .await
-            .map_err(|e| Error::Block {
-                block: "compaction".into(),
-                reason: e.to_string(),
-            })??;
-            part = back;
-            block::upload(&*self.storage, &meta, files).await?;
+            let (meta, part) = self.write_block(meta, part).await?;
             {
                 let mut blocks = write(&self.blocks);
                 for s in &sources {

@@ -32,6 +32,7 @@ impl Store {
             max_ms: part.max_ms,
             level: 0,
             sources: Vec::new(),
+            sums_of: Vec::new(),
             wal_cut,
             series: 0,
             rows: 0,

@@ -50,6 +50,7 @@ mod cache;
 mod catalog;
 mod compact;
 mod cut;
+mod days;
 mod error;
 mod observed;
 mod part;
@@ -97,3 +98,6 @@ pub const NAME_LABEL: &str = "__name__";
 pub const BUCKET_MS: i64 = 60_000;
 /// Whole hours a query covers are read from one sum per hour.
 pub const HOUR_MS: i64 = 3_600_000;
+/// Whole days (UTC) a query of one service covers are read from one sum
+/// per day, once the day is over.
+pub const DAY_MS: i64 = 24 * HOUR_MS;

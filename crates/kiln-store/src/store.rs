@@ -119,6 +119,8 @@ pub struct Store {
     pub(crate) compactions: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) hours_summed: AtomicU64,
+    /// Day-sum blocks written.
+    pub(crate) days_summed: AtomicU64,
     /// Peers' blocks found or forgotten.
     pub(crate) found: AtomicU64,
     /// Whether every block in storage at the start is known (see
@@ -280,6 +282,7 @@ impl Store {
             retry: Mutex::new(None),
             compactions: AtomicU64::new(0),
             hours_summed: AtomicU64::new(0),
+            days_summed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             found: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
@@ -298,6 +301,7 @@ impl Store {
         self.profiles.load(Ordering::Relaxed)
             + self.flushes.load(Ordering::Relaxed)
             + self.compactions.load(Ordering::Relaxed)
+            + self.days_summed.load(Ordering::Relaxed)
             + self.expired.load(Ordering::Relaxed)
             + self.found.load(Ordering::Relaxed)
     }
@@ -426,6 +430,7 @@ impl Store {
             refused: self.refused.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             hours_summed: self.hours_summed.load(Ordering::Relaxed),
+            days_summed: self.days_summed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             cache_bytes: self.cached_bytes(),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
@@ -459,6 +464,7 @@ impl Store {
             return Ok(());
         }
         self.compact().await?;
+        self.sum_a_day().await?;
         self.expire().await?;
         self.refresh_if_stale().await
     }

@@ -75,6 +75,12 @@ pub struct Meta {
     /// Blocks this one replaces (compaction); they are ignored once it
     /// exists.
     pub sources: Vec<String>,
+    /// A day-sum block: the blocks (of its writer, each within its day)
+    /// whose services' sums it holds, summed over the day. It holds no
+    /// series; a query over whole days reads it in place of all of them,
+    /// when every one is known (see `docs/storage-format.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sums_of: Vec<String>,
     /// The writer's log segments below this number are all in its blocks.
     pub wal_cut: u64,
     /// Series, rows, profiles and samples held.

@@ -1,9 +1,9 @@
 //! Reading a block back: the files a [`Level`] needs fetched from
 //! storage (all at once), then decoded into a sealed part on a blocking
 //! thread. `Index` is what plans a query (series, their labels and
-//! kinds); `Hours` adds the symbol tables, the services' hour sums
-//! (`rollups.parquet`) and the series' minute totals (`totals.parquet`);
-//! `Full` adds every row.
+//! kinds); `Totals` adds the series' minute totals (`totals.parquet`);
+//! `Hours` the symbol tables and the services' hour sums
+//! (`rollups.parquet`); `Full` every row.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,18 +31,20 @@ use crate::part::{At, Dict, MinuteTotal, Part, Rows};
 pub(crate) enum Level {
     /// Series labels, the label index and kinds: what plans a query.
     Index = 0,
-    /// Also the symbol tables, the hour sums of each service and each
-    /// series' minute totals.
-    Hours = 1,
+    /// Also each series' minute totals: what a timeline reads.
+    Totals = 1,
+    /// Also the symbol tables and the hour sums of each service.
+    Hours = 2,
     /// Also every row.
-    Full = 2,
+    Full = 3,
 }
 
 impl Level {
     pub(crate) fn from_u8(v: u8) -> Level {
         match v {
             0 => Level::Index,
-            1 => Level::Hours,
+            1 => Level::Totals,
+            2 => Level::Hours,
             _ => Level::Full,
         }
     }
@@ -57,12 +59,13 @@ impl Level {
             "label_sets.parquet",
         ];
         let mut out = vec!["series.parquet"];
+        if self >= Level::Totals && meta.files.contains_key(TOTALS) {
+            out.push(TOTALS);
+        }
         if self >= Level::Hours {
             out.extend(DICT);
-            for f in [ROLLUPS, TOTALS] {
-                if meta.files.contains_key(f) {
-                    out.push(f);
-                }
+            if meta.files.contains_key(ROLLUPS) {
+                out.push(ROLLUPS);
             }
         }
         if self == Level::Full {

@@ -16,6 +16,7 @@ use crate::{Error, HOUR_MS, NAME_LABEL};
 pub(crate) type SeriesId = u32;
 
 mod buckets;
+mod days;
 mod observe;
 mod read;
 mod rows;
@@ -137,6 +138,20 @@ fn same_kind(a: &Profile, b: &Profile) -> bool {
         && period(a) == period(b)
         && a.period == b.period
         && a.str(a.default_sample_type) == b.str(b.default_sample_type)
+}
+
+/// `rows` with their stacks and label sets re-interned by `remap`.
+fn remapped(remap: &mut kiln_profile::Remapper<'_>, rows: &Rows) -> Result<Rows, Error> {
+    let mut out = Rows::new(rows.width);
+    let mut failed = None;
+    rows.for_each(|st, l, v| match remap.row(st, l) {
+        Ok((st, l)) => out.push(st, l, v),
+        Err(e) => failed = Some(e),
+    });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
 }
 
 /// `h` reduced to sample type `i`.
@@ -264,6 +279,26 @@ impl Part {
         g.widen(start, end);
     }
 
+    /// This part's header index for each of `other`'s headers, added
+    /// where new.
+    pub(crate) fn headers_of(&mut self, other: &Part) -> Vec<u32> {
+        other
+            .headers
+            .iter()
+            .map(|h| {
+                match self.headers.iter().position(|x| same_kind(x, h)) {
+                    Some(i) => i,
+                    None => {
+                        self.headers.push(h.clone());
+                        self.headers.len() - 1
+                    }
+                }
+                .try_into()
+                .unwrap_or(u32::MAX)
+            })
+            .collect()
+    }
+
     /// Adds another part's rows (re-interned into this part's table).
     pub fn absorb(&mut self, other: &Part) -> Result<(), Error> {
         let fixed = || Error::Block {
@@ -278,21 +313,7 @@ impl Part {
             .iter()
             .map(|s| self.series_for(&s.labels))
             .collect();
-        let headers: Vec<u32> = other
-            .headers
-            .iter()
-            .map(|h| {
-                match self.headers.iter().position(|x| same_kind(x, h)) {
-                    Some(i) => i,
-                    None => {
-                        self.headers.push(h.clone());
-                        self.headers.len() - 1
-                    }
-                }
-                .try_into()
-                .unwrap_or(u32::MAX)
-            })
-            .collect();
+        let headers = self.headers_of(other);
         let Dict::Live(dict) = &mut self.dict else {
             return Err(fixed());
         };
@@ -301,15 +322,7 @@ impl Part {
             let key = Part::rollup_key(&s.labels);
             for (&minute, groups) in &s.buckets.minutes {
                 for g in groups {
-                    let mut rows = Rows::new(g.rows.width);
-                    let mut failed = None;
-                    g.rows.for_each(|st, l, v| match remap.row(st, l) {
-                        Ok((st, l)) => rows.push(st, l, v),
-                        Err(e) => failed = Some(e),
-                    });
-                    if let Some(e) = failed {
-                        return Err(e.into());
-                    }
+                    let rows = remapped(&mut remap, &g.rows)?;
                     let header = headers[g.header as usize];
                     if let Some(key) = &key {
                         let r = self.rollups.entry(key.clone()).or_default().group(

@@ -3,6 +3,7 @@
 //! rollups, records; the block cache and a lazy start in `cache`.
 
 mod cache;
+mod days;
 mod observed;
 
 use std::collections::BTreeMap;

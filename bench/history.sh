@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Long ranges: a flame graph of a service over 7 and over 30 days of 100
+# instances. bench/src/bin/make-history.rs writes DAYS (default 30) of
+# history ending now into a data directory, one block per hour with its
+# hour sums, as a server that ran that long leaves it, then the day-sum
+# blocks (Store::sum_days). `kiln server` is started on a copy with
+# `[storage] cache = CACHE` (default 512MiB); after its blocks are listed,
+# each range is asked twice (`/pyroscope/render`: merge and timeline, as
+# the UI asks), the first from storage, the second from the cache, with
+# RSS after each. KILN_BEFORE=path also runs another build of `kiln` on the
+# same data in the same run (one that reads no day sums: the figures before
+# them).
+#
+#   bench/history.sh
+#   KILN_BEFORE=/work/before/target/release/kiln bench/history.sh
+#   DAYS=7 INSTANCES=10 bench/history.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DAYS=${DAYS:-30}
+INSTANCES=${INSTANCES:-100}
+PER_HOUR=${PER_HOUR:-1}
+CACHE=${CACHE:-512MiB}
+out=bench/out/history
+mkdir -p "$out"
+cargo build --release -q -p kiln -p kiln-bench
+data="$out/data-$DAYS-$INSTANCES-$PER_HOUR"
+if [ ! -f "$data/.done" ]; then
+  rm -rf "$data"
+  t0=$(date +%s)
+  target/release/make-history bench/data/cargo-build.folded.gz "$data" "$DAYS" "$INSTANCES" "$PER_HOUR" >&2
+  echo "history written in $(( $(date +%s) - t0 )) s" >&2
+  touch "$data/.done"
+fi
+work=$(mktemp -d)
+PID=
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$work"' EXIT
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
+metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+render() { # seconds for one flame graph of the last $1 days; checks it is not empty
+  local s
+  s=$(curl -s -o "$work/body" -w '%{time_total}' -G "$URL/pyroscope/render" \
+    --data-urlencode 'query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="bench"}' \
+    --data-urlencode "from=now-${1}d" --data-urlencode until=now --data-urlencode maxNodes=8192)
+  python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["flamebearer"]["numTicks"]; assert t > 0, t; print(t)' "$work/body" > "$work/ticks"
+  echo "$s"
+}
+run() { # $1: name, $2: kiln binary
+  rm -rf "$work/data"; cp -r "$data" "$work/data"
+  printf '[storage]\ncache = "%s"\n' "$CACHE" > "$work/kiln.toml"
+  "$2" server --listen 127.0.0.1:0 --data-dir "$work/data" --no-self-profile --config "$work/kiln.toml" > "$work/out" 2> "$work/err" &
+  PID=$!
+  until grep -q 'http://' "$work/out" 2>/dev/null; do
+    kill -0 "$PID" 2>/dev/null || { cat "$work/err"; exit 1; }
+    sleep 0.01
+  done
+  URL=$(grep -o 'http://[0-9.:]*' "$work/out")
+  until [ "$(metric kiln_server_blocks_listed)" = 1 ]; do sleep 0.05; done
+  local line="$1: blocks=$(metric kiln_server_blocks) rss_ready_mb=$(rss_mb)"
+  for d in 7 30; do
+    [ "$d" -le "$DAYS" ] || continue
+    local a b
+    a=$(render "$d"); local ticks; ticks=$(cat "$work/ticks")
+    b=$(render "$d")
+    line="$line ${d}d_first_s=$a ${d}d_later_s=$b ${d}d_ticks=$ticks rss_after_${d}d_mb=$(rss_mb)"
+  done
+  echo "$line cache_bytes=$(metric kiln_server_cache_bytes) loads=$(metric kiln_server_cache_loads)"
+  kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+}
+echo "data=$data ($(du -sh "$data/blocks" | cut -f1) of blocks, $DAYS days of $INSTANCES instances, $PER_HOUR profile(s) an hour each)"
+run kiln target/release/kiln
+[ -z "${KILN_BEFORE:-}" ] || run before "$KILN_BEFORE"

@@ -1,0 +1,209 @@
+//! Day sums: once a day (UTC) is over, each server writes, per tenant, one
+//! day-sum block holding every service's sum of that day over its own
+//! blocks that lie within it (`Meta::sums_of` names them), so a query of a
+//! service over whole days reads one sum per day instead of one per hour
+//! and block. Written again when the day's blocks change (a late block, a
+//! compaction), the older one then deleted. Queries use a day-sum block
+//! only while every block it sums is known (`day_plan`); otherwise they
+//! read those blocks' hour sums, so a stale or half-written one is never
+//! counted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::block::{Level, ROLLUPS};
+use crate::cache::Want;
+use crate::catalog::delete_block;
+use crate::part::{Part, whole_hours};
+use crate::store::{Block, now_ms, read, write};
+use crate::{BUCKET_MS, DAY_MS, Error, HOUR_MS, Store, selector};
+
+/// The first millisecond of the UTC day holding `ms`.
+fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// One day of one tenant to sum: its blocks, and the day-sum block that
+/// summed an earlier set of them, if any.
+struct DayJob {
+    tenant: String,
+    day: i64,
+    sources: Vec<Arc<Block>>,
+    old: Option<Arc<Block>>,
+}
+
+impl Store {
+    /// Writes the day-sum block of one tenant's day that is over (by
+    /// `flush_every` after its last hour, so its hours are compacted) and
+    /// has none, or whose blocks changed since. Returns its id, or `None`
+    /// if every day is summed. The upkeep calls it once a tick.
+    pub async fn sum_a_day(&self) -> Result<Option<String>, Error> {
+        let _busy = self.busy.lock().await;
+        let Some(job) = self.day_to_sum() else {
+            return Ok(None);
+        };
+        let want: Vec<(Arc<Block>, Want)> = job
+            .sources
+            .iter()
+            .map(|s| (s.clone(), Want::level(Level::Hours)))
+            .collect();
+        // Summed a step of blocks at a time: the cache and one step.
+        let mut part = Part::default();
+        for step in want.chunks(8) {
+            let pins = self.pin(step).await?;
+            let day = job.day;
+            part = tokio::task::spawn_blocking(move || {
+                for (s, _) in pins.blocks() {
+                    part.absorb_sums(&read(&s.part), day)?;
+                }
+                Ok::<_, Error>(part)
+            })
+            .await
+            .map_err(|e| Error::Block {
+                block: format!("day sum of {} at {}", job.tenant, job.day),
+                reason: e.to_string(),
+            })??;
+            self.drop_over_cache();
+        }
+        part.seal();
+        part.pack_sums();
+        let mut meta = self.meta(
+            self.block_id(job.day),
+            job.tenant.clone(),
+            &part,
+            job.sources
+                .iter()
+                .map(|s| s.meta.wal_cut)
+                .max()
+                .unwrap_or(0),
+        );
+        // Never level 0: compaction only merges level-0 blocks.
+        meta.level = job.sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
+        meta.sums_of = job.sources.iter().map(|s| s.meta.id.clone()).collect();
+        let (meta, part) = self.write_block(meta, part).await?;
+        let id = meta.id.clone();
+        {
+            let mut blocks = write(&self.blocks);
+            if let Some(old) = &job.old {
+                blocks.remove(&old.meta.id);
+            }
+            let block = Block::new(meta, part, Level::Full, Some(Instant::now()));
+            blocks.insert(id.clone(), Arc::new(block));
+        }
+        self.drop_over_cache();
+        if let Some(old) = &job.old
+            && let Err(e) = delete_block(&*self.storage, &old.meta.tenant, &old.meta.id).await
+        {
+            tracing::warn!(target: "kiln_store", "deleting an older day sum: {e}");
+        }
+        self.days_summed.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(id))
+    }
+
+    /// Sums every day that is over ([`Store::sum_a_day`] until none is
+    /// left); returns the ids written.
+    pub async fn sum_days(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        while let Some(id) = self.sum_a_day().await? {
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    /// The first day over whose own blocks are not summed as they are now.
+    fn day_to_sum(&self) -> Option<DayJob> {
+        let over =
+            (now_ms() - self.opts.flush_every.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS;
+        let blocks = read(&self.blocks);
+        let mut days: BTreeMap<(String, i64), Vec<Arc<Block>>> = BTreeMap::new();
+        let mut summed: BTreeMap<(String, i64), Arc<Block>> = BTreeMap::new();
+        for b in blocks.values().filter(|b| b.meta.server == self.server) {
+            let m = &b.meta;
+            let day = day_of(m.min_ms);
+            if day + DAY_MS > over {
+                continue;
+            }
+            let key = (m.tenant.clone(), day);
+            if !m.sums_of.is_empty() {
+                let newer = summed
+                    .get(&key)
+                    .is_none_or(|o| o.meta.created_ms <= m.created_ms);
+                if newer {
+                    summed.insert(key, b.clone());
+                }
+            } else if m.max_ms < day + DAY_MS && m.files.contains_key(ROLLUPS) {
+                days.entry(key).or_default().push(b.clone());
+            }
+        }
+        days.into_iter().find_map(|(key, sources)| {
+            let old = summed.remove(&key);
+            let ids: Vec<&String> = sources.iter().map(|s| &s.meta.id).collect();
+            let same = old
+                .as_ref()
+                .is_some_and(|o| o.meta.sums_of.iter().collect::<Vec<_>>() == ids);
+            (!same).then(|| DayJob {
+                tenant: key.0,
+                day: key.1,
+                sources,
+                old,
+            })
+        })
+    }
+
+    /// For a merge of one service over `[from_ms, until_ms)`: the day-sum
+    /// blocks of `tenant` to read for the whole days within it, and the
+    /// blocks they stand in for (newest day sum first; one whose blocks
+    /// are not all known, or that `only` refuses, is not used).
+    pub(crate) fn day_plan(
+        &self,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        only: &dyn Fn(&Block, bool) -> bool,
+    ) -> (Vec<Arc<Block>>, HashSet<String>) {
+        let mut days = Vec::new();
+        let mut replaced = HashSet::new();
+        let (first, end) = whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
+        let blocks = read(&self.blocks);
+        let mut sums: Vec<&Arc<Block>> = blocks
+            .values()
+            .filter(|b| {
+                let day = day_of(b.meta.min_ms);
+                !b.meta.sums_of.is_empty()
+                    && b.meta.tenant == tenant
+                    && day >= first
+                    && day + DAY_MS <= end
+                    && only(b, false)
+            })
+            .collect();
+        sums.sort_by_key(|b| std::cmp::Reverse(b.meta.created_ms));
+        for d in sums {
+            let Some(sources) = d
+                .meta
+                .sums_of
+                .iter()
+                .map(|id| blocks.get(id))
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            if sources
+                .iter()
+                .any(|s| replaced.contains(&s.meta.id) || !only(s, false))
+            {
+                continue;
+            }
+            let matched = sources
+                .iter()
+                .any(|s| !read(&s.part).matching(q).is_empty());
+            replaced.extend(sources.iter().map(|s| s.meta.id.clone()));
+            if matched {
+                days.push(d.clone());
+            }
+        }
+        (days, replaced)
+    }
+}

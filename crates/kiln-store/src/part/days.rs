@@ -1,0 +1,56 @@
+//! A day's sums: the hour sums of every service in several parts (the
+//! blocks of one day), re-interned into one part and summed into one group
+//! per kind keyed by the day's first millisecond — the part of a day-sum
+//! block, which holds no series.
+
+use super::buckets::group_of;
+use super::{Dict, Part, remapped};
+use crate::{DAY_MS, Error};
+
+impl Part {
+    /// Adds every hour sum `other` holds within the day starting at `day`
+    /// to this part's sum of that day, per service and kind.
+    pub(crate) fn absorb_sums(&mut self, other: &Part, day: i64) -> Result<(), Error> {
+        let headers = self.headers_of(other);
+        let Dict::Live(dict) = &mut self.dict else {
+            return Err(Error::Block {
+                block: String::new(),
+                reason: "a block takes no sums".into(),
+            });
+        };
+        let mut remap = dict.remapper(other.dict.tables());
+        for (key, b) in &other.rollups {
+            for (_, groups) in b.hours.range(day..day + DAY_MS) {
+                for g in groups {
+                    let rows = remapped(&mut remap, &g.rows)?;
+                    let into = self.rollups.entry(key.clone()).or_default();
+                    let sum = group_of(
+                        into.hours.entry(day).or_default(),
+                        headers[g.header as usize],
+                        g.rows.width,
+                    );
+                    sum.rows.extend(&rows);
+                    sum.rows.maybe_fold();
+                    sum.widen(g.start_ns, g.end_ns);
+                }
+            }
+        }
+        self.min_ms = self.min_ms.min(other.min_ms);
+        self.max_ms = self.max_ms.max(other.max_ms);
+        self.profiles += other.profiles;
+        self.samples += other.samples;
+        // Written as a block: no minutes, whole days only.
+        self.rollup_minutes = false;
+        Ok(())
+    }
+
+    /// Folds and packs the day sums: what a block holds.
+    pub(crate) fn pack_sums(&mut self) {
+        for r in self.rollups.values_mut() {
+            for g in r.hours.values_mut().flatten() {
+                g.rows.fold();
+                g.rows.pack();
+            }
+        }
+    }
+}

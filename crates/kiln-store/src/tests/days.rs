@@ -1,0 +1,135 @@
+//! Day sums: a service's whole days read from one day-sum block each, in
+//! place of the day's blocks, with the same answer as the blocks' hour
+//! sums and rows; a late block is counted once, then summed in again; a
+//! restart reads them back; a query whose selector is not a service's,
+//! or whose range cuts a day, reads the blocks.
+
+use std::sync::Arc;
+
+use super::{Now, canon, labels, profile};
+use crate::block::Level;
+use crate::store::{Block, now_ms};
+use crate::{DAY_MS, Detail, HOUR_MS, Options, Store, selector};
+
+fn blocks(store: &Store) -> Vec<Arc<Block>> {
+    store.blocks.read().unwrap().values().cloned().collect()
+}
+
+#[test]
+fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let svc = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+    let each = selector::parse(r#"process_cpu{service_name="svc", instance=~".+"}"#).unwrap();
+    // Three whole days, a week ago: over.
+    let d0 = (now_ms() / DAY_MS - 8) * DAY_MS;
+    let ingest = |store: &Arc<Store>, day: i64, hours: std::ops::Range<i64>, seed: i64| {
+        let store = store.clone();
+        async move {
+            for h in hours {
+                for (n, inst) in ["a", "b"].iter().enumerate() {
+                    let t = d0 + day * DAY_MS + h * HOUR_MS + 17 * 60_000;
+                    let p = profile(seed + h + n as i64);
+                    store.ingest("", labels("svc", inst), t, p).await.unwrap();
+                    let p = profile(seed + 40);
+                    store.ingest("", labels("other", inst), t, p).await.unwrap();
+                }
+                // One block every six hours, as cuts leave them.
+                if h % 6 == 5 {
+                    store.flush().await.unwrap();
+                }
+            }
+            store.flush().await.unwrap();
+        }
+    };
+    rt.block_on(async {
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        for day in 0..3 {
+            ingest(&store, day, 0..24, day * 100).await;
+        }
+        // The answers of the blocks alone, before any day sum.
+        let ranges = [
+            (d0, d0 + 3 * DAY_MS),
+            (d0 + 5 * HOUR_MS + 60_000, d0 + 2 * DAY_MS + 7 * HOUR_MS),
+            (d0 + DAY_MS, d0 + 2 * DAY_MS),
+        ];
+        let answer = |s: &Arc<Store>, q: &selector::Query, (a, b): (i64, i64)| {
+            canon(&s.select_now("", q, a, b, Detail::Stacks).unwrap().unwrap())
+        };
+        let want: Vec<_> = ranges.iter().map(|&r| answer(&store, &svc, r)).collect();
+        let want_each: Vec<_> = ranges.iter().map(|&r| answer(&store, &each, r)).collect();
+        assert_eq!(want, want_each, "service sums and series agree");
+        let hourly = blocks(&store).len();
+        assert_eq!(hourly, 12, "four blocks a day");
+
+        let made = store.sum_days().await.unwrap();
+        assert_eq!(made.len(), 3, "one day sum per day");
+        assert_eq!(store.stats().days_summed, 3);
+        assert!(store.sum_days().await.unwrap().is_empty(), "nothing new");
+        for b in blocks(&store).iter().filter(|b| !b.meta.sums_of.is_empty()) {
+            assert_eq!(b.meta.sums_of.len(), 4, "{}", b.meta.id);
+            assert_eq!(b.meta.series, 0, "a day sum holds no series");
+            assert!(b.meta.level >= 1, "never merged by compaction");
+        }
+        drop(store);
+
+        // After a restart nothing is in memory; whole days are read from
+        // the day sums alone, the day's blocks not loaded at all.
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(answer(&store, &svc, ranges[0]), want[0]);
+        let loaded = |store: &Arc<Store>| -> (usize, usize) {
+            let all = blocks(store);
+            let days = all
+                .iter()
+                .filter(|b| !b.meta.sums_of.is_empty() && b.level() > Level::Index)
+                .count();
+            let hours = all
+                .iter()
+                .filter(|b| b.meta.sums_of.is_empty() && b.level() > Level::Index)
+                .count();
+            (days, hours)
+        };
+        assert_eq!(loaded(&store), (3, 0), "three day sums, no block read");
+        // Edges inside days: their blocks' hours and rows, the whole day
+        // between from its sum; the same answers as before.
+        for (i, &r) in ranges.iter().enumerate() {
+            assert_eq!(answer(&store, &svc, r), want[i], "range {i}");
+            assert_eq!(answer(&store, &each, r), want_each[i], "range {i}, series");
+        }
+
+        // A late block in day 1: read beside the day sum (which does not
+        // name it), counted once; then summed in, the older sum deleted.
+        ingest(&store, 1, 3..4, 7).await;
+        let late: Vec<_> = ranges.iter().map(|&r| answer(&store, &each, r)).collect();
+        assert_ne!(late[0], want[0], "the late rows count");
+        for (i, &r) in ranges.iter().enumerate() {
+            assert_eq!(
+                answer(&store, &svc, r),
+                late[i],
+                "range {i} with a late block"
+            );
+        }
+        let again = store.sum_days().await.unwrap();
+        assert_eq!(again.len(), 1, "day 1 summed again");
+        let sums: Vec<_> = blocks(&store)
+            .into_iter()
+            .filter(|b| !b.meta.sums_of.is_empty())
+            .collect();
+        assert_eq!(sums.len(), 3, "the older sum of day 1 is gone");
+        for (i, &r) in ranges.iter().enumerate() {
+            assert_eq!(answer(&store, &svc, r), late[i], "range {i}, summed again");
+        }
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(answer(&store, &svc, ranges[0]), late[0], "after a restart");
+        let other = selector::parse(r#"process_cpu{service_name="other"}"#).unwrap();
+        let p = store
+            .select_now("", &other, ranges[0].0, ranges[0].1, Detail::Stacks)
+            .unwrap()
+            .unwrap();
+        // profile(s) holds s + (s + 1) samples; "other" took profile(seed + 40).
+        let of = |seed: i64| 2 * (seed + 40) + 1;
+        let want_other: i64 = (0..3).map(|d| 24 * 2 * of(d * 100)).sum::<i64>() + 2 * of(7);
+        assert_eq!(p.total(0), want_other, "another service of the same days");
+    });
+}
