@@ -51,14 +51,21 @@ async fn main() -> Result<()> {
         let hour = end - (hours - h) * HOUR_MS;
         for k in 0..per_hour as i64 {
             let at = hour + k * step_ms;
-            for i in 0..instances {
+            // The instances push at once, as a fleet does: one log sync
+            // for all of them (group commit).
+            let pushes = (0..instances).map(|i| {
                 let p = fleet.profile(i, at * 1_000_000, step_ms * 1_000_000);
                 let labels = vec![
                     ("__name__".to_string(), "process_cpu".to_string()),
                     ("service_name".to_string(), "bench".to_string()),
                     ("instance".to_string(), format!("{i:03}")),
                 ];
-                store.ingest("", labels, at, p).await?;
+                let store = store.clone();
+                tokio::spawn(async move { store.ingest("", labels, at, p).await })
+            });
+            let pushes: Vec<_> = pushes.collect();
+            for p in pushes {
+                p.await??;
             }
         }
         store.flush().await?;
