@@ -16,7 +16,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next draw.
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -25,7 +25,7 @@ impl Rng {
 
     /// A draw in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.draw() % n as u64) as usize
     }
 }
 
@@ -106,7 +106,7 @@ impl Fleet {
         // Each instance sees a drifting window of the capture: 80% shared.
         let lo = acc / 10 * (instance as i64 % 3) / 2;
         for _ in 0..self.per {
-            let pick = lo + (self.rng.next() % (acc - lo) as u64) as i64;
+            let pick = lo + (self.rng.draw() % (acc - lo) as u64) as i64;
             let si = self
                 .cumulative
                 .partition_point(|&c| c <= pick)
