@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::{Agent, DEFAULT_CPU_HZ, DEFAULT_MAX_DEPTH, DEFAULT_WINDOW, Engine, Error, config, sys};
 
+/// [`AgentBuilder::task_stack_every`]'s default.
+pub const DEFAULT_TASK_STACK_EVERY: u32 = 100;
+
 /// Builds an [`Agent`]; see the crate example.
 #[derive(Clone, Debug)]
 #[must_use]
@@ -30,6 +33,8 @@ pub struct AgentBuilder {
     pub(crate) thread_stats: bool,
     pub(crate) lock_sample_ns: u64,
     pub(crate) wall_hz: u32,
+    pub(crate) task_stack_every: u32,
+    pub(crate) watchdog: Option<Duration>,
 }
 
 impl Default for AgentBuilder {
@@ -53,6 +58,8 @@ impl Default for AgentBuilder {
             thread_stats: true,
             lock_sample_ns: crate::sync::DEFAULT_SAMPLE_NS,
             wall_hz: 0,
+            task_stack_every: DEFAULT_TASK_STACK_EVERY,
+            watchdog: None,
         }
     }
 }
@@ -114,6 +121,22 @@ impl AgentBuilder {
     /// Default on.
     pub fn thread_stats(mut self, on: bool) -> Self {
         self.thread_stats = on;
+        self
+    }
+
+    /// Every `n`-th operation of each task, and of each task's I/O
+    /// calls, records its stack as a site key (`module::function:line`
+    /// of the innermost frame in the service's own code). Default 100; 0
+    /// records none.
+    pub fn task_stack_every(mut self, n: u32) -> Self {
+        self.task_stack_every = n;
+        self
+    }
+
+    /// The deadline of tasks started without one: an operation running
+    /// longer counts as stuck. Default none.
+    pub fn watchdog(mut self, deadline: Duration) -> Self {
+        self.watchdog = Some(deadline);
         self
     }
 
@@ -247,6 +270,17 @@ impl Agent {
                 .ok_or_else(|| "expected a whole number from 0 (off) to 1000".into())
         })? {
             b.wall_hz = n;
+        }
+        if let Some(n) = config::env("KILN_TASK_STACK_EVERY", |s| {
+            s.trim().parse::<u32>().map_err(|e| e.to_string())
+        })? {
+            b.task_stack_every = n;
+        }
+        if let Some(d) = config::env("KILN_WATCHDOG", |s| {
+            config::parse_duration(s)
+                .ok_or_else(|| "expected a duration such as 5s or 500ms".into())
+        })? {
+            b.watchdog = Some(d);
         }
         if let Some(n) = config::env("KILN_LOCK_SAMPLE_NS", |s| {
             s.trim().parse::<u64>().map_err(|e| e.to_string())

@@ -41,6 +41,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "KILN_LOCK_SAMPLE_NS",
         "mean nanoseconds of lock waiting between samples (default 100000); 0 turns them off",
     ),
+    (
+        "KILN_TASK_STACK_EVERY",
+        "every Nth operation of a task records its call site (default 100); 0 none",
+    ),
+    (
+        "KILN_WATCHDOG",
+        "deadline of tasks started without one, e.g. `5s` (default: none)",
+    ),
     ("KILN_WINDOW", "profile window, e.g. `10s`, `500ms`, `1m`"),
     (
         "KILN_SERVER",

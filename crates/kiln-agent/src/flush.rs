@@ -129,6 +129,11 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                     let bytes = encode_event(&ctx, &w, Event::Lock, &mut symbols, code.now());
                     ctx.ship.enqueue("mutex", w.start, w.end, bytes, false);
                 }
+                if !w.tasks.is_empty() {
+                    let bytes = encode_tasks(&ctx, &w, &mut symbols, code.now());
+                    ctx.ship
+                        .enqueue(kiln_profile::tasks::PROFILE, w.start, w.end, bytes, false);
+                }
                 ctx.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Job::Total {
@@ -232,6 +237,31 @@ fn encode(
     code: &[CodeMapping],
 ) -> Bytes {
     let mut p = window::build(w, period_ns, symbols, code);
+    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+    Bytes::from(kiln_profile::pprof::encode_gzip(&p))
+}
+
+/// The window's `tasks` profile: each task's figures with its sites
+/// (which also count toward `/metrics`), labelled and gzipped.
+fn encode_tasks(ctx: &FlushCtx, w: &Window, symbols: &mut Symbols, code: &[CodeMapping]) -> Bytes {
+    let mut sites = crate::task::sites::sites(w, symbols, code);
+    let mut rows = w.tasks.clone();
+    let ids: std::collections::HashMap<&str, u32> = sites
+        .keys()
+        .filter_map(|&id| Some((crate::task::stats::task_name(id)?, id)))
+        .collect();
+    for r in &mut rows {
+        if let Some(s) = ids.get(r.task.as_str()).and_then(|id| sites.remove(id)) {
+            crate::task::stats::add_sites(ids[r.task.as_str()], &s);
+            r.sites = s;
+        }
+    }
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    };
+    let mut p =
+        kiln_profile::tasks::tasks_profile(&rows, ns(w.start), (ns(w.end) - ns(w.start)).max(0));
     crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
     Bytes::from(kiln_profile::pprof::encode_gzip(&p))
 }

@@ -154,6 +154,9 @@ fn stack_of(buf: &mut Vec<u64>, s: &crate::sys::ring::RawSample) {
     if s.truncated {
         buf.push(TRUNCATED);
     }
+    if s.task != 0 {
+        buf.push(crate::window::task_mark(s.task));
+    }
 }
 
 impl Fold {
@@ -333,6 +336,28 @@ impl Fold {
         });
     }
 
+    /// Moves the sampled stacks of task starts and I/O calls into the
+    /// window, keyed by (task, I/O kind or 0, stack); the flush thread
+    /// reduces each stack to its site.
+    fn drain_sites(&mut self, shared: &Shared) {
+        let Fold { window, buf, .. } = self;
+        shared.sites.drain(|s| {
+            stack_of(buf, s);
+            // The task is the key's; the stack keeps only frames.
+            if s.task != 0 {
+                buf.pop();
+            }
+            if window.sites.len() >= MAX_TOTAL_ROWS {
+                return;
+            }
+            let stack = window.stacks.intern(buf);
+            *window
+                .sites
+                .entry((s.addr as u32, s.size as u32, stack))
+                .or_default() += 1;
+        });
+    }
+
     /// Folds the stacks threads answered the wall sampler with.
     fn drain_wall(&mut self, shared: &Shared, names: Names<'_>) {
         let Fold {
@@ -355,6 +380,7 @@ impl Fold {
     /// when the continuous profile is on) and into every session.
     pub fn drain(&mut self, shared: &Shared, continuous: bool, names: Names<'_>) {
         self.drain_heap(shared, names);
+        self.drain_sites(shared);
         self.drain_locks(shared, names);
         self.drain_wall(shared, names);
         let Fold {

@@ -57,7 +57,11 @@ mod symbolize;
 pub mod sync;
 #[allow(unsafe_code)]
 mod sys;
+pub mod task;
 mod threads;
+#[cfg(feature = "tracing")]
+#[path = "tracing_layer.rs"]
+pub mod tracing;
 mod unwind;
 mod wall;
 mod window;
@@ -71,7 +75,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use builder::AgentBuilder;
+pub use builder::{AgentBuilder, DEFAULT_TASK_STACK_EVERY};
 pub use config::{DEFAULT_CPU_HZ, DEFAULT_MAX_DEPTH, DEFAULT_WINDOW, ENV_VARS};
 pub use control::{DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS};
 pub use session::{MAX_SESSION, MAX_SESSIONS, SessionInfo, SessionReport};
@@ -329,6 +333,7 @@ impl Agent {
         match Self::start_inner(cfg) {
             Ok(a) => Ok(a),
             Err(e) => {
+                task::disable();
                 RUNNING.store(false, Ordering::Release);
                 Err(e)
             }
@@ -399,7 +404,7 @@ impl Agent {
         } else {
             choice.reason.clone()
         };
-        tracing::info!(target: "kiln_agent", engine = ?choice.engine, reason = %engine_reason, "CPU sampling engine");
+        ::tracing::info!(target: "kiln_agent", engine = ?choice.engine, reason = %engine_reason, "CPU sampling engine");
 
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -444,6 +449,7 @@ impl Agent {
         };
         let mut threads = Vec::new();
         let (c, p) = (counters.clone(), pending.clone());
+        task::enable(cfg.task_stack_every, cfg.watchdog);
         threads.push(spawn("kiln-sampler", move || {
             sampler::run(shared, sampler_cfg, c, cmd_rx, job_tx, p)
         })?);
@@ -525,6 +531,7 @@ impl Agent {
         if self.threads.is_empty() {
             return Ok(());
         }
+        task::disable();
         let until = Instant::now() + deadline;
         let inner = self.inner.clone();
         // The sampler sends its last window and open sessions, then drops

@@ -135,6 +135,8 @@ pub fn run(
     crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
     crate::sys::contention::RATE.store(cfg.lock_rate, Ordering::Relaxed);
     let mut stats = crate::threads::ThreadStats::default();
+    // Each task's figures at the last window's end.
+    let mut task_prev = std::collections::HashMap::new();
     let mut stats_at = Instant::now();
     if cfg.thread_stats {
         // The first window counts from here.
@@ -326,12 +328,14 @@ pub fn run(
                 // Names as now (threads rename themselves).
                 done.threads = stats.window(|tid| thread_name(tid).unwrap_or_default());
             }
+            done.tasks = crate::task::stats::window(&mut task_prev);
             window_end = Instant::now() + cfg.window;
             if !done.counts.is_empty()
                 || done.has_memory()
                 || !done.locks.is_empty()
                 || !done.wall.is_empty()
                 || !done.threads.is_empty()
+                || !done.tasks.is_empty()
             {
                 // Stopping waits for the last window; otherwise a writer
                 // that fell behind loses windows, never the sampler's pace.

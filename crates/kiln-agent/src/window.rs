@@ -19,6 +19,20 @@ use crate::unwind::FrameAddress;
 /// Marks a stack the walk cut at the depth limit.
 pub const TRUNCATED: u64 = u64::MAX;
 
+/// Marks, as a stack's last (outermost) entry, the task it was taken in:
+/// `TASK_MARK | id`. Never a user-space address.
+const TASK_MARK: u64 = 0xFFFF_FFFE_0000_0000;
+
+/// The stack entry saying a sample was taken in task `id`.
+pub fn task_mark(id: u32) -> u64 {
+    TASK_MARK | u64::from(id)
+}
+
+/// The task a stack entry marks, if it is a mark.
+fn marked_task(a: u64) -> Option<u32> {
+    (a & 0xFFFF_FFFF_0000_0000 == TASK_MARK).then_some(a as u32)
+}
+
 /// A lock sample's row: waiting thread id, stack index, `lock` label.
 pub type LockKey = (u32, u32, Option<Arc<str>>);
 
@@ -49,6 +63,11 @@ pub struct Window {
     pub wall: HashMap<(u32, u32, crate::wall::State), (u64, u64)>,
     /// Every thread's counters over the window (`thread_stats`).
     pub threads: Vec<crate::threads::ThreadDelta>,
+    /// Sampled stacks of task starts and I/O calls per (task id, I/O
+    /// kind id or 0, stack index).
+    pub sites: HashMap<(u32, u32, u32), u64>,
+    /// Every task's figures over the window.
+    pub tasks: Vec<kiln_profile::tasks::TaskRow>,
 }
 
 impl Window {
@@ -65,6 +84,8 @@ impl Window {
             locks: HashMap::new(),
             wall: HashMap::new(),
             threads: Vec::new(),
+            sites: HashMap::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -84,9 +105,10 @@ impl Window {
 /// Each location points to the executable mapping that holds it (file,
 /// offset, build id), so that many processes of one binary merge into one
 /// set of locations whatever their load addresses.
-/// A sample's `thread_name` and `thread_pool` labels for thread `name`.
-fn thread_labels(p: &mut Profile, name: &str) -> [Label; 2] {
-    [
+/// A sample's labels: `thread_name` and `thread_pool` for thread
+/// `name`, and `task` when stack `stack` of `w` was taken inside one.
+fn labels_of(p: &mut Profile, w: &Window, name: &str, stack: u32) -> Vec<Label> {
+    let mut labels = vec![
         Label {
             key: p.strings.intern("thread_name"),
             str: p.strings.intern(name),
@@ -97,7 +119,21 @@ fn thread_labels(p: &mut Profile, name: &str) -> [Label; 2] {
             str: p.strings.intern(&thread_pool(name)),
             ..Label::default()
         },
-    ]
+    ];
+    let task = w
+        .stacks
+        .get(stack)
+        .last()
+        .and_then(|&a| marked_task(a))
+        .and_then(crate::task::stats::task_name);
+    if let Some(task) = task {
+        labels.push(Label {
+            key: p.strings.intern(kiln_profile::tasks::TASK_LABEL),
+            str: p.strings.intern(task),
+            ..Label::default()
+        });
+    }
+    labels
 }
 
 /// The window's start and length on `p`.
@@ -122,7 +158,7 @@ fn locate(
     let mut addrs = Vec::new();
     for stack in w.stacks.iter() {
         for (i, &a) in stack.iter().enumerate() {
-            if a != TRUNCATED {
+            if a != TRUNCATED && marked_task(a).is_none() {
                 addrs.push(lookup(i, a));
             }
         }
@@ -159,6 +195,9 @@ fn locate(
     for stack in w.stacks.iter() {
         let mut locs = Vec::with_capacity(stack.len());
         for (i, &a) in stack.iter().enumerate() {
+            if marked_task(a).is_some() {
+                continue;
+            }
             if a == TRUNCATED {
                 let loc = *truncated_loc.get_or_insert_with(|| {
                     let name = p.strings.intern("[truncated]");
@@ -237,7 +276,7 @@ pub fn build(w: &Window, period_ns: u64, symbols: &mut Symbols, code: &[CodeMapp
     entries.sort_unstable();
     for (&(tid, stack), &(count, ns)) in entries {
         let name = w.names.get(&tid).map_or("", String::as_str);
-        let labels = thread_labels(&mut p, name);
+        let labels = labels_of(&mut p, w, name, stack);
         p.push_sample(
             &stack_locs[stack as usize],
             &labels,
@@ -280,15 +319,15 @@ pub fn build_wall(
     entries.sort_unstable_by_key(|(k, _)| **k);
     for (&(tid, stack, state), &(count, ns)) in entries {
         let name = w.names.get(&tid).map_or("", String::as_str);
-        let [a, b] = thread_labels(&mut p, name);
-        let st = Label {
+        let mut labels = labels_of(&mut p, w, name, stack);
+        labels.push(Label {
             key: p.strings.intern("thread_state"),
             str: p.strings.intern(state.label()),
             ..Label::default()
-        };
+        });
         p.push_sample(
             &stack_locs[stack as usize],
-            &[a, b, st],
+            &labels,
             &[count as i64, ns as i64],
         );
     }
@@ -376,13 +415,14 @@ pub fn build_mutex(w: &Window, symbols: &mut Symbols, code: &[CodeMapping]) -> P
                 .to_string(),
         };
         let name = w.names.get(tid).map_or("", String::as_str);
-        let [a, b] = thread_labels(&mut p, name);
-        let l = Label {
+        let mut labels = labels_of(&mut p, w, name, *stack);
+        labels.push(Label {
             key: p.strings.intern("lock"),
             str: p.strings.intern(&lock),
             ..Label::default()
-        };
-        p.push_sample(locs, &[a, b, l], &[count.round() as i64, ns.round() as i64]);
+        });
+        let locs = &stack_locs[*stack as usize];
+        p.push_sample(locs, &labels, &[count.round() as i64, ns.round() as i64]);
     }
     p
 }
@@ -418,7 +458,7 @@ pub fn build_memory(w: &Window, rate: u64, symbols: &mut Symbols, code: &[CodeMa
     entries.sort_unstable_by_key(|(k, _)| *k);
     for ((tid, stack), v) in entries {
         let name = w.names.get(&tid).map_or("", String::as_str);
-        let labels = thread_labels(&mut p, name);
+        let labels = labels_of(&mut p, w, name, stack);
         let values = v.map(|x| x.round() as i64);
         p.push_sample(&stack_locs[stack as usize], &labels, &values);
     }

@@ -34,6 +34,7 @@ mod model;
 pub mod pprof;
 mod pprof_wire;
 pub mod push;
+pub mod tasks;
 
 pub use analysis::{
     Diff, DiffRow, Filter, FlameNode, FlameTree, OTHER, PARETO_SHARE, StackDiff, Top, TopRow, diff,

@@ -121,6 +121,7 @@ pub fn metrics_text(inner: &Inner) -> String {
             ));
         }
     }
+    crate::task::stats::metrics_text(&mut out);
     out
 }
 

@@ -59,6 +59,8 @@ pub struct Shared {
     pub locks: Ring,
     /// Stacks of threads the wall-clock sampler asked for.
     pub wall: Ring,
+    /// Stacks of every Nth operation of a task or I/O call, for its site.
+    pub sites: Ring,
     /// Readable memory, for bounds checks.
     pub regions: Regions,
     /// The handler records samples only while this is set.
@@ -205,6 +207,9 @@ pub const LOCK_RING_SLOTS: usize = 256;
 /// Slots of the wall ring: one answer per thread that ran since the last
 /// wall sample, drained every 10 ms.
 pub const WALL_RING_SLOTS: usize = 1024;
+/// Slots of the site ring: one stack per `task_stack_every` operations,
+/// drained every 10 ms.
+pub const SITE_RING_SLOTS: usize = 512;
 
 /// The process-wide shared state, created (and the handler installed) on
 /// first use.
@@ -221,6 +226,7 @@ pub fn shared() -> Result<&'static Shared, std::io::Error> {
         heap: Ring::new(HEAP_RING_SLOTS),
         locks: Ring::new(LOCK_RING_SLOTS),
         wall: Ring::new(WALL_RING_SLOTS),
+        sites: Ring::new(SITE_RING_SLOTS),
         regions: Regions::new(),
         active: AtomicBool::new(false),
         max_depth: AtomicUsize::new(MAX_DEPTH),
@@ -665,6 +671,8 @@ fn push_walk(
     ring.push(|s: &mut RawSample| {
         fill(s);
         s.tid = tid;
+        // The running thread's own: every path records its own stack.
+        s.task = crate::task::current_id();
         let (n, truncated) = walk(shared, ip, fp, sp, max, &mut s.ips);
         s.depth = n as u16;
         s.truncated = truncated;
@@ -678,6 +686,38 @@ fn push_here(shared: &Shared, ring: &Ring, fill: impl FnOnce(&mut RawSample)) ->
     let (fp, sp) = current_frame();
     let ip = current_pc();
     push_walk(shared, ring, gettid(), (ip, fp, sp), fill)
+}
+
+/// Records the calling thread's stack as a site of task `task` (`kind`:
+/// 0 for the task's start, else the I/O kind's id), when an agent is
+/// installed and the ring has room (a full ring drops and counts it).
+#[inline(never)]
+pub fn record_site(task: u32, kind: u32) {
+    if let Some(shared) = installed()
+        && shared.active.load(Ordering::Relaxed)
+    {
+        push_here(shared, &shared.sites, |s| {
+            s.kind = 0;
+            s.weight = 1;
+            s.size = u64::from(kind);
+            s.addr = u64::from(task);
+            s.rate = 0;
+        });
+    }
+}
+
+/// The calling thread's CPU time so far, ns (`CLOCK_THREAD_CPUTIME_ID`);
+/// 0 if the clock cannot be read.
+pub fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec the call writes.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0;
+    }
+    ns_of(&t)
 }
 
 /// The shared state, once an agent created it (the handler installed).

@@ -34,6 +34,9 @@ pub struct RawSample {
     pub addr: u64,
     /// See `size`.
     pub rate: u64,
+    /// The task running on the thread when the sample was taken (0:
+    /// none), [`crate::task`]'s id.
+    pub task: u32,
     /// `ips[0]` is the interrupted instruction; the rest are return addresses.
     pub ips: [u64; MAX_DEPTH],
 }
@@ -78,6 +81,7 @@ impl Ring {
                     size: 0,
                     addr: 0,
                     rate: 0,
+                    task: 0,
                     ips: [0; MAX_DEPTH],
                 }),
             })
