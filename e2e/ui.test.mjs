@@ -281,6 +281,36 @@ try {
   check(true, "the timeline draws the waits on that lock over time");
   await shot("11-lock-flame");
 
+  // Tasks: the slowest in total first, percentiles, where time went,
+  // stuck runs, sites; a click draws the task's latency over time.
+  await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-11m&until=now&tab=tasks`);
+  await ready();
+  await page.waitForSelector("#tasks tbody tr[data-task]");
+  const tasks = await page.$$eval("#tasks tbody tr[data-task]", (t) => t.map((r) => ({ task: r.dataset.task, count: +r.dataset.count, p99: +r.dataset.p99, text: r.innerText })));
+  check(tasks.map((t) => t.task).join() === "save_board,open_board", `tasks by time spent (${tasks.map((t) => t.task)})`);
+  const ob = tasks[1];
+  check(ob.count === 6000, `every operation of the last 10 minutes counted (${ob.count})`);
+  check(Math.abs(ob.p99 - 80e6) <= 0.01 * 80e6 && /8\d\.\d\d ms|79\.\d\d ms/.test(ob.text), `p99 is the 80 ms tail, shown as such (${ob.text})`);
+  check(/shop::board::load_rows:42/.test(ob.text), "its top site is named");
+  check(/\b10\b/.test(tasks[0].text.split("\t")[6] || ""), `save_board's stuck runs (${tasks[0].text})`);
+  const cpuPart = await page.$eval('#tasks tr[data-task="save_board"] i[data-part="CPU"]', (e) => ({ w: e.getBoundingClientRect().width, bar: e.parentElement.getBoundingClientRect().width, bg: getComputedStyle(e).backgroundColor }));
+  check(Math.abs(cpuPart.w / cpuPart.bar - 200 / 2400) < 0.02 && cpuPart.bg === "rgb(255, 138, 61)", `save_board's bar is 8% CPU, drawn orange (${JSON.stringify(cpuPart)})`);
+  check((await page.textContent("#tasks-legend")).includes("redis"), "the legend names the I/O kinds");
+  await page.click('#tasks tbody tr[data-task="open_board"]');
+  await page.waitForFunction(() => Number(document.querySelector("#task-latency").dataset.points || 0) >= 2);
+  const red = await page.evaluate(() => {
+    const c = document.querySelector("#task-latency");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] < 100 && d[i + 2] < 100) n++;
+    return n;
+  });
+  check(red > 50, `open_board's p99 line is drawn (${red} red pixels)`);
+  await shot("12-tasks");
+  await page.click("#task-flame");
+  await page.waitForFunction(() => window.kiln.state.tab === "flame");
+  check((await page.evaluate(() => window.kiln.state.query)).includes('task="open_board"'), "the task opens its flame graph");
+
   check(errors.length === 0, "no errors in the page: " + errors.join("; "));
   console.log(`all ${step} checks passed`);
 } catch (e) {

@@ -10,6 +10,7 @@ import { hideGlue, stripGlue, withGlue, withoutGlue } from "./glue.js";
 import { drawTimeline, wireTimelineDrag } from "./timeline.js";
 import { download, folded, svg } from "./export.js";
 import { drawLanes, legend, describe } from "./lanes.js";
+import { tasksHtml, splitLegend, drawLatency } from "./tasks.js";
 
 // ---------------------------------------------------------------- state
 
@@ -17,7 +18,7 @@ import { drawLanes, legend, describe } from "./lanes.js";
 // stack cannot push it below the first screen (`icicle=0`: the classic
 // flame, root at the bottom); `glue=hide` drops thread-start glue.
 const DEFAULTS = { query: "", from: "now-1h", until: "now", tab: "flame", search: "",
-  focus: "", icicle: "1", glue: "", sandwich: "", groupBy: "", rquery: "", rfrom: "", runtil: "" };
+  focus: "", icicle: "1", glue: "", sandwich: "", groupBy: "", rquery: "", rfrom: "", runtil: "", task: "" };
 const state = { ...DEFAULTS };
 
 function readUrl() {
@@ -210,6 +211,38 @@ function openLock(name) {
   writeUrl(true); syncForm(); load();
 }
 
+// Tasks of the selection (any profile type: tasks are their own), against
+// the comparison range when one is set; the chosen task's latency.
+async function loadTasks() {
+  const sel = selectorOf(state.query);
+  const [data, other] = await Promise.all([
+    api("/api/v1/tasks", { query: sel, ...range() }),
+    state.rfrom ? api("/api/v1/tasks", { query: state.rquery || sel, from: toServerTime(state.rfrom), until: toServerTime(state.runtil || "now") }) : null,
+  ]);
+  $("#tasks tbody").innerHTML = tasksHtml(data, other);
+  $("#tasks").dataset.rows = data.tasks.length;
+  $("#tasks-legend").innerHTML = data.tasks.length ? splitLegend(data) : "";
+  $("#tasks-compare").textContent = other ? `changes against ${state.rfrom} – ${state.runtil || "now"}` : "";
+  await loadTaskLatency();
+}
+
+async function loadTaskLatency() {
+  $("#task-detail").hidden = !state.task;
+  if (!state.task) return;
+  $("#task-name").textContent = state.task;
+  const data = await api("/api/v1/tasks", { query: selectorOf(state.query), ...range(), task: state.task });
+  drawLatency($("#task-latency"), data);
+}
+
+// The CPU flame graph of the samples taken inside one task.
+function openTask(name) {
+  const sel = selectorOf(state.query).replace(/}$/, "");
+  const v = name.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+  state.query = "process_cpu:cpu:nanoseconds:cpu:nanoseconds" + sel + (sel.length > 1 ? ", " : "") + `task="${v}"}`;
+  state.tab = "flame"; state.focus = ""; state.sandwich = ""; state.search = "";
+  writeUrl(true); syncForm(); load();
+}
+
 async function loadCompare() {
   const base = range();
   const rq = state.rquery ? typeOf(state.query) + state.rquery : state.query;
@@ -303,6 +336,7 @@ function syncForm() {
   $("#compare-tab").hidden = state.tab !== "compare";
   $("#threads-tab").hidden = state.tab !== "threads";
   $("#locks-tab").hidden = state.tab !== "locks";
+  $("#tasks-tab").hidden = state.tab !== "tasks";
 }
 
 let loading = 0;
@@ -316,6 +350,7 @@ async function load() {
     if (state.tab === "flame") work.push(loadFlame());
     if (state.tab === "threads") work.push(loadThreads());
     if (state.tab === "locks") work.push(loadLocks());
+    if (state.tab === "tasks") work.push(loadTasks());
     if (state.tab === "compare") work.push(loadCompare());
     await Promise.all(work);
     if (mine === loading) status("");
@@ -391,6 +426,13 @@ function init() {
     const hit = laneHit && laneHit(e.clientX - r.left, e.clientY - r.top);
     if (hit) openLane(hit, laneHit.source);
   });
+  $("#tasks tbody").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-task]");
+    if (!tr) return;
+    state.task = tr.dataset.task; writeUrl(true);
+    loadTaskLatency().catch((err) => status(err.message, true));
+  });
+  $("#task-flame").addEventListener("click", () => { if (state.task) openTask(state.task); });
   $("#locks tbody").addEventListener("click", (e) => {
     const tr = e.target.closest("tr[data-name]");
     if (tr) openLock(tr.dataset.name);

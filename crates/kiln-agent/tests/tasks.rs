@@ -340,3 +340,140 @@ fn tracing_spans_are_tasks_across_threads() {
         "p50",
     );
 }
+
+/// A free loopback port (bound then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's `prometheus` scraping this process's agent every second.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prometheus(target: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agent\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus must be installed (scripts/test installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let p = Prometheus {
+        child,
+        url,
+        _dir: dir,
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while reqwest::blocking::get(format!("{}/-/ready", p.url))
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(Instant::now() < until, "prometheus did not become ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    p
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of a PromQL instant query, once it has one.
+fn promql(p: &Prometheus, q: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/query", p.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("query={}", urlencode(q)))
+            .send()
+            .unwrap()
+            .text()
+            .map(|t| serde_json::from_str(&t).unwrap_or_default())
+            .unwrap();
+        let got = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok());
+        if let Some(x) = got.filter(|&x| ok(x)) {
+            return x;
+        }
+        assert!(Instant::now() < until, "{q}: no answer in 30 s: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn prometheus_reads_the_tail_from_the_histogram() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let agent = kiln_agent::Agent::builder()
+        .service("prom-truth")
+        .cpu_hz(0)
+        .control("127.0.0.1:0")
+        .start()
+        .unwrap();
+    let target = agent.status().control[0].to_string();
+    let prom = prometheus(&target);
+    // 95% of operations take ~1 ms, 5% ~40 ms: the p99 lies in the tail.
+    let mut lat = Vec::new();
+    for i in 0..600 {
+        let t0 = Instant::now();
+        let t = kiln_agent::task::start("prom_op");
+        std::thread::sleep(Duration::from_millis(if i % 20 == 19 { 40 } else { 1 }));
+        drop(t);
+        lat.push(t0.elapsed());
+    }
+    let truth = quantile(&mut lat, 0.99) / 1e9;
+    promql(
+        &prom,
+        "kiln_task_duration_seconds_count{task=\"prom_op\"}",
+        |n| n == 600.0,
+    );
+    let p99 = promql(
+        &prom,
+        "histogram_quantile(0.99, sum by (le) (kiln_task_duration_seconds_bucket{task=\"prom_op\"}))",
+        f64::is_finite,
+    );
+    eprintln!("prometheus p99 {p99:.4} s, the workload's {truth:.4} s");
+    // Within the bucket that holds the truth: (25 ms, 50 ms].
+    assert!(truth > 0.025 && truth <= 0.05, "the workload's p99 {truth}");
+    assert!(
+        p99 > 0.025 && p99 <= 0.05,
+        "histogram_quantile gave {p99}, truth {truth}"
+    );
+    agent.stop().unwrap();
+}

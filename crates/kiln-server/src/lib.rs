@@ -30,6 +30,7 @@ mod metrics;
 mod otlp;
 mod query;
 mod storage;
+mod tasks;
 mod threads;
 pub mod time;
 mod ui;
@@ -198,6 +199,7 @@ impl App {
             .route("/api/v1/profile-types", get(query::profile_types))
             .route("/api/v1/pprof", get(query::pprof))
             .route("/api/v1/threads", get(threads::threads))
+            .route("/api/v1/tasks", get(tasks::tasks))
             .route("/api/v1/group", get(group::group))
             .route("/api/v1/lanes", get(lanes::lanes))
             .route(cluster::HEAD_PATH, post(cluster::head))

@@ -17,6 +17,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("timeline.js", include_str!("../../../ui/timeline.js"), JS),
     ("export.js", include_str!("../../../ui/export.js"), JS),
     ("lanes.js", include_str!("../../../ui/lanes.js"), JS),
+    ("tasks.js", include_str!("../../../ui/tasks.js"), JS),
     (
         "style.css",
         include_str!("../../../ui/style.css"),

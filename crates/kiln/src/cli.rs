@@ -101,6 +101,10 @@ struct QueryArgs {
     /// Print the top table (the default).
     #[arg(long)]
     top: bool,
+    /// Print the tasks table of the selection (`{selector}`; any type is
+    /// ignored): rate, p50/p99/p999, CPU, I/O per kind, other, stuck.
+    #[arg(long)]
+    tasks: bool,
     /// Write an SVG flame graph here.
     #[arg(long, value_name = "FILE")]
     flamegraph: Option<PathBuf>,
@@ -353,6 +357,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 tenant: a.tenant.as_deref(),
             };
             let mut wrote = false;
+            if a.tasks {
+                let body = q.get_bytes("/api/v1/tasks")?;
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                match a.format {
+                    TableFormat::Text => print!("{}", render::tasks_text(&v, a.n)),
+                    TableFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                }
+                return Ok(());
+            }
             if let Some(f) = &a.pprof {
                 write(f, &q.get_bytes("/api/v1/pprof")?)?;
                 wrote = true;

@@ -4,7 +4,9 @@
 //! rendering, a session cache that holds memory) and a cache evictor that
 //! keeps one core busy. A newcomer runs one command and sees live data:
 //! the flame graph, the top table, the comparison of two phases, the
-//! bottleneck thread, where memory is allocated and who holds it.
+//! bottleneck thread, where memory is allocated and who holds it, and
+//! each request as a task: `checkout` with its `sql` and `redis` calls
+//! (one in fifty waits 20 ms on redis: the slow tail), a nested `render`.
 //!
 //! The service is this binary again (`kiln demo-service`, hidden), so the
 //! server's own profile and the shop's stay apart.
@@ -34,6 +36,9 @@ pub fn run(listen: &str, data_dir: Option<&Path>) -> Result<()> {
         );
         println!(
             "kiln demo: memory held: {url}/?query=memory:inuse_space:bytes:space:bytes%7Bservice_name%3D%22demo-shop%22%7D&from=now-15m"
+        );
+        println!(
+            "kiln demo: tasks: {url}/?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds%7Bservice_name%3D%22demo-shop%22%7D&from=now-15m&tab=tasks"
         );
         println!("kiln demo: the first profiles arrive within 5 seconds; Ctrl-C stops");
         Ok(Some(child))
@@ -84,12 +89,25 @@ fn worker(seed: u64) {
     }
 }
 
+/// One request, a `checkout` task: its database call is I/O `sql` (a
+/// real wait beside the query's CPU); one in fifty also waits 20 ms on
+/// `redis`; the response is rendered in a nested `render` task.
 #[inline(never)]
 fn handle_request(x: u64) -> u64 {
+    let _task = kiln_agent::task::start("checkout");
     let body = parse_request(x);
     let total = price_cart(body);
-    let rows = query_db(total);
-    let body = render_response(rows);
+    let rows = kiln_agent::task::io("sql", || {
+        std::thread::sleep(Duration::from_micros(300));
+        query_db(total)
+    });
+    if rows % 50 == 0 {
+        kiln_agent::task::io("redis", || std::thread::sleep(Duration::from_millis(20)));
+    }
+    let body = {
+        let _render = kiln_agent::task::start("render");
+        render_response(rows)
+    };
     remember_session(body);
     send_response(body)
 }

@@ -288,3 +288,67 @@ pub fn profile_json(p: &Profile) -> Result<Vec<u8>> {
     };
     Ok(serde_json::to_vec_pretty(&j)?)
 }
+
+/// `ns` as a short duration: `850ns`, `12.3µs`, `4.56ms`, `1.20s`.
+fn dur(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0}ns")
+    } else if ns < 1e6 {
+        format!("{:.1}µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2}ms", ns / 1e6)
+    } else {
+        format!("{:.2}s", ns / 1e9)
+    }
+}
+
+/// The tasks table of an `/api/v1/tasks` answer, `n` rows (0: all): per
+/// task its rate, percentiles, and where its time went (CPU, each I/O
+/// kind, other) as shares of its latency, then its top site.
+pub fn tasks_text(v: &serde_json::Value, n: usize) -> String {
+    let rows = v["tasks"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}  {:<30} {}\n",
+        "TASK",
+        "COUNT",
+        "RATE/s",
+        "P50",
+        "P99",
+        "P999",
+        "STUCK",
+        "TIME: CPU | I/O | OTHER",
+        "TOP SITE"
+    );
+    let take = if n == 0 { rows.len() } else { n };
+    for r in rows.iter().take(take) {
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        let total = f("latency_sum_ns").max(1.0);
+        let mut split = format!("cpu {:.0}%", 100.0 * f("cpu_ns") / total);
+        if let Some(io) = r["io_ns"].as_object() {
+            for (k, ns) in io {
+                split.push_str(&format!(
+                    " {k} {:.0}%",
+                    100.0 * ns.as_f64().unwrap_or(0.0) / total
+                ));
+            }
+        }
+        split.push_str(&format!(" other {:.0}%", 100.0 * f("other_ns") / total));
+        let site = r["sites"][0]["site"].as_str().unwrap_or("");
+        out.push_str(&format!(
+            "{:<28} {:>9} {:>9.2} {:>9} {:>9} {:>9} {:>6}  {:<30} {}\n",
+            r["task"].as_str().unwrap_or(""),
+            f("count"),
+            f("rate_per_s"),
+            dur(f("p50_ns")),
+            dur(f("p99_ns")),
+            dur(f("p999_ns")),
+            f("stuck"),
+            split,
+            site
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("(no tasks in this range: does the service run kiln_agent::task or its tracing layer?)\n");
+    }
+    out
+}

@@ -308,11 +308,13 @@ pub fn io<R>(kind: &'static str, f: impl FnOnce() -> R) -> R {
 }
 
 /// The default deadline in ns (0: none).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn default_deadline_ns() -> u64 {
     DEFAULT_DEADLINE_NS.load(Ordering::Relaxed)
 }
 
 /// Whether tasks are being recorded (an agent runs).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn on() -> bool {
     ON.load(Ordering::Relaxed)
 }

@@ -141,6 +141,42 @@ fn push(url: &str, p: &Profile, instance: &str) {
     assert!(r.status().is_success(), "push: {}", r.status());
 }
 
+/// One window of the shop's tasks (see the test).
+fn tasks_window(tail_ms: u64, k: i64) -> Vec<kiln_profile::tasks::TaskRow> {
+    use kiln_profile::tasks::TaskRow;
+    let ms = 1_000_000u64;
+    let mut open = TaskRow {
+        task: "open_board".into(),
+        count: 100,
+        cpu_ns: 100 * ms,
+        ..TaskRow::default()
+    };
+    for i in 0..100 {
+        let lat = if i < 90 { 4 * ms } else { tail_ms * ms };
+        open.latency.record(lat);
+        open.latency_sum_ns += lat;
+    }
+    open.io_ns
+        .insert("sql".into(), 90 * 5 * ms / 2 + 10 * (tail_ms - 1) * ms);
+    open.other_ns = open.latency_sum_ns - open.cpu_ns - open.io_ns["sql"];
+    open.sites.insert("shop::board::load_rows:42".into(), 9);
+    let mut save = TaskRow {
+        task: "save_board".into(),
+        count: 20,
+        cpu_ns: 200 * ms,
+        stuck: u64::from(k % 6 == 0),
+        ..TaskRow::default()
+    };
+    for _ in 0..20 {
+        save.latency.record(120 * ms);
+        save.latency_sum_ns += 120 * ms;
+    }
+    save.io_ns.insert("redis".into(), 2000 * ms);
+    save.other_ns = save.latency_sum_ns - 2200 * ms;
+    save.sites.insert("shop::board::save:88".into(), 2);
+    vec![open, save]
+}
+
 #[test]
 fn web_ui_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -313,6 +349,16 @@ fn web_ui_in_chromium() {
                     ],
                 );
                 push_named(&url, "threads", &counts, "shop-1");
+                // Tasks as the agent ships them: open_board's slow tail
+                // grows from 20 to 80 ms five minutes ago; save_board is
+                // slower, and one in twenty runs past its deadline.
+                let tail_ms = if k < 30 { 20 } else { 80 };
+                let p = kiln_profile::tasks::tasks_profile(
+                    &tasks_window(tail_ms, k),
+                    t * 1_000_000,
+                    10_000_000_000,
+                );
+                push_named(&url, "tasks", &p, "shop-1");
             }
         }
     }
