@@ -72,15 +72,14 @@ fn main() {
     let mut put = |k: &str, v: f64| {
         r.insert(k.into(), serde_json::json!((v * 100.0).round() / 100.0));
     };
-    let bare = tracing_subscriber::registry();
-    let layered = tracing_subscriber::registry().with(kiln_agent::tracing::layer());
+    let bare = tracing::Dispatch::new(tracing_subscriber::registry());
+    let layered =
+        tracing::Dispatch::new(tracing_subscriber::registry().with(kiln_agent::tracing::layer()));
     let (mut off, mut off_io, mut peer_span, mut floor) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         off.push(task_op(n));
         off_io.push(io_op(n));
-        peer_span.push(tracing::subscriber::with_default(bare.clone(), || {
-            span_op(n)
-        }));
+        peer_span.push(tracing::dispatcher::with_default(&bare, || span_op(n)));
         floor.push(clocks(n));
     }
     put("task_no_agent_ns", median(off));
@@ -97,7 +96,7 @@ fn main() {
     for _ in 0..rounds {
         on.push(task_op(n));
         on_io.push(io_op(n));
-        on_span.push(tracing::subscriber::with_default(layered.clone(), || {
+        on_span.push(tracing::dispatcher::with_default(&layered, || {
             span_op(n / 4)
         }));
     }

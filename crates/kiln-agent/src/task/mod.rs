@@ -133,7 +133,11 @@ fn start_inner(name: &'static str, deadline: Option<Duration>) -> Task {
 /// Records a site every `task_stack_every`-th tick of `counter`.
 pub(crate) fn maybe_site(stats: &TaskStats, kind: u32, counter: &std::sync::atomic::AtomicU64) {
     let every = STACK_EVERY.load(Ordering::Relaxed);
-    if every > 0 && counter.fetch_add(1, Ordering::Relaxed) % u64::from(every) == 0 {
+    if every > 0
+        && counter
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(u64::from(every))
+    {
         crate::sys::record_site(stats.id, kind);
     }
 }
