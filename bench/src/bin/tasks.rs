@@ -65,6 +65,18 @@ fn clocks(n: u64) -> f64 {
     })
 }
 
+/// This process's resident set, KiB.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let rounds = env("ROUNDS", 7) as usize;
     let n = env("N", 1_000_000);
@@ -100,6 +112,18 @@ fn main() {
             span_op(n / 4)
         }));
     }
+    // Memory per task name: RSS growth over NAMES new names, one
+    // operation each.
+    let names = env("NAMES", 900);
+    let before = rss_kib();
+    for i in 0..names {
+        let name: &'static str = Box::leak(format!("bench_name_{i}").into_boxed_str());
+        drop(kiln_agent::task::start(name));
+    }
+    put(
+        "kib_per_task_name",
+        (rss_kib() - before) as f64 / names as f64,
+    );
     put("task_agent_ns", median(on));
     put("io_agent_ns", median(on_io));
     put("span_layer_ns", median(on_span));

@@ -64,6 +64,13 @@ pub struct Config {
     /// (`[storage] cache`); the least recently read blocks are dropped back
     /// to their index past it. Default 512 MiB.
     pub cache_bytes: usize,
+    /// A local directory caching block files read from object storage
+    /// (`[storage] cache_dir`), so a restart or an evicted block reads
+    /// them from disk; `None` (the default): none.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the disk cache may hold (`[storage] cache_dir_size`).
+    /// Default 10 GiB.
+    pub cache_dir_bytes: u64,
     /// How long blocks are kept, per tenant (`""`: every tenant not named).
     /// Default: no entry, kept forever.
     pub retention: HashMap<String, Duration>,
@@ -80,6 +87,9 @@ pub struct Config {
     pub refresh_every: Duration,
 }
 
+/// `[storage] cache_dir_size`'s default: 10 GiB.
+pub const DEFAULT_CACHE_DIR_BYTES: u64 = 10 << 30;
+
 impl Config {
     /// The defaults, storing under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
@@ -93,6 +103,8 @@ impl Config {
             head_max_bytes: store.head_max_bytes,
             pending_max_bytes: store.pending_max_bytes,
             cache_bytes: store.cache_bytes,
+            cache_dir: None,
+            cache_dir_bytes: DEFAULT_CACHE_DIR_BYTES,
             retention: HashMap::new(),
             server_id: None,
             peers: Vec::new(),
@@ -117,6 +129,8 @@ impl Config {
     /// head_max_bytes = "512MiB"       # or a number of bytes
     /// pending_max_bytes = "512MiB"    # cut heads waiting for storage
     /// cache = "512MiB"                # block data kept in memory
+    /// cache_dir = "/var/cache/kiln"   # block files read from object storage, on local disk
+    /// cache_dir_size = "10GiB"
     /// retention = "30d"              # tenants without their own
     /// refresh_every = "10s"
     /// [cluster]
@@ -151,6 +165,8 @@ impl Config {
             head_max_bytes: Option<Size>,
             pending_max_bytes: Option<Size>,
             cache: Option<Size>,
+            cache_dir: Option<PathBuf>,
+            cache_dir_size: Option<Size>,
             retention: Option<String>,
             refresh_every: Option<String>,
         }
@@ -211,6 +227,14 @@ impl Config {
             self.pending_max_bytes,
         )?;
         self.cache_bytes = bytes("cache", &st.cache, self.cache_bytes)?;
+        if st.cache_dir.is_some() {
+            self.cache_dir = st.cache_dir;
+        }
+        self.cache_dir_bytes = bytes(
+            "cache_dir_size",
+            &st.cache_dir_size,
+            self.cache_dir_bytes as usize,
+        )? as u64;
         if let Some(v) = &st.retention {
             self.retention
                 .insert(String::new(), span("storage.retention", v)?);

@@ -105,7 +105,11 @@ impl App {
     pub async fn open(config: Config) -> Result<App, Error> {
         let opts = kiln_store::Options {
             storage: match &config.storage {
-                Some(url) => Some(storage::storage(url)?),
+                Some(url) => Some(storage::cached(
+                    storage::storage(url)?,
+                    config.cache_dir.as_deref(),
+                    config.cache_dir_bytes,
+                )?),
                 None => None,
             },
             server_id: config.server_id.clone(),

@@ -1,5 +1,6 @@
 //! The block storage a URL names: `s3://bucket/prefix` (an S3 or
-//! S3-compatible server, with bounded request retries) or `file:///path`.
+//! S3-compatible server, with bounded request retries) or `file:///path`,
+//! optionally behind a local disk cache of block files (`cache_dir`).
 
 use std::sync::Arc;
 
@@ -47,4 +48,17 @@ pub fn storage(url: &str) -> Result<Arc<dyn ObjectStore>, Error> {
         return Ok(Arc::new(fs));
     }
     Err(bad("expected s3://bucket/prefix or file:///path".into()))
+}
+
+/// `store` behind a disk cache of at most `bytes` in `dir`, when one is
+/// configured.
+pub fn cached(
+    store: Arc<dyn ObjectStore>,
+    dir: Option<&std::path::Path>,
+    bytes: u64,
+) -> Result<Arc<dyn ObjectStore>, Error> {
+    let Some(dir) = dir else { return Ok(store) };
+    let c = kiln_store::disk_cache::DiskCache::open(store, dir, bytes)
+        .map_err(|e| Error::Config(format!("storage.cache_dir {}: {e}", dir.display())))?;
+    Ok(Arc::new(c))
 }

@@ -51,6 +51,7 @@ mod catalog;
 mod compact;
 mod cut;
 mod days;
+pub mod disk_cache;
 mod error;
 mod observed;
 mod part;

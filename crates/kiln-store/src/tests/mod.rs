@@ -4,6 +4,7 @@
 
 mod cache;
 mod days;
+mod disk_cache;
 mod observed;
 
 use std::collections::BTreeMap;
