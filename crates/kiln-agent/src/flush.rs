@@ -29,6 +29,8 @@ pub enum Job {
     Window(Window),
     /// A finished on-demand session.
     Session(SessionJob),
+    /// A task the watchdog caught past its deadline: symbolize and keep it.
+    Stuck(crate::task::watchdog::Capture),
     /// Symbolize these lookup addresses.
     Resolve {
         /// Lookup addresses (callers already minus one).
@@ -91,6 +93,11 @@ pub struct FlushCtx {
     pub wall_hz: u32,
 }
 
+fn nanos(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 fn ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -128,6 +135,17 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 if !w.locks.is_empty() {
                     let bytes = encode_event(&ctx, &w, Event::Lock, &mut symbols, code.now());
                     ctx.ship.enqueue("mutex", w.start, w.end, bytes, false);
+                }
+                let events = crate::task::watchdog::take_pending();
+                if !events.is_empty() {
+                    let mut p = crate::task::watchdog::events_profile(
+                        &events,
+                        nanos(w.start),
+                        nanos(w.end) - nanos(w.start),
+                    );
+                    crate::add_labels(&mut p, &ctx.service, &ctx.instance, &ctx.labels);
+                    let bytes = Bytes::from(kiln_profile::pprof::encode_gzip(&p));
+                    ctx.ship.enqueue("events", w.start, w.end, bytes, false);
                 }
                 if !w.tasks.is_empty() {
                     let bytes = encode_tasks(&ctx, &w, &mut symbols, code.now());
@@ -192,6 +210,17 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                         let _ = r.send(SessionOutcome::Done(Box::new(report)));
                     }
                 });
+            }
+            Job::Stuck(c) => {
+                let addrs: Vec<u64> = c
+                    .ips
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| crate::unwind::FrameAddress::at(i, a).lookup())
+                    .collect();
+                symbols.resolve(&addrs, code.now());
+                let frames: Vec<_> = addrs.iter().map(|&a| symbols.get(a)).collect();
+                crate::task::watchdog::record(crate::task::watchdog::event_of(&c, &frames));
             }
             Job::Resolve { addrs, reply } => {
                 symbols.resolve(&addrs, code.now());

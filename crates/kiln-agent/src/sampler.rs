@@ -157,7 +157,13 @@ pub fn run(
         } else {
             DRAIN_INTERVAL
         };
-        match cmds.recv_timeout(wait) {
+        let got = cmds.recv_timeout(wait);
+        // Tasks past their deadline: their stacks now, symbolized by the
+        // flush thread.
+        for c in crate::task::watchdog::scan(crate::sys::monotonic_ns()) {
+            let _ = jobs.send(Job::Stuck(c));
+        }
+        match got {
             Ok(Cmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => stopping = true,
             Err(RecvTimeoutError::Timeout) => {}
             Ok(Cmd::StartSession {

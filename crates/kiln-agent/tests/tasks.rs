@@ -477,3 +477,99 @@ fn prometheus_reads_the_tail_from_the_histogram() {
     );
     agent.stop().unwrap();
 }
+
+/// Where the hung task waits.
+#[inline(never)]
+fn hang_here(d: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_watchdog_catches_a_task_past_its_deadline() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = kiln_agent::Agent::builder()
+        .service("watchdog-truth")
+        .cpu_hz(0)
+        .window(Duration::from_secs(1))
+        .write_to_dir(dir.path())
+        .control("127.0.0.1:0")
+        .start()
+        .unwrap();
+    let base = format!("http://{}", agent.status().control[0]);
+    let deadline = Duration::from_millis(200);
+    // In time: never reported.
+    for _ in 0..20 {
+        let t = kiln_agent::task::start_with_deadline("quick", deadline);
+        std::thread::sleep(Duration::from_millis(5));
+        drop(t);
+    }
+    let hung = std::thread::Builder::new()
+        .name("hung-worker".into())
+        .spawn(move || {
+            let t = kiln_agent::task::start_with_deadline("hang", deadline);
+            hang_here(Duration::from_millis(1100));
+            drop(t);
+        })
+        .unwrap();
+    hung.join().unwrap();
+    let v: serde_json::Value = reqwest::blocking::get(format!("{base}/debug/kiln/stuck"))
+        .unwrap()
+        .text()
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let metrics = reqwest::blocking::get(format!("{base}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    agent.stop().unwrap();
+    let events = v["events"].as_array().unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&v).unwrap());
+    assert!(
+        events.iter().all(|e| e["task"] == "hang"),
+        "only the hung task"
+    );
+    assert_eq!(
+        events.len(),
+        2,
+        "caught past its deadline, and again past 4x"
+    );
+    let first = &events[0];
+    let late = first["elapsed_ns"].as_u64().unwrap();
+    assert!(
+        late >= 200_000_000 && late <= 240_000_000,
+        "caught within 1.2x the deadline: {late} ns"
+    );
+    assert_eq!(first["thread_name"], "hung-worker");
+    assert!(
+        first["site"]
+            .as_str()
+            .unwrap()
+            .starts_with("tasks::hang_here:"),
+        "{first}"
+    );
+    assert!(
+        first["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("hang_here")),
+        "the hanging function in its stack"
+    );
+    let second = &events[1];
+    assert_eq!(second["capture"], 2);
+    assert!(second["elapsed_ns"].as_u64().unwrap() >= 800_000_000);
+    assert!(
+        metrics.contains("kiln_task_stuck_total{task=\"hang\"} 1\n"),
+        "counted once"
+    );
+    assert!(metrics.contains("kiln_task_stuck_total{task=\"quick\"} 0\n"));
+    let shipped: i64 = common::profiles(dir.path(), "events")
+        .iter()
+        .map(|p| common::labelled(p, "events", "task", "hang"))
+        .sum();
+    assert_eq!(shipped, 2, "both captures shipped in the events profile");
+}

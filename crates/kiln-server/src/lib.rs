@@ -22,6 +22,7 @@ mod auth;
 pub mod cluster;
 mod config;
 mod error;
+mod events;
 mod flamebearer;
 mod group;
 mod ingest;
@@ -204,6 +205,7 @@ impl App {
             .route("/api/v1/pprof", get(query::pprof))
             .route("/api/v1/threads", get(threads::threads))
             .route("/api/v1/tasks", get(tasks::tasks))
+            .route("/api/v1/events", get(events::events))
             .route("/api/v1/group", get(group::group))
             .route("/api/v1/lanes", get(lanes::lanes))
             .route(cluster::HEAD_PATH, post(cluster::head))

@@ -53,6 +53,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/debug/kiln/stop", post(stop))
         .route("/debug/kiln/status", get(status))
         .route("/debug/kiln/threads", get(threads::threads))
+        .route("/debug/kiln/stuck", get(stuck))
         .route("/debug/pprof/profile", get(pprof::profile))
         .route(
             "/debug/pprof/symbol",
@@ -344,4 +345,10 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b""));
         assert!(constant_time_eq(b"", b""));
     }
+}
+
+/// `GET /debug/kiln/stuck`: the watchdog's recent events in this process,
+/// oldest first (`{"events": [...]}`, the server's `/api/v1/events` shape).
+async fn stuck() -> Response {
+    axum::Json(serde_json::json!({ "events": crate::task::watchdog::recent() })).into_response()
 }

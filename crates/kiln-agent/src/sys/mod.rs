@@ -706,6 +706,17 @@ pub fn record_site(task: u32, kind: u32) {
     }
 }
 
+/// `CLOCK_MONOTONIC` now, ns.
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec the call writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    ns_of(&t)
+}
+
 /// The calling thread's CPU time so far, ns (`CLOCK_THREAD_CPUTIME_ID`);
 /// 0 if the clock cannot be read.
 pub fn thread_cpu_ns() -> u64 {

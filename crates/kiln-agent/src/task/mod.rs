@@ -18,6 +18,7 @@
 
 pub(crate) mod sites;
 pub(crate) mod stats;
+pub(crate) mod watchdog;
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
@@ -55,6 +56,8 @@ pub(crate) struct Frame {
     deadline_ns: u64,
     /// An entry of a `tracing` span, not a [`Task`] guard.
     span: bool,
+    /// Its slot in the watchdog's table (tasks with a deadline).
+    slot: Option<usize>,
 }
 
 /// The innermost task on the calling thread (0: none); async-signal-safe.
@@ -147,8 +150,7 @@ impl Drop for Task {
         if let Some(f) = pop_frame(self.depth)
             && ON.load(Ordering::Relaxed)
         {
-            let stuck = f.deadline_ns > 0 && f.elapsed > f.deadline_ns;
-            f.stats.record(f.elapsed, f.cpu, f.io_ns, stuck);
+            f.stats.record(f.elapsed, f.cpu, f.io_ns, f.overran());
         }
     }
 }
@@ -161,6 +163,15 @@ pub(crate) struct Ended {
     pub cpu: u64,
     pub io_ns: u64,
     pub deadline_ns: u64,
+    /// The watchdog caught it (and counted it stuck) while it ran.
+    pub caught: bool,
+}
+
+impl Ended {
+    /// Ran past its deadline and the watchdog did not count it already.
+    pub fn overran(&self) -> bool {
+        !self.caught && self.deadline_ns > 0 && self.elapsed > self.deadline_ns
+    }
 }
 
 /// Puts task `stats` on top of the calling thread's stack of tasks (a
@@ -173,7 +184,16 @@ pub(crate) fn push_frame(stats: &'static TaskStats, deadline_ns: u64, span: bool
             if frames.len() >= MAX_NESTING {
                 return None;
             }
+            let slot = (deadline_ns > 0).then(|| {
+                watchdog::watch(
+                    crate::sys::gettid(),
+                    stats.id,
+                    crate::sys::monotonic_ns(),
+                    deadline_ns,
+                )
+            });
             frames.push(Frame {
+                slot: slot.flatten(),
                 stats,
                 start: Instant::now(),
                 cpu_start: crate::sys::thread_cpu_ns(),
@@ -207,7 +227,9 @@ pub(crate) fn pop_frame(depth: usize) -> Option<Ended> {
                 if let Some(parent) = frames.last_mut() {
                     parent.cpu_elsewhere += cpu_total;
                 }
+                let caught = f.slot.is_some_and(watchdog::unwatch);
                 let ended = Ended {
+                    caught,
                     stats: f.stats,
                     elapsed: f.start.elapsed().as_nanos() as u64,
                     cpu: cpu_total.saturating_sub(f.cpu_elsewhere),
@@ -217,7 +239,7 @@ pub(crate) fn pop_frame(depth: usize) -> Option<Ended> {
                 if frames.len() + 1 == depth {
                     mine = Some(ended);
                 } else if !f.span && ON.load(Ordering::Relaxed) {
-                    let stuck = ended.deadline_ns > 0 && ended.elapsed > ended.deadline_ns;
+                    let stuck = ended.overran();
                     ended
                         .stats
                         .record(ended.elapsed, ended.cpu, ended.io_ns, stuck);

@@ -76,6 +76,11 @@ impl TaskStats {
         self.buckets[bucket(elapsed) as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One operation caught past its deadline by the watchdog.
+    pub fn add_stuck(&self) {
+        self.stuck.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `ns` in an I/O call of kind `kind` (an id of [`kind_id`]).
     pub fn add_io(&self, kind: u32, ns: u64) {
         let i = (kind as usize).clamp(1, MAX_KINDS) - 1;
@@ -246,7 +251,7 @@ pub(crate) fn window(prev: &mut HashMap<u32, Snapshot>) -> Vec<TaskRow> {
         let before = prev.get(&s.id).cloned().unwrap_or_default();
         let row = now.since(&before, s.name, &kinds);
         prev.insert(s.id, now);
-        if row.count > 0 || row.cpu_ns > 0 || !row.io_ns.is_empty() {
+        if row.count > 0 || row.cpu_ns > 0 || row.stuck > 0 || !row.io_ns.is_empty() {
             rows.push(row);
         }
     }

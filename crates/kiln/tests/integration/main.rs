@@ -7,6 +7,7 @@ mod gopprof;
 mod push;
 mod server;
 mod storage_faults;
+mod tasks;
 mod ui;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,323 @@
+//! The watchdog: tasks with a deadline (their own, or the agent's
+//! `.watchdog(d)`) are listed in a fixed table of slots while they run;
+//! the sampler thread scans it every drain interval (10 ms) and, for a
+//! task past its deadline, asks the thread running it for its stack (the
+//! thread dump's signal) — once past the deadline, again past four times
+//! it, so one can see whether it moved. The flush thread symbolizes each
+//! capture into a [`StuckEvent`]: logged through `tracing`, counted in
+//! `kiln_task_stuck_total`, kept for `/debug/kiln/stuck` and shipped in
+//! the window's `events` profile. Starting and ending a task with a
+//! deadline costs a compare-and-swap on a slot and two stores.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+/// Tasks with a deadline watched at once; past it, the rest run unwatched
+/// (counted in [`UNWATCHED`]).
+pub const MAX_WATCHED: usize = 1024;
+/// Events kept for `/debug/kiln/stuck`.
+pub const MAX_RECENT: usize = 256;
+/// Events waiting to be shipped with the next window; past it the oldest
+/// are dropped.
+pub const MAX_PENDING: usize = 1024;
+
+struct Slot {
+    /// The running thread (0: free).
+    tid: AtomicU32,
+    task: AtomicU32,
+    start_ns: AtomicU64,
+    deadline_ns: AtomicU64,
+    /// Captures taken: 0, 1 (past the deadline), 2 (past four times it).
+    caught: AtomicU8,
+}
+
+static SLOTS: [Slot; MAX_WATCHED] = [const {
+    Slot {
+        tid: AtomicU32::new(0),
+        task: AtomicU32::new(0),
+        start_ns: AtomicU64::new(0),
+        deadline_ns: AtomicU64::new(0),
+        caught: AtomicU8::new(0),
+    }
+}; MAX_WATCHED];
+/// Slots in use (the scan is skipped at 0).
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+/// Tasks with a deadline that found no free slot.
+pub static UNWATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// Lists a task with a deadline, started at `start_ns` (monotonic) on
+/// thread `tid`; its slot, if one was free.
+pub(crate) fn watch(tid: u32, task: u32, start_ns: u64, deadline_ns: u64) -> Option<usize> {
+    let from = (tid as usize).wrapping_mul(0x9E37_79B9) % MAX_WATCHED;
+    for k in 0..MAX_WATCHED {
+        let i = (from + k) % MAX_WATCHED;
+        let s = &SLOTS[i];
+        if s.tid.load(Ordering::Relaxed) == 0
+            && s.tid
+                .compare_exchange(0, u32::MAX, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            s.task.store(task, Ordering::Relaxed);
+            s.start_ns.store(start_ns, Ordering::Relaxed);
+            s.deadline_ns.store(deadline_ns, Ordering::Relaxed);
+            s.caught.store(0, Ordering::Relaxed);
+            s.tid.store(tid, Ordering::Release);
+            IN_USE.fetch_add(1, Ordering::Relaxed);
+            return Some(i);
+        }
+    }
+    UNWATCHED.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+/// The task in slot `i` ended; whether the watchdog caught it.
+pub(crate) fn unwatch(i: usize) -> bool {
+    let s = &SLOTS[i];
+    let caught = s.caught.load(Ordering::Relaxed) > 0;
+    s.tid.store(0, Ordering::Release);
+    IN_USE.fetch_sub(1, Ordering::Relaxed);
+    caught
+}
+
+/// A stuck task's stack as its thread gave it, before symbolization.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub tid: u32,
+    pub task: u32,
+    pub elapsed_ns: u64,
+    pub deadline_ns: u64,
+    pub time_ms: u64,
+    /// 1: past the deadline; 2: past four times it.
+    pub nth: u8,
+    /// Leaf first, raw return addresses.
+    pub ips: Vec<u64>,
+}
+
+/// Scans the slots at monotonic time `now_ns`; the stacks of tasks that
+/// just passed their deadline (or four times it), taken by signalling
+/// their threads.
+pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
+    if IN_USE.load(Ordering::Relaxed) == 0 {
+        return Vec::new();
+    }
+    let Ok(shared) = crate::sys::shared() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for s in &SLOTS {
+        let tid = s.tid.load(Ordering::Acquire);
+        if tid == 0 || tid == u32::MAX {
+            continue;
+        }
+        let (start, deadline) = (
+            s.start_ns.load(Ordering::Relaxed),
+            s.deadline_ns.load(Ordering::Relaxed),
+        );
+        let elapsed = now_ns.saturating_sub(start);
+        let caught = s.caught.load(Ordering::Relaxed);
+        let due = match caught {
+            0 => elapsed > deadline,
+            1 => elapsed > deadline.saturating_mul(4),
+            _ => false,
+        };
+        if !due {
+            continue;
+        }
+        let task = s.task.load(Ordering::Relaxed);
+        let Ok((ips, _)) =
+            crate::sys::thread_stack(shared, tid, std::time::Duration::from_millis(200))
+        else {
+            continue;
+        };
+        // Still the same operation (the slot was not freed and taken again
+        // meanwhile).
+        if s.tid.load(Ordering::Acquire) != tid || s.start_ns.load(Ordering::Relaxed) != start {
+            continue;
+        }
+        s.caught.store(caught + 1, Ordering::Relaxed);
+        if caught == 0
+            && let Some(name) = super::stats::task_name(task)
+        {
+            super::stats_of(name).add_stuck();
+        }
+        out.push(Capture {
+            tid,
+            task,
+            elapsed_ns: elapsed,
+            deadline_ns: deadline,
+            time_ms: crate::session::now_ms(),
+            nth: caught + 1,
+            ips,
+        });
+    }
+    out
+}
+
+/// A stuck task as `/debug/kiln/stuck` and the server's `/api/v1/events`
+/// show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StuckEvent {
+    /// `"stuck"`.
+    pub kind: &'static str,
+    /// When it was caught, ms since the epoch.
+    pub time_ms: u64,
+    pub task: String,
+    pub thread_name: String,
+    pub thread_id: u32,
+    /// How long it had run.
+    pub elapsed_ns: u64,
+    pub deadline_ns: u64,
+    /// 1: caught past its deadline; 2: still there past four times it.
+    pub capture: u8,
+    /// The innermost frame of the service's own code.
+    pub site: String,
+    /// Frames, leaf first: `function (file:line)`.
+    pub stack: Vec<String>,
+}
+
+struct Events {
+    recent: VecDeque<StuckEvent>,
+    pending: VecDeque<StuckEvent>,
+}
+
+static EVENTS: Mutex<Events> = Mutex::new(Events {
+    recent: VecDeque::new(),
+    pending: VecDeque::new(),
+});
+
+/// Keeps an event for `/debug/kiln/stuck` and the next window, and logs it.
+pub(crate) fn record(e: StuckEvent) {
+    ::tracing::warn!(
+        target: "kiln_agent",
+        task = %e.task,
+        thread = %e.thread_name,
+        elapsed_ms = e.elapsed_ns / 1_000_000,
+        deadline_ms = e.deadline_ns / 1_000_000,
+        site = %e.site,
+        "task stuck past its deadline"
+    );
+    let mut g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if g.recent.len() >= MAX_RECENT {
+        g.recent.pop_front();
+    }
+    g.recent.push_back(e.clone());
+    if g.pending.len() >= MAX_PENDING {
+        g.pending.pop_front();
+    }
+    g.pending.push_back(e);
+}
+
+/// The events kept, oldest first.
+pub(crate) fn recent() -> Vec<StuckEvent> {
+    let g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    g.recent.iter().cloned().collect()
+}
+
+/// The events not shipped yet, taken.
+pub(crate) fn take_pending() -> Vec<StuckEvent> {
+    let mut g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    g.pending.drain(..).collect()
+}
+
+/// The `events` profile of a window: one sample per event, its stack the
+/// captured frames, labelled `kind`, `task`, `thread_name`, `site` and the
+/// numbers `time_ms`, `elapsed_ns`, `deadline_ns`, `capture`
+/// (docs/api.md).
+pub(crate) fn events_profile(
+    events: &[StuckEvent],
+    time_nanos: i64,
+    duration_nanos: i64,
+) -> kiln_profile::Profile {
+    use kiln_profile::{Function, Label, Line, Location, Profile};
+    let mut p = Profile::with_sample_types(&[("events", "count")]);
+    p.period_type = Some(p.value_type("events", "count"));
+    p.period = 1;
+    p.time_nanos = time_nanos;
+    p.duration_nanos = duration_nanos;
+    for e in events {
+        let mut locs = Vec::with_capacity(e.stack.len().max(1));
+        let frames: Vec<&str> = if e.stack.is_empty() {
+            vec!["[no stack]"]
+        } else {
+            e.stack.iter().map(String::as_str).collect()
+        };
+        for f in frames {
+            let n = p.strings.intern(f);
+            let func = p.add_function(Function {
+                name: n,
+                system_name: n,
+                ..Function::default()
+            });
+            locs.push(p.add_location(Location {
+                lines: vec![Line {
+                    function: func,
+                    line: 0,
+                    column: 0,
+                }],
+                ..Location::default()
+            }));
+        }
+        let s = |p: &mut Profile, k: &str, v: &str| Label {
+            key: p.strings.intern(k),
+            str: p.strings.intern(v),
+            ..Label::default()
+        };
+        let n = |p: &mut Profile, k: &str, v: u64| Label {
+            key: p.strings.intern(k),
+            num: v.min(i64::MAX as u64) as i64,
+            ..Label::default()
+        };
+        let labels = [
+            s(&mut p, "kind", e.kind),
+            s(&mut p, "task", &e.task),
+            s(&mut p, "thread_name", &e.thread_name),
+            s(&mut p, "site", &e.site),
+            n(&mut p, "time_ms", e.time_ms),
+            n(&mut p, "elapsed_ns", e.elapsed_ns),
+            n(&mut p, "deadline_ns", e.deadline_ns),
+            n(&mut p, "capture", u64::from(e.capture)),
+            n(&mut p, "thread_id", u64::from(e.thread_id)),
+        ];
+        p.push_sample(&locs, &labels, &[1]);
+    }
+    p
+}
+
+/// A capture symbolized by `frames` (one entry per address of `c.ips`).
+pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> StuckEvent {
+    let mut stack = Vec::new();
+    let mut site = String::new();
+    for fs in frames {
+        if fs.is_empty() {
+            stack.push("[unknown]".to_string());
+            continue;
+        }
+        for f in fs.iter() {
+            if site.is_empty() && super::sites::own_code(&f.name, &f.file) {
+                site = format!("{}:{}", f.name, f.line);
+            }
+            stack.push(if f.file.is_empty() {
+                f.name.to_string()
+            } else {
+                format!("{} ({}:{})", f.name, f.file, f.line)
+            });
+        }
+    }
+    StuckEvent {
+        kind: "stuck",
+        time_ms: c.time_ms,
+        task: super::stats::task_name(c.task).unwrap_or("?").to_string(),
+        thread_name: std::fs::read_to_string(format!("/proc/self/task/{}/comm", c.tid))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default(),
+        thread_id: c.tid,
+        elapsed_ns: c.elapsed_ns,
+        deadline_ns: c.deadline_ns,
+        capture: c.nth,
+        site,
+        stack,
+    }
+}
