@@ -323,7 +323,7 @@ pub fn read_tasks(p: &Profile) -> Vec<TaskRow> {
         }
     }
     rows.into_values()
-        .filter(|r| r.count > 0 || r.cpu_ns > 0)
+        .filter(|r| r.count > 0 || r.cpu_ns > 0 || r.stuck > 0)
         .collect()
 }
 
