@@ -311,6 +311,21 @@ try {
   await page.waitForFunction(() => window.kiln.state.tab === "flame");
   check((await page.evaluate(() => window.kiln.state.query)).includes('task="open_board"'), "the task opens its flame graph");
 
+  // Events: the stuck task, its stack on a click, then that instance's
+  // flame graph at that time.
+  await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-11m&until=now&tab=events`);
+  await ready();
+  await page.waitForSelector("#events tbody tr[data-i]");
+  const ev = await page.$$eval("#events tbody tr[data-i]", (t) => t.map((r) => r.innerText));
+  check(ev.length === 1 && /save_board/.test(ev[0]) && /board-saver/.test(ev[0]) && /640\.00 ms/.test(ev[0]) && /wait_for_disk:88/.test(ev[0]), `the stuck task is listed (${ev})`);
+  await page.click("#events tbody tr[data-i='0']");
+  const stack = await page.textContent("#event-stack");
+  check(stack.split("\n")[1].startsWith("shop::board::wait_for_disk"), `its stack is shown (${stack})`);
+  await shot("13-events");
+  await page.click("#event-flame");
+  await page.waitForFunction(() => window.kiln.state.tab === "flame");
+  check((await page.evaluate(() => window.kiln.state.query)).includes('instance="shop-1"'), "the event opens that instance's flame graph");
+
   check(errors.length === 0, "no errors in the page: " + errors.join("; "));
   console.log(`all ${step} checks passed`);
 } catch (e) {

@@ -10,7 +10,7 @@ import { hideGlue, stripGlue, withGlue, withoutGlue } from "./glue.js";
 import { drawTimeline, wireTimelineDrag } from "./timeline.js";
 import { download, folded, svg } from "./export.js";
 import { drawLanes, legend, describe } from "./lanes.js";
-import { tasksHtml, splitLegend, drawLatency } from "./tasks.js";
+import { tasksHtml, splitLegend, drawLatency, dur } from "./tasks.js";
 
 // ---------------------------------------------------------------- state
 
@@ -234,6 +234,35 @@ async function loadTaskLatency() {
   drawLatency($("#task-latency"), data);
 }
 
+// Stuck tasks the watchdogs caught, newest first; a click shows the stack.
+let eventRows = [];
+async function loadEvents() {
+  const data = await api("/api/v1/events", { query: selectorOf(state.query), ...range() });
+  eventRows = data.events || [];
+  $("#events tbody").innerHTML = eventRows.length ? eventRows.map((e, i) => `<tr data-i="${i}" data-task="${esc(e.task || "")}">` +
+    `<td>${new Date(e.time_ms).toLocaleString()}</td><td>${esc(e.instance || "")}</td><td>${esc(e.task || "")}</td>` +
+    `<td>${esc(e.thread_name || "")}</td><td class="num">${dur(e.elapsed_ns)}${e.capture > 1 ? " (again)" : ""}</td>` +
+    `<td class="num">${dur(e.deadline_ns)}</td><td>${esc(e.site || "")}</td></tr>`).join("")
+    : `<tr><td colspan="7">No stuck tasks in this range.</td></tr>`;
+  $("#events").dataset.rows = eventRows.length;
+  $("#event-detail").hidden = true;
+}
+
+function showEvent(i) {
+  const e = eventRows[i];
+  if (!e) return;
+  $("#event-title").textContent = `${e.task} on ${e.thread_name} (${e.instance}), running for ${dur(e.elapsed_ns)}`;
+  $("#event-stack").textContent = (e.stack || []).join("\n");
+  $("#event-detail").hidden = false;
+  $("#event-flame").onclick = () => {
+    const q = (v) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+    state.query = `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="${q(e.service_name)}", instance="${q(e.instance)}"}`;
+    state.from = String(e.time_ms - 60000); state.until = String(e.time_ms + 60000);
+    state.tab = "flame"; state.focus = ""; state.sandwich = ""; state.search = "";
+    writeUrl(true); syncForm(); load();
+  };
+}
+
 // The CPU flame graph of the samples taken inside one task.
 function openTask(name) {
   const sel = selectorOf(state.query).replace(/}$/, "");
@@ -337,6 +366,7 @@ function syncForm() {
   $("#threads-tab").hidden = state.tab !== "threads";
   $("#locks-tab").hidden = state.tab !== "locks";
   $("#tasks-tab").hidden = state.tab !== "tasks";
+  $("#events-tab").hidden = state.tab !== "events";
 }
 
 let loading = 0;
@@ -351,6 +381,7 @@ async function load() {
     if (state.tab === "threads") work.push(loadThreads());
     if (state.tab === "locks") work.push(loadLocks());
     if (state.tab === "tasks") work.push(loadTasks());
+    if (state.tab === "events") work.push(loadEvents());
     if (state.tab === "compare") work.push(loadCompare());
     await Promise.all(work);
     if (mine === loading) status("");
@@ -431,6 +462,10 @@ function init() {
     if (!tr) return;
     state.task = tr.dataset.task; writeUrl(true);
     loadTaskLatency().catch((err) => status(err.message, true));
+  });
+  $("#events tbody").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-i]");
+    if (tr) showEvent(Number(tr.dataset.i));
   });
   $("#task-flame").addEventListener("click", () => { if (state.task) openTask(state.task); });
   $("#locks tbody").addEventListener("click", (e) => {

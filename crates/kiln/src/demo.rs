@@ -6,7 +6,9 @@
 //! the flame graph, the top table, the comparison of two phases, the
 //! bottleneck thread, where memory is allocated and who holds it, and
 //! each request as a task: `checkout` with its `sql` and `redis` calls
-//! (one in fifty waits 20 ms on redis: the slow tail), a nested `render`.
+//! (one in fifty waits 20 ms on redis: the slow tail), a nested `render`;
+//! and a `save_board` task whose disk stalls once a minute, past its
+//! deadline: a stuck task the watchdog catches with its stack.
 //!
 //! The service is this binary again (`kiln demo-service`, hidden), so the
 //! server's own profile and the shop's stay apart.
@@ -67,6 +69,11 @@ pub fn service(url: &str) -> Result<()> {
         std::thread::Builder::new()
             .name("cache-evictor".into())
             .spawn(evictor)?,
+    );
+    threads.push(
+        std::thread::Builder::new()
+            .name("board-saver".into())
+            .spawn(saver)?,
     );
     // Gone with the server: a parent killed outright leaves this process
     // adopted by another.
@@ -217,6 +224,29 @@ fn query_db(x: u64) -> u64 {
 fn render_response(x: u64) -> u64 {
     let s = format!("{{\"total\":{x},\"currency\":\"EUR\"}}");
     black_box(s.len() as u64) ^ x
+}
+
+/// Saves a board every two seconds, a `save_board` task with a 200 ms
+/// deadline; every thirtieth save the disk stalls for 1.2 s: the
+/// watchdog catches it past its deadline and again past four times it,
+/// with this thread's stack (`wait_for_disk`), and the server lists the
+/// events.
+fn saver() {
+    for n in 1u64.. {
+        let task = kiln_agent::task::start_with_deadline("save_board", Duration::from_millis(200));
+        let stall = if n % 30 == 0 { 1_200 } else { 15 };
+        kiln_agent::task::io("disk", || wait_for_disk(Duration::from_millis(stall)));
+        drop(task);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[inline(never)]
+fn wait_for_disk(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Walks the cache nearly all the time: the bottleneck thread. Every

@@ -141,6 +141,62 @@ fn push(url: &str, p: &Profile, instance: &str) {
     assert!(r.status().is_success(), "push: {}", r.status());
 }
 
+/// A watchdog's event as the agent ships it: save_board stuck for 640 ms
+/// in `shop::board::wait_for_disk` at `time_ms`.
+fn stuck_event(time_ms: i64) -> Profile {
+    let mut p = Profile::with_sample_types(&[("events", "count")]);
+    p.time_nanos = time_ms * 1_000_000;
+    p.duration_nanos = 10_000_000_000;
+    let mut locs = Vec::new();
+    for name in [
+        "__clock_nanosleep",
+        "shop::board::wait_for_disk (src/board.rs:88)",
+        "shop::board::save (src/board.rs:40)",
+    ] {
+        let n = p.strings.intern(name);
+        let f = p.add_function(Function {
+            name: n,
+            system_name: n,
+            ..Function::default()
+        });
+        locs.push(p.add_location(Location {
+            lines: vec![Line {
+                function: f,
+                line: 0,
+                column: 0,
+            }],
+            ..Location::default()
+        }));
+    }
+    let mut labels = Vec::new();
+    for (k, v) in [
+        ("kind", "stuck"),
+        ("task", "save_board"),
+        ("thread_name", "board-saver"),
+        ("site", "shop::board::wait_for_disk:88"),
+    ] {
+        labels.push(Label {
+            key: p.strings.intern(k),
+            str: p.strings.intern(v),
+            ..Label::default()
+        });
+    }
+    for (k, v) in [
+        ("time_ms", time_ms),
+        ("elapsed_ns", 640_000_000),
+        ("deadline_ns", 500_000_000),
+        ("capture", 1),
+    ] {
+        labels.push(Label {
+            key: p.strings.intern(k),
+            num: v,
+            ..Label::default()
+        });
+    }
+    p.push_sample(&locs, &labels, &[1]);
+    p
+}
+
 /// One window of the shop's tasks (see the test).
 fn tasks_window(tail_ms: u64, k: i64) -> Vec<kiln_profile::tasks::TaskRow> {
     use kiln_profile::tasks::TaskRow;
@@ -359,6 +415,9 @@ fn web_ui_in_chromium() {
                     10_000_000_000,
                 );
                 push_named(&url, "tasks", &p, "shop-1");
+                if k == 40 {
+                    push_named(&url, "events", &stuck_event(t + 3_000), "shop-1");
+                }
             }
         }
     }
