@@ -122,12 +122,17 @@ fn batches(
 }
 
 /// Where a run of hour-sum rows goes: its service's rollup, hour and kind.
-#[derive(PartialEq)]
-struct HourAt<'a> {
-    name: &'a str,
-    service: &'a str,
+struct HourAt {
+    name: String,
+    service: String,
     hour: i64,
     at: At,
+}
+
+impl HourAt {
+    fn is(&self, name: &str, service: &str, hour: i64, at: &At) -> bool {
+        self.hour == hour && self.at == *at && self.name == name && self.service == service
+    }
 }
 
 /// A column of `b` by name, or an error naming it.
@@ -400,8 +405,10 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
         }
     }
     // After the rows: a row put into an hour drops that hour's sum.
+    // A run of one group's rows goes in at once, across batches: putting
+    // it in piece by piece would fold the group's rows again each time.
+    let mut run: Option<(HourAt, Rows)> = None;
     for b in batches(meta, files, ROLLUPS)? {
-        let mut run: Option<(HourAt, Rows)> = None;
         for n in ["name", "service"] {
             check(id, &b, n, &D::Utf8)?;
         }
@@ -439,29 +446,31 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
             if v.len() != width {
                 return Err(err(id, "an hour sum's values do not match its kind"));
             }
-            let at = HourAt {
-                name: name.value(i),
-                service: service.value(i),
-                hour: hour.value(i),
-                at: At {
-                    minute: hour.value(i),
-                    header: k as u32,
-                    span: (start.value(i), end.value(i)),
-                },
+            let at = At {
+                minute: hour.value(i),
+                header: k as u32,
+                span: (start.value(i), end.value(i)),
             };
-            if run.as_ref().is_none_or(|(r, _)| *r != at) {
+            let (n, svc, h) = (name.value(i), service.value(i), hour.value(i));
+            if run.as_ref().is_none_or(|(r, _)| !r.is(n, svc, h, &at)) {
                 if let Some((r, rows)) = run.take() {
-                    part.put_hour_rows((r.name.into(), r.service.into()), r.at, rows);
+                    part.put_hour_rows((r.name, r.service), r.at, rows);
                 }
-                run = Some((at, Rows::new(width)));
+                let owned = HourAt {
+                    name: n.into(),
+                    service: svc.into(),
+                    hour: h,
+                    at,
+                };
+                run = Some((owned, Rows::new(width)));
             }
             if let Some((_, rows)) = &mut run {
                 rows.push(StackId(stack.value(i)), LabelSetId(labels.value(i)), v);
             }
         }
-        if let Some((r, rows)) = run.take() {
-            part.put_hour_rows((r.name.into(), r.service.into()), r.at, rows);
-        }
+    }
+    if let Some((r, rows)) = run.take() {
+        part.put_hour_rows((r.name, r.service), r.at, rows);
     }
     part.min_ms = meta.min_ms;
     part.max_ms = meta.max_ms;

@@ -390,8 +390,13 @@ impl Part {
             .entry(at.minute)
             .or_default();
         let g = buckets::group_of(groups, at.header, rows.width);
-        g.rows.extend(&rows);
-        g.rows.pack();
+        if g.rows.len() == 0 {
+            // Packed already: taken as they are, not folded again.
+            g.rows = rows;
+        } else {
+            g.rows.extend(&rows);
+            g.rows.pack();
+        }
         g.widen(at.span.0, at.span.1);
     }
 
