@@ -55,7 +55,17 @@ run() { # $1: name, $2: kiln binary
   done
   URL=$(grep -o 'http://[0-9.:]*' "$work/out")
   until [ "$(metric kiln_server_blocks_listed)" = 1 ]; do sleep 0.05; done
-  local line="$1: blocks=$(metric kiln_server_blocks) rss_ready_mb=$(rss_mb)"
+  local line="$1: rss_ready_mb=$(rss_mb)"
+  # The days the generator's own store left unsummed (their blocks were
+  # too new then) are summed by the server's upkeep now, as a server that
+  # ran that long has them: wait until it is done (a build without day
+  # sums has no such metric and waits for nothing).
+  local t0 n last=""
+  t0=$SECONDS
+  while n=$(metric kiln_server_days_summed); [ -n "$n" ] && [ "$n" != "$last" ]; do
+    last=$n; sleep 5
+  done
+  line="$line days_summed_at_start=${n:-none} summing_s=$((SECONDS - t0)) blocks=$(metric kiln_server_blocks)"
   for d in 7 30; do
     [ "$d" -le "$DAYS" ] || continue
     local a b
