@@ -85,6 +85,8 @@ pub struct Config {
     /// The bucket is listed again for peers' blocks when a query finds the
     /// last look older than this. Default 10 s.
     pub refresh_every: Duration,
+    /// `[alerting]` and the `[[alerts]]` rules (none by default).
+    pub alerting: crate::alerts::rules::Alerting,
 }
 
 /// `[storage] cache_dir_size`'s default: 10 GiB.
@@ -110,6 +112,7 @@ impl Config {
             peers: Vec::new(),
             peer_token: None,
             refresh_every: store.refresh_every,
+            alerting: Default::default(),
         }
     }
 
@@ -140,6 +143,16 @@ impl Config {
     /// [tenants.team-a]
     /// tokens = ["a-secret"]
     /// retention = "7d"
+    /// [alerting]
+    /// alertmanager = "http://127.0.0.1:9093"
+    /// every = "15s"
+    /// [[alerts]]
+    /// name = "scan loop hot"
+    /// kind = "share"
+    /// query = 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="pool"}'
+    /// function = "pool::scan_loop"
+    /// above = 15
+    /// for = "5m"
     /// ```
     ///
     /// Unknown keys are errors, so a typo does not silently do nothing.
@@ -156,6 +169,10 @@ impl Config {
             storage: Storage,
             #[serde(default)]
             cluster: Cluster,
+            #[serde(default)]
+            alerting: crate::alerts::rules::AlertingFile,
+            #[serde(default)]
+            alerts: Vec<crate::alerts::rules::RuleFile>,
         }
         #[derive(serde::Deserialize, Default)]
         #[serde(deny_unknown_fields)]
@@ -253,6 +270,7 @@ impl Config {
             }
         }
         self.peers.extend(f.cluster.peers);
+        self.alerting = crate::alerts::rules::parse(f.alerting, f.alerts).map_err(Error::Config)?;
         if let Some(t) = f.cluster.token {
             if t.len() < 16 {
                 return Err(Error::Config(

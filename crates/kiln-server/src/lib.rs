@@ -18,6 +18,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod auth;
 pub mod cluster;
 mod config;
@@ -60,6 +61,15 @@ struct Inner {
     http: reqwest::Client,
     /// Recent merged answers.
     answers: cluster::Answers,
+    /// Each alert rule's state.
+    alerts: alerts::States,
+}
+
+impl Inner {
+    /// `[alerting]` and the `[[alerts]]` rules.
+    fn alerting(&self) -> &alerts::rules::Alerting {
+        &self.config.alerting
+    }
 }
 
 /// Shared state of every handler.
@@ -154,7 +164,22 @@ impl App {
             metrics: Metrics::new(),
             http,
             answers: cluster::Answers::default(),
+            alerts: alerts::States::default(),
         }));
+        // Alert rules, every `[alerting] every`.
+        if !state.alerting().rules.is_empty() {
+            let weak = Arc::downgrade(&state.0);
+            let every = state.alerting().every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { break };
+                    alerts::evaluate(&AppState(inner)).await;
+                }
+            });
+        }
         // Cuts, compaction, retention, the bucket's listing.
         every_second(&state, |inner| async move {
             if let Err(e) = inner.store.tick().await {
@@ -206,6 +231,7 @@ impl App {
             .route("/api/v1/threads", get(threads::threads))
             .route("/api/v1/tasks", get(tasks::tasks))
             .route("/api/v1/events", get(events::events))
+            .route("/api/v1/alerts", get(alerts::alerts))
             .route("/api/v1/group", get(group::group))
             .route("/api/v1/lanes", get(lanes::lanes))
             .route(cluster::HEAD_PATH, post(cluster::head))

@@ -36,6 +36,9 @@ pub(crate) struct Metrics {
     pub(crate) blocks_listed: Gauge,
     pub(crate) peer_errors: Counter,
     pub(crate) panics: Counter,
+    pub(crate) alerts_fired: Counter,
+    pub(crate) alerts_resolved: Counter,
+    pub(crate) alerts_send_errors: Counter,
     pub(crate) query_seconds: Histogram,
 }
 
@@ -69,6 +72,9 @@ impl Metrics {
             expired_blocks: Gauge::default(),
             peer_errors: Counter::default(),
             panics: Counter::default(),
+            alerts_fired: Counter::default(),
+            alerts_resolved: Counter::default(),
+            alerts_send_errors: Counter::default(),
             query_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0]),
         };
         registry.register(
@@ -191,6 +197,21 @@ impl Metrics {
             "panics",
             "Requests whose handler panicked (answered 500)",
             m.panics.clone(),
+        );
+        registry.register(
+            "alerts_fired",
+            "Alert rules that started firing",
+            m.alerts_fired.clone(),
+        );
+        registry.register(
+            "alerts_resolved",
+            "Firing alert rules that resolved",
+            m.alerts_resolved.clone(),
+        );
+        registry.register(
+            "alerts_send_errors",
+            "Alert notices Alertmanager or the webhook refused or missed",
+            m.alerts_send_errors.clone(),
         );
         registry.register(
             "query_seconds",

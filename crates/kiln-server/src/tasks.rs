@@ -23,7 +23,7 @@ pub const TOP_SITES: usize = 10;
 pub const MAX_POINTS: i64 = 120;
 
 /// The selection's tasks over `[from, until)`, merged.
-async fn rows(
+pub(crate) async fn rows(
     st: &AppState,
     tenant: &str,
     q: &selector::Query,

@@ -1,6 +1,7 @@
 //! Integration tests of the `kiln` binary: real files in, real tools
 //! (`go tool pprof`) reading what it writes.
 
+mod alerts;
 mod cluster;
 mod files;
 mod gopprof;
@@ -11,6 +12,9 @@ mod tasks;
 mod ui;
 
 use std::path::{Path, PathBuf};
+
+/// One agent per process: the tests that start one take turns.
+pub static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use std::process::{Command, Output};
 
 /// A golden input of `kiln-profile`.

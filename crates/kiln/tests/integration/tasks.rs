@@ -46,6 +46,7 @@ fn get(url: &str, path: &str, query: &[(&str, &str)]) -> serde_json::Value {
 
 #[test]
 fn tasks_and_stuck_events_reach_the_server() {
+    let _one = crate::ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (_server, url) = start_with(dir.path(), "127.0.0.1:0", &[], &[]);
     let agent = kiln_agent::Agent::builder()
