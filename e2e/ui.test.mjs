@@ -326,6 +326,21 @@ try {
   await page.waitForFunction(() => window.kiln.state.tab === "flame");
   check((await page.evaluate(() => window.kiln.state.query)).includes('instance="shop-1"'), "the event opens that instance's flame graph");
 
+  // Alerts: the rule over the evictor fires (red), the other does not;
+  // a click opens what the rule watches.
+  await page.goto(`${url}/?query=${encodeURIComponent(Q)}&from=now-1h&until=now&tab=alerts`);
+  await ready();
+  await page.waitForSelector("#alerts tbody tr[data-name]");
+  const rules = await page.$$eval("#alerts tbody tr[data-name]", (t) => t.map((r) => ({ name: r.dataset.name, state: r.dataset.state, text: r.innerText, color: getComputedStyle(r.querySelector(".state")).color })));
+  const hotRule = rules.find((r) => r.name === "evictor hot"), coolRule = rules.find((r) => r.name === "pricing hot");
+  check(hotRule && hotRule.state === "firing" && /firing/.test(hotRule.text) && /\d+\.\d\d%/.test(hotRule.text) && hotRule.color === "rgb(229, 72, 77)", `the evictor's rule is firing, in red (${JSON.stringify(hotRule)})`);
+  check(coolRule && coolRule.state === "inactive", `the pricing rule is not (${JSON.stringify(coolRule)})`);
+  await shot("14-alerts");
+  await page.click('#alerts tbody tr[data-name="evictor hot"]');
+  await page.waitForFunction(() => window.kiln.state.tab === "flame");
+  await ready();
+  check(await page.evaluate(() => window.kiln.drawn().includes("shop::cache::evict_loop")), "the rule opens the flame graph it watches");
+
   check(errors.length === 0, "no errors in the page: " + errors.join("; "));
   console.log(`all ${step} checks passed`);
 } catch (e) {

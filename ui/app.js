@@ -263,6 +263,26 @@ function showEvent(i) {
   };
 }
 
+// Every rule's state; a click opens what it watches.
+async function loadAlerts() {
+  const data = await api("/api/v1/alerts", {});
+  const rows = data.alerts || [];
+  const fmt = (r) => r.value === null ? "—" : r.kind === "share" ? r.value.toFixed(2) + "%" : r.kind === "task" ? dur(r.value) : String(r.value);
+  $("#alerts tbody").innerHTML = rows.length ? rows.map((r) => `<tr data-name="${esc(r.name)}" data-state="${r.state}" data-kind="${r.kind}" data-query="${esc(r.query)}" class="alert-${r.state}">` +
+    `<td>${esc(r.name)}</td><td>${r.kind}</td><td class="state">${r.state}${r.error ? ` <span class="hint" title="${esc(r.error)}">(error)</span>` : ""}</td>` +
+    `<td class="num">${fmt(r)}</td><td>${r.since_ms ? new Date(r.since_ms).toLocaleString() : ""}</td><td><code>${esc(r.query)}</code></td></tr>`).join("")
+    : `<tr><td colspan="6">No alert rules: add [[alerts]] to kiln.toml (docs/api.md).</td></tr>`;
+  $("#alerts").dataset.rows = rows.length;
+}
+
+function openAlert(tr) {
+  const kind = tr.dataset.kind;
+  state.query = kind === "share" ? tr.dataset.query : "process_cpu:cpu:nanoseconds:cpu:nanoseconds" + selectorOf(tr.dataset.query);
+  state.tab = kind === "share" ? "flame" : kind === "task" ? "tasks" : "events";
+  state.focus = ""; state.sandwich = ""; state.search = "";
+  writeUrl(true); syncForm(); load();
+}
+
 // The CPU flame graph of the samples taken inside one task.
 function openTask(name) {
   const sel = selectorOf(state.query).replace(/}$/, "");
@@ -367,6 +387,7 @@ function syncForm() {
   $("#locks-tab").hidden = state.tab !== "locks";
   $("#tasks-tab").hidden = state.tab !== "tasks";
   $("#events-tab").hidden = state.tab !== "events";
+  $("#alerts-tab").hidden = state.tab !== "alerts";
 }
 
 let loading = 0;
@@ -382,6 +403,7 @@ async function load() {
     if (state.tab === "locks") work.push(loadLocks());
     if (state.tab === "tasks") work.push(loadTasks());
     if (state.tab === "events") work.push(loadEvents());
+    if (state.tab === "alerts") work.push(loadAlerts());
     if (state.tab === "compare") work.push(loadCompare());
     await Promise.all(work);
     if (mine === loading) status("");
@@ -462,6 +484,10 @@ function init() {
     if (!tr) return;
     state.task = tr.dataset.task; writeUrl(true);
     loadTaskLatency().catch((err) => status(err.message, true));
+  });
+  $("#alerts tbody").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-name]");
+    if (tr) openAlert(tr);
   });
   $("#events tbody").addEventListener("click", (e) => {
     const tr = e.target.closest("tr[data-i]");

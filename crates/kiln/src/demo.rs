@@ -20,12 +20,47 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+/// The demo's alert rules: the evictor's share of CPU (fires), the
+/// checkout task's p99 (its redis tail passes 15 ms), stuck saves (once a
+/// minute).
+const DEMO_ALERTS: &str = r#"
+[alerting]
+every = "10s"
+
+[[alerts]]
+name = "evictor hot"
+kind = "share"
+query = 'process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="demo-shop"}'
+function = "kiln::demo::evict_cold"
+measure = "total"
+above = 25
+window = "2m"
+
+[[alerts]]
+name = "checkout p99"
+kind = "task"
+query = '{service_name="demo-shop"}'
+task = "checkout"
+quantile = 0.99
+above = "15ms"
+window = "5m"
+
+[[alerts]]
+name = "stuck saves"
+kind = "event"
+query = '{service_name="demo-shop"}'
+event = "stuck"
+window = "5m"
+"#;
+
 /// Runs the demo until Ctrl-C.
 pub fn run(listen: &str, data_dir: Option<&Path>) -> Result<()> {
     let dir = data_dir.map_or_else(|| std::env::temp_dir().join("kiln-demo"), Path::to_path_buf);
     let mut cfg = crate::server::config_for(Some(&dir), None, None)?;
     // Blocks every minute, so the demo shows them too.
     cfg.flush_every = Duration::from_secs(60);
+    // Alert rules over the shop, so the Alerts view has something to say.
+    let cfg = cfg.apply_toml(DEMO_ALERTS)?;
     crate::server::serve(cfg, listen, true, |url| {
         let exe = std::env::current_exe().context("finding this program")?;
         let child = Command::new(exe)

@@ -247,7 +247,24 @@ fn web_ui_in_chromium() {
         "{chromium} is missing: install Debian's chromium (.ci/run does)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = start_with(dir.path(), "127.0.0.1:0", &[], &[]);
+    // Two alert rules over the shop's CPU: the evictor's loop (over half
+    // of it) fires, pricing (never 90%) does not.
+    let cfg = dir.path().join("kiln.toml");
+    let cpu = r#"process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="shop"}"#;
+    std::fs::write(
+        &cfg,
+        format!(
+            "[alerting]\nevery = \"1s\"\n\n[[alerts]]\nname = \"evictor hot\"\nkind = \"share\"\nquery = '{cpu}'\nfunction = \"shop::cache::evict_loop\"\nabove = 30\nwindow = \"1h\"\n\n[[alerts]]\nname = \"pricing hot\"\nkind = \"share\"\nquery = '{cpu}'\nfunction = \"shop::checkout::price\"\nabove = 90\nwindow = \"1h\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    let (_server, url) = start_with(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &["--config", &cfg],
+        &[],
+    );
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
