@@ -98,6 +98,12 @@ try {
   const want = 60 * (0.5 + 0.5 / 3 + 3.5 + 3.5 / 3) / (60 * (base + late) + 15 * 9.8);
   check(Math.abs(share - want) < 0.001, `search sums the matches' share (${share}, want ${want.toFixed(4)})`);
   check((await page.textContent("#matches")).includes("% of total"), "the share is shown");
+  // The searched function's share over time, under the timeline: in the
+  // late phase a minute of shop-1 alone is 4.667 s of db in 16.104 s.
+  await page.waitForFunction(() => Number(document.querySelector("#fn-timeline").dataset.points || 0) >= 20);
+  const peak = Number(await attr("#fn-timeline", "peak"));
+  check(Math.abs(peak - 100 * 4.6667 / 16.104) < 0.5, `the function's share over time peaks at its late-phase share (${peak})`);
+  check((await page.textContent("#fn-label")).includes("db::"), "labelled with the search");
   await shot("3-search");
   await page.keyboard.press("Escape");
   check((await page.inputValue("#search")) === "", "Escape clears the search");

@@ -142,6 +142,36 @@ async function loadTimeline() {
   const now = Date.now();
   const data = await api("/api/v1/timeline", { query: state.query, ...r, ...(state.groupBy ? { groupBy: state.groupBy } : {}) });
   drawTimeline(data, parseTime(state.from, now), parseTime(state.until, now));
+  await loadFunctionTimeline();
+}
+
+// With a function in the search box: its share of the selection over
+// time (anywhere in the stack), under the timeline.
+async function loadFunctionTimeline() {
+  $("#fn-pane").hidden = !state.search;
+  if (!state.search) return;
+  const now = Date.now();
+  const re = ".*" + state.search.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + ".*";
+  const data = await api("/api/v1/timeline", { query: state.query, ...range(), function: re, measure: "total" });
+  const pts = data.lines[0].points;
+  const peak = pts.reduce((m, [, v]) => Math.max(m, v), 0);
+  $("#fn-label").textContent = `share of ${state.search} (in the stack), peak ${peak.toFixed(1)}%`;
+  drawShare($("#fn-timeline"), pts, parseTime(state.from, now), parseTime(state.until, now));
+}
+
+function drawShare(c, pts, from, until) {
+  const w = c.getBoundingClientRect().width || 600, h = 60, dpr = window.devicePixelRatio || 1;
+  c.width = w * dpr; c.height = h * dpr;
+  const g = c.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const x = (t) => ((t - from) / Math.max(1, until - from)) * w;
+  const y = (v) => h - 4 - (v / 100) * (h - 8);
+  g.strokeStyle = "#d33aff"; g.lineWidth = 1.5; g.beginPath();
+  pts.forEach(([t, v], i) => (i ? g.lineTo(x(t), y(v)) : g.moveTo(x(t), y(v))));
+  g.stroke();
+  c.dataset.points = pts.length;
+  c.dataset.peak = pts.reduce((m, [, v]) => Math.max(m, v), 0);
 }
 
 async function loadThreads() {
@@ -457,7 +487,10 @@ function init() {
   let searchTimer;
   $("#search").addEventListener("input", () => {
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => { state.search = $("#search").value; writeUrl(false); flame.search = state.search; flame.draw(); }, 120);
+    searchTimer = setTimeout(() => {
+      state.search = $("#search").value; writeUrl(false); flame.search = state.search; flame.draw();
+      loadFunctionTimeline().catch((e) => status(e.message, true));
+    }, 120);
   });
   $("#icicle").addEventListener("change", () => { state.icicle = $("#icicle").checked ? "1" : "0"; writeUrl(false); flame.draw(); diffFlame.draw(); });
   $("#glue").addEventListener("change", () => {

@@ -262,6 +262,12 @@ pub(crate) async fn metrics(
     if prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    // The functions alert rules watch, as gauges, before the end marker.
+    let gauges = crate::alerts::share_gauges(&st);
+    if !gauges.is_empty() {
+        let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
+        out = format!("{body}{gauges}# EOF\n");
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -446,6 +446,9 @@ pub async fn timeline(
     let tenant = tenant(&st, &headers)?;
     let s = selection(&p, "")?;
     let group = p.get("groupBy").cloned();
+    if let Some(f) = p.get("function") {
+        return function_timeline(&st, &tenant, &s, f, p.get("measure").map(String::as_str)).await;
+    }
     if s.q
         .matchers
         .iter()
@@ -462,6 +465,58 @@ pub async fn timeline(
         .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))
         .collect();
     Ok(axum::Json(json!({"step_ms": kiln_store::BUCKET_MS, "lines": out})).into_response())
+}
+
+/// A function's share of the selection over time, in percent: one merge
+/// per step (at most 60 steps of whole minutes), the share computed as an
+/// alert rule computes it ([`crate::alerts::share`]).
+async fn function_timeline(
+    st: &AppState,
+    tenant: &str,
+    s: &Selection,
+    function: &str,
+    measure: Option<&str>,
+) -> Result<Response, ApiError> {
+    let re = regex::Regex::new(&format!("^(?:{function})$"))
+        .map_err(|e| ApiError::bad(format!("function: {e}")))?;
+    let total = match measure.unwrap_or("self") {
+        "self" => false,
+        "total" => true,
+        m => {
+            return Err(ApiError::bad(format!(
+                "measure={m:?}: expected self or total"
+            )));
+        }
+    };
+    let minute = kiln_store::BUCKET_MS;
+    let from = s.from.div_euclid(minute) * minute;
+    let step = ((s.until - from + 59) / 60).div_euclid(minute).max(1) * minute;
+    let mut points = Vec::new();
+    let mut t = from;
+    while t < s.until {
+        let end = (t + step).min(s.until);
+        let sel = Selection {
+            q: s.q.clone(),
+            from: t,
+            until: end,
+        };
+        if let Some((prof, ty)) = load(st, tenant, &sel, Detail::Stacks).await? {
+            let re = re.clone();
+            let v = cpu(move || Ok(crate::alerts::share(&prof, ty, &re, total))).await?;
+            if v.is_finite() {
+                points.push(json!([t, v]));
+            }
+        }
+        t = end;
+    }
+    Ok(axum::Json(json!({
+        "step_ms": step,
+        "unit": "percent",
+        "function": function,
+        "measure": if total { "total" } else { "self" },
+        "lines": [{"group": function, "points": points}],
+    }))
+    .into_response())
 }
 
 /// The timeline of a selection that keeps samples by their labels

@@ -159,7 +159,7 @@ impl DiskCache {
             }
         }
         // Oldest first, so the newest get the highest ticks.
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut index = Index::default();
         for (_, name, len) in found {
             index.tick += 1;

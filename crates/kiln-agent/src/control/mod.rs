@@ -332,6 +332,12 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// `GET /debug/kiln/stuck`: the watchdog's recent events in this process,
+/// oldest first (`{"events": [...]}`, the server's `/api/v1/events` shape).
+async fn stuck() -> Response {
+    axum::Json(serde_json::json!({ "events": crate::task::watchdog::recent() })).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::constant_time_eq;
@@ -345,10 +351,4 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b""));
         assert!(constant_time_eq(b"", b""));
     }
-}
-
-/// `GET /debug/kiln/stuck`: the watchdog's recent events in this process,
-/// oldest first (`{"events": [...]}`, the server's `/api/v1/events` shape).
-async fn stuck() -> Response {
-    axum::Json(serde_json::json!({ "events": crate::task::watchdog::recent() })).into_response()
 }

@@ -382,3 +382,47 @@ pub async fn alerts(State(st): State<AppState>) -> Result<Response, ApiError> {
         .collect();
     Ok(axum::Json(json!({ "alerts": rows })).into_response())
 }
+
+/// `kiln_function_share_percent`: the last value of each `share` rule, in
+/// OpenMetrics text, labelled as its alerts are (empty without such
+/// rules).
+pub fn share_gauges(st: &AppState) -> String {
+    let cfg = st.alerting();
+    let states = st
+        .alerts
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    for (i, rule) in cfg.rules.iter().enumerate() {
+        let Condition::Share { total, .. } = &rule.condition else {
+            continue;
+        };
+        let Some(v) = states.get(i).map(|s| s.value).filter(|v| v.is_finite()) else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push_str("# TYPE kiln_function_share_percent gauge\n# HELP kiln_function_share_percent A function's share of its alert rule's selection, percent, at the last evaluation.\n");
+        }
+        let mut l = labels(rule);
+        l.insert(
+            "measure".into(),
+            if *total { "total" } else { "self" }.into(),
+        );
+        let labels: Vec<String> = l
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
+        out.push_str(&format!(
+            "kiln_function_share_percent{{{}}} {v}\n",
+            labels.join(",")
+        ));
+    }
+    out
+}
