@@ -135,8 +135,10 @@ pub fn run(
     crate::sys::heap::RATE.store(cfg.alloc_rate, Ordering::Relaxed);
     crate::sys::contention::RATE.store(cfg.lock_rate, Ordering::Relaxed);
     let mut stats = crate::threads::ThreadStats::default();
+    // Cycles of threads waiting on each other's locks.
+    let mut deadlocks = crate::task::deadlock::Detector::default();
     // Each task's figures at the last window's end.
-    let mut task_prev = std::collections::HashMap::new();
+    let mut task_prev = crate::task::stats::baseline();
     let mut stats_at = Instant::now();
     if cfg.thread_stats {
         // The first window counts from here.
@@ -310,6 +312,9 @@ pub fn run(
             .store(fold.wall.missed, Ordering::Relaxed);
         if stats_at.elapsed() >= THREAD_STATS_INTERVAL {
             stats_at = Instant::now();
+            for c in deadlocks.check(crate::sys::monotonic_ns()) {
+                let _ = jobs.send(Job::Deadlock(c));
+            }
             if cfg.thread_stats {
                 stats.refresh();
             }

@@ -573,3 +573,131 @@ fn the_watchdog_catches_a_task_past_its_deadline() {
         .sum();
     assert_eq!(shipped, 2, "both captures shipped in the events profile");
 }
+
+/// Takes `first`, waits for the other thread to take its own, then takes
+/// `second`: with the other thread doing the same the other way round,
+/// neither ever gets its second lock.
+#[inline(never)]
+fn take_both(
+    first: &kiln_agent::sync::Mutex<u64>,
+    second: &kiln_agent::sync::Mutex<u64>,
+    both_hold: &std::sync::Barrier,
+) {
+    let a = first.lock().unwrap();
+    both_hold.wait();
+    let b = second.lock().unwrap();
+    std::hint::black_box((*a, *b));
+}
+
+#[test]
+fn two_threads_locking_in_opposite_orders_are_one_deadlock() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let agent = kiln_agent::Agent::builder()
+        .service("deadlock-truth")
+        .cpu_hz(0)
+        .control("127.0.0.1:0")
+        .start()
+        .unwrap();
+    let base = format!("http://{}", agent.status().control[0]);
+    static A: kiln_agent::sync::Mutex<u64> = kiln_agent::sync::Mutex::named("ledger_a", 1);
+    static B: kiln_agent::sync::Mutex<u64> = kiln_agent::sync::Mutex::named("ledger_b", 2);
+    static BOTH: std::sync::LazyLock<std::sync::Barrier> =
+        std::sync::LazyLock::new(|| std::sync::Barrier::new(2));
+    // Contended but not deadlocked: never reported.
+    static C: kiln_agent::sync::Mutex<u64> = kiln_agent::sync::Mutex::named("busy", 0);
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_secs(3) {
+                    let mut g = C.lock().unwrap();
+                    *g += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    std::thread::Builder::new()
+        .name("dl-a".into())
+        .spawn(|| take_both(&A, &B, &BOTH))
+        .unwrap();
+    std::thread::Builder::new()
+        .name("dl-b".into())
+        .spawn(|| take_both(&B, &A, &BOTH))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let v: serde_json::Value = reqwest::blocking::get(format!("{base}/debug/kiln/stuck"))
+            .unwrap()
+            .text()
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        let d: Vec<serde_json::Value> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "deadlock")
+            .cloned()
+            .collect();
+        if d.len() >= 2 || Instant::now() > until {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for b in busy {
+        b.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let after: serde_json::Value = reqwest::blocking::get(format!("{base}/debug/kiln/stuck"))
+        .unwrap()
+        .text()
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    agent.stop().unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&events).unwrap());
+    assert_eq!(
+        events.len(),
+        2,
+        "one deadlock, one event per thread: {events:?}"
+    );
+    let by = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["thread_name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (a, b) = (by("dl-a"), by("dl-b"));
+    assert_eq!(
+        (a["waits_for"].as_str(), a["holds"].as_str()),
+        (Some("ledger_b"), Some("ledger_a"))
+    );
+    assert_eq!(
+        (b["waits_for"].as_str(), b["holds"].as_str()),
+        (Some("ledger_a"), Some("ledger_b"))
+    );
+    for e in [&a, &b] {
+        assert!(
+            e["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f.as_str().unwrap().contains("take_both")),
+            "{e}"
+        );
+        assert!(
+            e["site"].as_str().unwrap().starts_with("tasks::take_both:"),
+            "{e}"
+        );
+        let cycle = e["cycle"].as_array().unwrap();
+        assert!(
+            cycle.len() == 2 && cycle.contains(&"dl-a".into()) && cycle.contains(&"dl-b".into())
+        );
+    }
+    let all = after["events"].as_array().unwrap();
+    assert_eq!(
+        all.iter().filter(|e| e["kind"] == "deadlock").count(),
+        2,
+        "reported once, and the busy lock never"
+    );
+}

@@ -40,14 +40,17 @@ use std::time::Instant;
 pub use raw::RawMutex;
 
 pub use crate::sys::contention::Site;
-use crate::sys::contention::{begin_wait, contended, end_wait};
+use crate::sys::contention::{begin_wait_on, contended, end_wait, my_tid};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Default mean nanoseconds of waiting between lock samples.
 pub const DEFAULT_SAMPLE_NS: u64 = 100_000;
 
-/// Times the wait for `take`, once an immediate attempt failed.
+/// Times the wait for `take`, once an immediate attempt failed; `lock`
+/// and `holder` (the lock's address and the thread that last took it,
+/// 0 when unknown) are published for the deadlock check while it waits.
 #[inline(never)]
-fn waited<R>(site: Site, take: impl FnOnce() -> R) -> R {
+fn waited<R>(site: Site, lock: usize, holder: u32, take: impl FnOnce() -> R) -> R {
     /// Unmarks the thread as waiting however `take` ends.
     struct Waiting(Option<usize>);
     impl Drop for Waiting {
@@ -55,8 +58,9 @@ fn waited<R>(site: Site, take: impl FnOnce() -> R) -> R {
             end_wait(self.0.take());
         }
     }
-    let waiting = Waiting(begin_wait());
+    // The bookkeeping is part of the wait, as the waiter sees it.
     let t0 = Instant::now();
+    let waiting = Waiting(begin_wait_on(lock, holder, site));
     let r = take();
     let waited = t0.elapsed().as_nanos() as u64;
     drop(waiting);
@@ -67,6 +71,9 @@ fn waited<R>(site: Site, take: impl FnOnce() -> R) -> R {
 /// A mutual exclusion lock: `std::sync::Mutex`, whose waits are profiled.
 pub struct Mutex<T: ?Sized> {
     site: Site,
+    /// The thread that last took it (0: none yet): what the deadlock
+    /// check names as a waiter's holder. One relaxed store per lock.
+    holder: AtomicU32,
     inner: std::sync::Mutex<T>,
 }
 
@@ -76,6 +83,7 @@ impl<T> Mutex<T> {
     pub const fn new(t: T) -> Self {
         Mutex {
             site: Site::At(Location::caller()),
+            holder: AtomicU32::new(0),
             inner: std::sync::Mutex::new(t),
         }
     }
@@ -84,6 +92,7 @@ impl<T> Mutex<T> {
     pub const fn named(name: &'static str, t: T) -> Self {
         Mutex {
             site: Site::Named(name),
+            holder: AtomicU32::new(0),
             inner: std::sync::Mutex::new(t),
         }
     }
@@ -98,23 +107,31 @@ impl<T: ?Sized> Mutex<T> {
     /// Acquires the mutex, blocking until it is available.
     #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        match self.inner.try_lock() {
+        let r = match self.inner.try_lock() {
             Ok(g) => Ok(g),
             Err(TryLockError::Poisoned(e)) => Err(e),
             Err(TryLockError::WouldBlock) => self.lock_contended(),
-        }
+        };
+        self.holder.store(my_tid(), Ordering::Relaxed);
+        r
     }
 
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) -> LockResult<MutexGuard<'_, T>> {
-        waited(self.site, || self.inner.lock())
+        let at = &self.holder as *const AtomicU32 as usize;
+        let holder = self.holder.load(Ordering::Relaxed);
+        waited(self.site, at, holder, || self.inner.lock())
     }
 
     /// Attempts to acquire the mutex without blocking.
     #[inline]
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
-        self.inner.try_lock()
+        let r = self.inner.try_lock();
+        if !matches!(r, Err(TryLockError::WouldBlock)) {
+            self.holder.store(my_tid(), Ordering::Relaxed);
+        }
+        r
     }
 
     /// Whether a thread panicked while holding the mutex.
@@ -165,6 +182,9 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
 /// (readers waiting for a writer and writers waiting for anyone).
 pub struct RwLock<T: ?Sized> {
     site: Site,
+    /// The thread that last took it for writing (0: none yet); readers
+    /// are not named.
+    holder: AtomicU32,
     inner: std::sync::RwLock<T>,
 }
 
@@ -174,6 +194,7 @@ impl<T> RwLock<T> {
     pub const fn new(t: T) -> Self {
         RwLock {
             site: Site::At(Location::caller()),
+            holder: AtomicU32::new(0),
             inner: std::sync::RwLock::new(t),
         }
     }
@@ -182,6 +203,7 @@ impl<T> RwLock<T> {
     pub const fn named(name: &'static str, t: T) -> Self {
         RwLock {
             site: Site::Named(name),
+            holder: AtomicU32::new(0),
             inner: std::sync::RwLock::new(t),
         }
     }
@@ -206,23 +228,31 @@ impl<T: ?Sized> RwLock<T> {
     #[cold]
     #[inline(never)]
     fn read_contended(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        waited(self.site, || self.inner.read())
+        let at = &self.holder as *const AtomicU32 as usize;
+        waited(self.site, at, self.holder.load(Ordering::Relaxed), || {
+            self.inner.read()
+        })
     }
 
     /// Locks with exclusive write access, blocking while anyone holds it.
     #[inline]
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        match self.inner.try_write() {
+        let r = match self.inner.try_write() {
             Ok(g) => Ok(g),
             Err(TryLockError::Poisoned(e)) => Err(e),
             Err(TryLockError::WouldBlock) => self.write_contended(),
-        }
+        };
+        self.holder.store(my_tid(), Ordering::Relaxed);
+        r
     }
 
     #[cold]
     #[inline(never)]
     fn write_contended(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        waited(self.site, || self.inner.write())
+        let at = &self.holder as *const AtomicU32 as usize;
+        waited(self.site, at, self.holder.load(Ordering::Relaxed), || {
+            self.inner.write()
+        })
     }
 
     /// Attempts shared read access without blocking.
@@ -234,7 +264,11 @@ impl<T: ?Sized> RwLock<T> {
     /// Attempts exclusive write access without blocking.
     #[inline]
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
-        self.inner.try_write()
+        let r = self.inner.try_write();
+        if !matches!(r, Err(TryLockError::WouldBlock)) {
+            self.holder.store(my_tid(), Ordering::Relaxed);
+        }
+        r
     }
 
     /// Whether a thread panicked while holding the write lock.

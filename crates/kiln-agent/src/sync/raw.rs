@@ -24,7 +24,7 @@ unsafe impl lock_api::RawMutex for RawMutex {
     #[inline]
     fn lock(&self) {
         if !self.inner.try_lock() {
-            super::waited(Site::Anon, || self.inner.lock());
+            super::waited(Site::Anon, 0, 0, || self.inner.lock());
         }
     }
 

@@ -241,25 +241,121 @@ static WAITING: [AtomicU32; MAX_WAITING] = [const { AtomicU32::new(0) }; MAX_WAI
 /// Threads marked waiting at most at once.
 pub const MAX_WAITING: usize = 512;
 
-/// Marks this thread as waiting on a lock; the slot to clear, if any.
-pub fn begin_wait() -> Option<usize> {
-    if RATE.load(Ordering::Relaxed) == 0 {
-        return None;
+/// What each waiting slot's thread waits on, for the deadlock check: the
+/// lock's address, the thread that last took it, the lock's site (as
+/// [`Site::raw`] writes it), when the wait began (monotonic ns) and a
+/// sequence number telling this wait from the slot's next.
+struct WaitOn {
+    lock: std::sync::atomic::AtomicUsize,
+    holder: AtomicU32,
+    site_kind: AtomicU8,
+    site_addr: AtomicU64,
+    site_len: AtomicU32,
+    since_ns: AtomicU64,
+    seq: AtomicU64,
+}
+
+static WAIT_ON: [WaitOn; MAX_WAITING] = [const {
+    WaitOn {
+        lock: std::sync::atomic::AtomicUsize::new(0),
+        holder: AtomicU32::new(0),
+        site_kind: AtomicU8::new(0),
+        site_addr: AtomicU64::new(0),
+        site_len: AtomicU32::new(0),
+        since_ns: AtomicU64::new(0),
+        seq: AtomicU64::new(0),
     }
-    let tid = TID.with(|t| {
+}; MAX_WAITING];
+
+/// This thread's id, read once and kept.
+#[inline]
+pub fn my_tid() -> u32 {
+    TID.try_with(|t| {
         if t.get() == 0 {
             t.set(gettid());
         }
         t.get()
-    });
+    })
+    .unwrap_or_else(|_| gettid())
+}
+
+/// Marks this thread as waiting on the lock at `lock` (0: unknown), last
+/// taken by thread `holder` (0: unknown), known as `site`; the slot to
+/// clear, if any.
+pub fn begin_wait_on(lock: usize, holder: u32, site: Site) -> Option<usize> {
+    if RATE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let tid = my_tid();
     let start = (tid as usize).wrapping_mul(0x9E37_79B9) % MAX_WAITING;
-    (0..MAX_WAITING)
+    let slot = (0..MAX_WAITING)
         .map(|i| (start + i) % MAX_WAITING)
         .find(|&i| {
             WAITING[i]
                 .compare_exchange(0, tid, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        })
+        })?;
+    let w = &WAIT_ON[slot];
+    let (kind, addr, len) = site.raw();
+    w.lock.store(lock, Ordering::Relaxed);
+    w.holder.store(holder, Ordering::Relaxed);
+    w.site_kind.store(kind, Ordering::Relaxed);
+    w.site_addr.store(addr, Ordering::Relaxed);
+    w.site_len.store(len, Ordering::Relaxed);
+    w.since_ns.store(super::monotonic_ns(), Ordering::Relaxed);
+    // The slot is this thread's until it ends the wait: its own count
+    // tells this wait from the slot's next, with no shared counter.
+    w.seq
+        .store(w.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
+    Some(slot)
+}
+
+/// One thread waiting on a lock, as [`waits`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait {
+    /// The waiting thread.
+    pub tid: u32,
+    /// The lock's address (0: unknown).
+    pub lock: usize,
+    /// The thread that last took the lock (0: unknown); in a deadlock, its
+    /// holder.
+    pub holder: u32,
+    /// The lock's site.
+    pub site: Site,
+    /// When the wait began, monotonic ns.
+    pub since_ns: u64,
+    /// This wait's number.
+    pub seq: u64,
+}
+
+/// Every thread waiting on a lock now, with what it waits on.
+pub fn waits() -> Vec<Wait> {
+    let mut out = Vec::new();
+    for (i, t) in WAITING.iter().enumerate() {
+        let tid = t.load(Ordering::Relaxed);
+        if tid == 0 {
+            continue;
+        }
+        let w = &WAIT_ON[i];
+        let seq = w.seq.load(Ordering::Acquire);
+        let wait = Wait {
+            tid,
+            lock: w.lock.load(Ordering::Relaxed),
+            holder: w.holder.load(Ordering::Relaxed),
+            site: Site::from_raw(
+                w.site_kind.load(Ordering::Relaxed),
+                w.site_addr.load(Ordering::Relaxed),
+                w.site_len.load(Ordering::Relaxed),
+            ),
+            since_ns: w.since_ns.load(Ordering::Relaxed),
+            seq,
+        };
+        // Still that wait (not ended and begun again meanwhile).
+        if t.load(Ordering::Relaxed) == tid && w.seq.load(Ordering::Acquire) == seq {
+            out.push(wait);
+        }
+    }
+    out
 }
 
 /// This thread took the lock it waited on.

@@ -16,6 +16,7 @@
 //! `kiln_task_*`. The async form, one task per `tracing` span, is
 //! [`crate::tracing`].
 
+pub(crate) mod deadlock;
 pub(crate) mod sites;
 pub(crate) mod stats;
 pub(crate) mod watchdog;

@@ -241,6 +241,13 @@ pub(crate) fn task_name(id: u32) -> Option<&'static str> {
     registry(|r| r.all.get((id as usize).checked_sub(1)?).map(|s| s.name))
 }
 
+/// Every task's figures now: what a starting agent counts its first
+/// window from (an earlier agent in this process counted the rest).
+pub(crate) fn baseline() -> HashMap<u32, Snapshot> {
+    let all = registry(|r| r.all.clone());
+    all.iter().map(|s| (s.id, s.snapshot())).collect()
+}
+
 /// Every task's growth since `prev` (updated to now), tasks with none
 /// left out.
 pub(crate) fn window(prev: &mut HashMap<u32, Snapshot>) -> Vec<TaskRow> {

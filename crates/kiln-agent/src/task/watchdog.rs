@@ -156,11 +156,11 @@ pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
     out
 }
 
-/// A stuck task as `/debug/kiln/stuck` and the server's `/api/v1/events`
-/// show it.
+/// A stuck task, or one thread of a deadlock, as `/debug/kiln/stuck` and
+/// the server's `/api/v1/events` show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct StuckEvent {
-    /// `"stuck"`.
+    /// `"stuck"` or `"deadlock"`.
     pub kind: &'static str,
     /// When it was caught, ms since the epoch.
     pub time_ms: u64,
@@ -176,6 +176,15 @@ pub struct StuckEvent {
     pub site: String,
     /// Frames, leaf first: `function (file:line)`.
     pub stack: Vec<String>,
+    /// A deadlock's: the lock this thread waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<String>,
+    /// A deadlock's: the lock this thread holds that the next one waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<String>,
+    /// A deadlock's: every thread in the cycle, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cycle: Vec<String>,
 }
 
 struct Events {
@@ -197,7 +206,8 @@ pub(crate) fn record(e: StuckEvent) {
         elapsed_ms = e.elapsed_ns / 1_000_000,
         deadline_ms = e.deadline_ns / 1_000_000,
         site = %e.site,
-        "task stuck past its deadline"
+        kind = e.kind,
+        "task stuck past its deadline, or deadlocked"
     );
     let mut g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
     if g.recent.len() >= MAX_RECENT {
@@ -281,13 +291,23 @@ pub(crate) fn events_profile(
             n(&mut p, "capture", u64::from(e.capture)),
             n(&mut p, "thread_id", u64::from(e.thread_id)),
         ];
+        let mut labels = labels.to_vec();
+        if let Some(w) = &e.waits_for {
+            labels.push(s(&mut p, "waits_for", w));
+        }
+        if let Some(h) = &e.holds {
+            labels.push(s(&mut p, "holds", h));
+        }
+        if !e.cycle.is_empty() {
+            labels.push(s(&mut p, "cycle", &e.cycle.join(", ")));
+        }
         p.push_sample(&locs, &labels, &[1]);
     }
     p
 }
 
-/// A capture symbolized by `frames` (one entry per address of `c.ips`).
-pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> StuckEvent {
+/// The frames of a stack as events show them, and its site.
+fn stack_and_site(frames: &[crate::symbolize::Frames]) -> (Vec<String>, String) {
     let mut stack = Vec::new();
     let mut site = String::new();
     for fs in frames {
@@ -306,18 +326,75 @@ pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> Stuc
             });
         }
     }
+    (stack, site)
+}
+
+fn thread_name(tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// A capture symbolized by `frames` (one entry per address of `c.ips`).
+pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> StuckEvent {
+    let (stack, site) = stack_and_site(frames);
     StuckEvent {
         kind: "stuck",
         time_ms: c.time_ms,
         task: super::stats::task_name(c.task).unwrap_or("?").to_string(),
-        thread_name: std::fs::read_to_string(format!("/proc/self/task/{}/comm", c.tid))
-            .map(|s| s.trim_end().to_string())
-            .unwrap_or_default(),
+        thread_name: thread_name(c.tid),
         thread_id: c.tid,
         elapsed_ns: c.elapsed_ns,
         deadline_ns: c.deadline_ns,
         capture: c.nth,
         site,
         stack,
+        waits_for: None,
+        holds: None,
+        cycle: Vec::new(),
     }
+}
+
+/// A deadlock's events, one per thread of the cycle; `frames` symbolizes
+/// a stack.
+pub(crate) fn deadlock_events(
+    c: &super::deadlock::DeadlockCapture,
+    mut frames: impl FnMut(&[u64]) -> Vec<crate::symbolize::Frames>,
+) -> Vec<StuckEvent> {
+    let names: Vec<String> = c
+        .threads
+        .iter()
+        .map(|(_, w, _)| thread_name(w.tid))
+        .collect();
+    let label = |w: &crate::sys::contention::Wait| {
+        w.site
+            .label()
+            .unwrap_or_else(|| format!("lock at {:#x}", w.lock))
+    };
+    let n = c.threads.len();
+    c.threads
+        .iter()
+        .enumerate()
+        .map(|(i, (waited, w, ips))| {
+            let (stack, site) = stack_and_site(&frames(ips));
+            // Thread i holds what the thread before it in the cycle waits on.
+            let before = &c.threads[(i + n - 1) % n].1;
+            StuckEvent {
+                kind: "deadlock",
+                time_ms: c.time_ms,
+                // Another thread's task is its own thread-local: not known here.
+                task: String::new(),
+                thread_name: names[i].clone(),
+                thread_id: w.tid,
+                elapsed_ns: *waited,
+                deadline_ns: 0,
+                capture: 1,
+                site,
+                stack,
+                waits_for: Some(label(w)),
+                holds: Some(label(before)),
+                cycle: names.clone(),
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,135 @@
+//! Deadlocks among [`crate::sync`] locks: every second the sampler thread
+//! reads which threads wait on which lock and which thread last took
+//! each ([`crate::sys::contention::waits`]), follows waiter → holder →
+//! the lock that holder waits on …, and a path that comes back to where
+//! it started is a cycle. A cycle seen in two checks in a row with the
+//! same waits (a deadlock does not move; a passing convoy does) is
+//! reported once: every thread in it has its stack taken and becomes a
+//! `"deadlock"` event naming the lock it waits for, the lock it holds and
+//! the cycle's threads. Locks taken for reading (a `RwLock`'s readers)
+//! and `lock_api` raw mutexes name no holder and close no cycle.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::sys::contention::{Wait, waits};
+
+/// Longest cycle followed.
+const MAX_CYCLE: usize = 64;
+
+/// The checks' memory: the last check's waits, and the cycles reported.
+#[derive(Default)]
+pub(crate) struct Detector {
+    last: HashSet<(u32, u64)>,
+    reported: HashSet<Vec<(u32, u64)>>,
+}
+
+/// A cycle's threads with their stacks, before symbolization.
+#[derive(Clone, Debug)]
+pub struct DeadlockCapture {
+    /// When it was found, ms since the epoch.
+    pub time_ms: u64,
+    /// How long each thread had waited, ns, its wait, and its stack.
+    pub threads: Vec<(u64, Wait, Vec<u64>)>,
+}
+
+impl Detector {
+    /// The cycles found now that were there at the last check too and
+    /// were not reported yet, each with its threads' stacks.
+    pub(crate) fn check(&mut self, now_ns: u64) -> Vec<DeadlockCapture> {
+        let all = waits();
+        let now: HashSet<(u32, u64)> = all.iter().map(|w| (w.tid, w.seq)).collect();
+        let by_tid: HashMap<u32, Wait> = all.iter().map(|w| (w.tid, *w)).collect();
+        let mut out = Vec::new();
+        let mut seen_cycles = HashSet::new();
+        for w in &all {
+            let Some(cycle) = cycle_from(w, &by_tid) else {
+                continue;
+            };
+            let mut key: Vec<(u32, u64)> = cycle.iter().map(|c| (c.tid, c.seq)).collect();
+            key.sort_unstable();
+            if !seen_cycles.insert(key.clone())
+                || self.reported.contains(&key)
+                || !key.iter().all(|k| self.last.contains(k))
+            {
+                continue;
+            }
+            let Ok(shared) = crate::sys::shared() else {
+                continue;
+            };
+            let threads = cycle
+                .iter()
+                .map(|c| {
+                    let ips = crate::sys::thread_stack(
+                        shared,
+                        c.tid,
+                        std::time::Duration::from_millis(200),
+                    )
+                    .map(|(ips, _)| ips)
+                    .unwrap_or_default();
+                    (now_ns.saturating_sub(c.since_ns), *c, ips)
+                })
+                .collect();
+            self.reported.insert(key);
+            out.push(DeadlockCapture {
+                time_ms: crate::session::now_ms(),
+                threads,
+            });
+        }
+        // Cycles no longer there can be reported again if they come back.
+        self.reported.retain(|k| k.iter().all(|e| now.contains(e)));
+        self.last = now;
+        out
+    }
+}
+
+/// The cycle through `start`, if following holders from it comes back to
+/// it: its waits, `start` first, each waiting on a lock the next holds.
+fn cycle_from(start: &Wait, by_tid: &HashMap<u32, Wait>) -> Option<Vec<Wait>> {
+    let mut path = vec![*start];
+    let mut cur = *start;
+    while path.len() <= MAX_CYCLE {
+        if cur.holder == 0 || cur.holder == cur.tid {
+            return None;
+        }
+        let next = by_tid.get(&cur.holder)?;
+        if next.tid == start.tid {
+            return Some(path);
+        }
+        if path.iter().any(|p| p.tid == next.tid) {
+            return None;
+        }
+        path.push(*next);
+        cur = *next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::contention::Site;
+
+    fn w(tid: u32, holder: u32) -> Wait {
+        Wait {
+            tid,
+            lock: tid as usize * 8,
+            holder,
+            site: Site::Anon,
+            since_ns: 0,
+            seq: u64::from(tid),
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_and_chains_are_not() {
+        let ws = [w(1, 2), w(2, 3), w(3, 1), w(4, 1), w(5, 6)];
+        let by: HashMap<u32, Wait> = ws.iter().map(|w| (w.tid, *w)).collect();
+        let c = cycle_from(&ws[0], &by).unwrap();
+        assert_eq!(c.iter().map(|w| w.tid).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(
+            cycle_from(&ws[3], &by).is_none(),
+            "4 waits on the cycle but is not in it"
+        );
+        assert!(cycle_from(&ws[4], &by).is_none(), "6 is not waiting");
+    }
+}
