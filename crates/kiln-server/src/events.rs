@@ -58,14 +58,7 @@ pub async fn events(
     Query(mut p): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
-    let raw = p.get("query").cloned().unwrap_or_else(|| "{}".into());
-    let braces = raw[raw.find('{').unwrap_or(raw.len())..].trim().to_string();
-    let inner = braces
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .trim()
-        .to_string();
-    p.insert("query".into(), format!("events{{{inner}}}"));
+    let inner = crate::query::retype(&mut p, "events");
     let s = crate::query::selection(&p, "")?;
     st.store.wait_loaded().await?;
     let mut all = Vec::new();

@@ -33,6 +33,37 @@ pub(crate) struct Selection {
     pub until: i64,
 }
 
+/// For endpoints whose selector names no type (`{service_name="x"}`):
+/// sets `query` to `profile` with the selector's matchers, and returns
+/// those matchers as written (`service_name="x"`; empty for `{}`), for
+/// queries that add their own.
+pub(crate) fn retype(p: &mut HashMap<String, String>, profile: &str) -> String {
+    let raw = p.get("query").cloned().unwrap_or_else(|| "{}".into());
+    let raw = raw.trim();
+    let inner = raw[raw.find('{').unwrap_or(raw.len())..]
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim()
+        .to_string();
+    p.insert("query".into(), format!("{profile}{{{inner}}}"));
+    inner
+}
+
+/// Steps of whole minutes over `s`, at most 60: `(from, until)` each.
+fn minute_steps(s: &Selection) -> Vec<(i64, i64)> {
+    let minute = kiln_store::BUCKET_MS;
+    let from = s.from.div_euclid(minute) * minute;
+    let step = ((s.until - from + 59) / 60).div_euclid(minute).max(1) * minute;
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < s.until {
+        let end = (t + step).min(s.until);
+        out.push((t, end));
+        t = end;
+    }
+    out
+}
+
 pub(crate) fn selection(p: &HashMap<String, String>, prefix: &str) -> Result<Selection, ApiError> {
     let key = |k: &str| {
         if prefix.is_empty() {
@@ -488,13 +519,10 @@ async fn function_timeline(
             )));
         }
     };
-    let minute = kiln_store::BUCKET_MS;
-    let from = s.from.div_euclid(minute) * minute;
-    let step = ((s.until - from + 59) / 60).div_euclid(minute).max(1) * minute;
+    let steps = minute_steps(s);
+    let step = steps.first().map_or(kiln_store::BUCKET_MS, |(a, b)| b - a);
     let mut points = Vec::new();
-    let mut t = from;
-    while t < s.until {
-        let end = (t + step).min(s.until);
+    for (t, end) in steps {
         let sel = Selection {
             q: s.q.clone(),
             from: t,
@@ -507,7 +535,6 @@ async fn function_timeline(
                 points.push(json!([t, v]));
             }
         }
-        t = end;
     }
     Ok(axum::Json(json!({
         "step_ms": step,
@@ -528,13 +555,10 @@ async fn sampled_timeline(
     s: &Selection,
     group: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let minute = kiln_store::BUCKET_MS;
-    let from = s.from.div_euclid(minute) * minute;
-    let step = ((s.until - from + 59) / 60).div_euclid(minute).max(1) * minute;
+    let steps = minute_steps(s);
+    let step = steps.first().map_or(kiln_store::BUCKET_MS, |(a, b)| b - a);
     let mut lines: BTreeMap<String, Vec<[i64; 2]>> = BTreeMap::new();
-    let mut t = from;
-    while t < s.until {
-        let end = (t + step).min(s.until);
+    for (t, end) in steps {
         let sel = Selection {
             q: s.q.clone(),
             from: t,
@@ -556,7 +580,6 @@ async fn sampled_timeline(
                 lines.entry(k).or_default().push([t, v]);
             }
         }
-        t = end;
     }
     let out: Vec<Value> = lines
         .into_iter()

@@ -74,10 +74,7 @@ pub async fn tasks(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&st, &headers)?;
     // The selector alone names no type: tasks are their own profile.
-    let raw = p.get("query").cloned().unwrap_or_else(|| "{}".into());
-    let trimmed = raw.trim();
-    let braces = &trimmed[trimmed.find('{').unwrap_or(trimmed.len())..];
-    p.insert("query".into(), format!("{PROFILE}{braces}"));
+    let inner = crate::query::retype(&mut p, PROFILE);
     let s = crate::query::selection(&p, "")?;
     let mut all = rows(&st, &tenant, &s.q, s.from, s.until).await?;
     all.sort_by(|a, b| {
@@ -105,7 +102,6 @@ pub async fn tasks(
         }
         .max(range_ms / MAX_POINTS)
         .max(1000);
-        let inner = braces.trim_start_matches('{').trim_end_matches('}').trim();
         let value = task.replace('\\', "\\\\").replace('"', "\\\"");
         let sep = if inner.is_empty() { "" } else { "," };
         let label = kiln_profile::tasks::TASK_LABEL;
