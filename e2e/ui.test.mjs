@@ -328,6 +328,14 @@ try {
   const stack = await page.textContent("#event-stack");
   check(stack.split("\n")[1].startsWith("shop::board::wait_for_disk"), `its stack is shown (${stack})`);
   await shot("13-events");
+  // The event is marked on the timeline, in red, where it happened.
+  const marks = await page.$eval("#timeline", (c) => ({ n: Number(c.dataset.markers), xs: c.dataset.markerXs }));
+  const markPixel = await page.evaluate((x) => {
+    const c = document.querySelector("#timeline");
+    const k = c.width / c.getBoundingClientRect().width;
+    return [...c.getContext("2d").getImageData(Math.round(x * k), Math.round(3 * k), 1, 1).data.slice(0, 3)];
+  }, Number(marks.xs));
+  check(marks.n === 1 && markPixel[0] > 200 && markPixel[1] < 100, `the event is marked on the timeline (${JSON.stringify(marks)}, ${markPixel})`);
   await page.click("#event-flame");
   await page.waitForFunction(() => window.kiln.state.tab === "flame");
   check((await page.evaluate(() => window.kiln.state.query)).includes('instance="shop-1"'), "the event opens that instance's flame graph");

@@ -7,7 +7,7 @@
 import { $, api, esc, fmtValue, pct, dark } from "./util.js";
 import { Flame, sandwich, treeFrom } from "./flame.js";
 import { hideGlue, stripGlue, withGlue, withoutGlue } from "./glue.js";
-import { drawTimeline, wireTimelineDrag } from "./timeline.js";
+import { drawTimeline, drawMarkers, wireTimelineDrag } from "./timeline.js";
 import { download, folded, svg } from "./export.js";
 import { drawLanes, legend, describe } from "./lanes.js";
 import { tasksHtml, splitLegend, drawLatency, dur } from "./tasks.js";
@@ -142,6 +142,9 @@ async function loadTimeline() {
   const now = Date.now();
   const data = await api("/api/v1/timeline", { query: state.query, ...r, ...(state.groupBy ? { groupBy: state.groupBy } : {}) });
   drawTimeline(data, parseTime(state.from, now), parseTime(state.until, now));
+  // The selection's watchdog events as marks (none: no mark).
+  const ev = await api("/api/v1/events", { query: selectorOf(state.query), ...r }).catch(() => ({ events: [] }));
+  drawMarkers(ev.events || []);
   await loadFunctionTimeline();
 }
 

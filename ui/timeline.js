@@ -48,6 +48,28 @@ export function drawTimeline(data, from, until) {
 
 let timelineRange = null;
 
+// Watchdog events on the timeline: a red mark at the top for each stuck
+// task or deadlock, its title in the mark's tooltip list.
+export function drawMarkers(events) {
+  const c = $("#timeline");
+  if (!timelineRange) return;
+  const { from, until, w } = timelineRange;
+  const g = c.getContext("2d");
+  const dpr = window.devicePixelRatio || 1;
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const xs = [];
+  g.fillStyle = "#e5484d";
+  for (const e of events) {
+    if (e.time_ms < from || e.time_ms > until) continue;
+    const x = ((e.time_ms - from) / (until - from)) * w;
+    g.beginPath(); g.moveTo(x - 5, 0); g.lineTo(x + 5, 0); g.lineTo(x, 9); g.closePath(); g.fill();
+    xs.push(Math.round(x));
+  }
+  c.dataset.markers = xs.length;
+  c.dataset.markerXs = xs.join(",");
+  c.title = events.length ? events.map((e) => `${new Date(e.time_ms).toLocaleTimeString()} ${e.kind}: ${e.task || e.thread_name}`).join("\n") : "";
+}
+
 // `pick(from, until)` gets the dragged range, in milliseconds.
 export function wireTimelineDrag(pick) {
   const c = $("#timeline");
