@@ -159,6 +159,15 @@ pub fn run(
         } else {
             DRAIN_INTERVAL
         };
+        // Nor a watched task's deadline.
+        let wait = match crate::task::watchdog::next_due_ns() {
+            Some(due) => {
+                let now = crate::sys::monotonic_ns();
+                wait.min(Duration::from_nanos(due.saturating_sub(now)))
+                    .max(Duration::from_millis(1))
+            }
+            None => wait,
+        };
         let got = cmds.recv_timeout(wait);
         // Tasks past their deadline: their stacks now, symbolized by the
         // flush thread.

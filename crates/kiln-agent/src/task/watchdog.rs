@@ -1,7 +1,7 @@
 //! The watchdog: tasks with a deadline (their own, or the agent's
 //! `.watchdog(d)`) are listed in a fixed table of slots while they run;
-//! the sampler thread scans it every drain interval (10 ms) and, for a
-//! task past its deadline, asks the thread running it for its stack (the
+//! the sampler thread scans it every drain interval (10 ms), waking at
+//! the earliest due deadline, and, for a task past its deadline, asks the thread running it for its stack (the
 //! thread dump's signal) — once past the deadline, again past four times
 //! it, so one can see whether it moved. The flush thread symbolizes each
 //! capture into a [`StuckEvent`]: logged through `tracing`, counted in
@@ -96,10 +96,22 @@ pub struct Capture {
     pub ips: Vec<u64>,
 }
 
+/// The earliest moment (monotonic ns) a watched task comes due for a
+/// capture, found by the last [`scan`]; `None` when none is watched.
+pub(crate) fn next_due_ns() -> Option<u64> {
+    match NEXT_DUE.load(Ordering::Relaxed) {
+        u64::MAX => None,
+        t => Some(t),
+    }
+}
+
+static NEXT_DUE: AtomicU64 = AtomicU64::new(u64::MAX);
+
 /// Scans the slots at monotonic time `now_ns`; the stacks of tasks that
 /// just passed their deadline (or four times it), taken by signalling
 /// their threads.
 pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
+    NEXT_DUE.store(u64::MAX, Ordering::Relaxed);
     if IN_USE.load(Ordering::Relaxed) == 0 {
         return Vec::new();
     }
@@ -107,6 +119,7 @@ pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut next_due = u64::MAX;
     for s in &SLOTS {
         let tid = s.tid.load(Ordering::Acquire);
         if tid == 0 || tid == u32::MAX {
@@ -118,12 +131,13 @@ pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
         );
         let elapsed = now_ns.saturating_sub(start);
         let caught = s.caught.load(Ordering::Relaxed);
-        let due = match caught {
-            0 => elapsed > deadline,
-            1 => elapsed > deadline.saturating_mul(4),
-            _ => false,
+        let at = match caught {
+            0 => start.saturating_add(deadline),
+            1 => start.saturating_add(deadline.saturating_mul(4)),
+            _ => u64::MAX,
         };
-        if !due {
+        if now_ns <= at {
+            next_due = next_due.min(at.saturating_add(1));
             continue;
         }
         let task = s.task.load(Ordering::Relaxed);
@@ -152,7 +166,15 @@ pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
             nth: caught + 1,
             ips,
         });
+        if caught == 0 {
+            next_due = next_due.min(
+                start
+                    .saturating_add(deadline.saturating_mul(4))
+                    .saturating_add(1),
+            );
+        }
     }
+    NEXT_DUE.store(next_due, Ordering::Relaxed);
     out
 }
 
