@@ -83,13 +83,14 @@ pub struct Sketch {
 impl Sketch {
     /// Counts one operation of `ns`.
     pub fn record(&mut self, ns: u64) {
-        *self.counts.entry(bucket(ns)).or_default() += 1;
+        self.add_bucket(bucket(ns), 1);
     }
 
     /// Adds `n` operations to bucket `i`.
     pub fn add_bucket(&mut self, i: u32, n: u64) {
         if n > 0 {
-            *self.counts.entry(i.min(MAX_BUCKET)).or_default() += n;
+            let c = self.counts.entry(i.min(MAX_BUCKET)).or_default();
+            *c = c.saturating_add(n);
         }
     }
 
@@ -102,7 +103,7 @@ impl Sketch {
 
     /// Operations counted.
     pub fn count(&self) -> u64 {
-        self.counts.values().sum()
+        self.counts.values().fold(0, |a, &c| a.saturating_add(c))
     }
 
     /// The `q`-quantile (0 ≤ q ≤ 1) in ns, within 1% of the true value:
@@ -114,9 +115,9 @@ impl Sketch {
             return 0;
         }
         let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
-        let mut seen = 0;
+        let mut seen = 0u64;
         for (&i, &c) in &self.counts {
-            seen += c;
+            seen = seen.saturating_add(c);
             if seen >= rank {
                 return middle(i);
             }
@@ -135,8 +136,7 @@ impl Sketch {
         self.counts
             .iter()
             .take_while(|&(&i, _)| upper(i) <= ns * (1.0 + 1e-12))
-            .map(|(_, &c)| c)
-            .sum()
+            .fold(0, |a, (_, &c)| a.saturating_add(c))
     }
 }
 
@@ -168,17 +168,19 @@ pub struct TaskRow {
 impl TaskRow {
     /// Adds every figure of `o` (a row of the same task).
     pub fn merge(&mut self, o: &TaskRow) {
-        self.count += o.count;
+        // Saturating: rows read from pushed profiles are not trusted.
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.count, o.count);
         self.latency.merge(&o.latency);
-        self.latency_sum_ns += o.latency_sum_ns;
-        self.cpu_ns += o.cpu_ns;
+        add(&mut self.latency_sum_ns, o.latency_sum_ns);
+        add(&mut self.cpu_ns, o.cpu_ns);
         for (k, v) in &o.io_ns {
-            *self.io_ns.entry(k.clone()).or_default() += v;
+            add(self.io_ns.entry(k.clone()).or_default(), *v);
         }
-        self.other_ns += o.other_ns;
-        self.stuck += o.stuck;
+        add(&mut self.other_ns, o.other_ns);
+        add(&mut self.stuck, o.stuck);
         for (k, v) in &o.sites {
-            *self.sites.entry(k.clone()).or_default() += v;
+            add(self.sites.entry(k.clone()).or_default(), *v);
         }
     }
 }
@@ -301,12 +303,13 @@ pub fn read_tasks(p: &Profile) -> Vec<TaskRow> {
             task,
             ..TaskRow::default()
         });
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
         if stack.len() == 1 {
-            row.count += v(0);
-            row.latency_sum_ns += v(2);
-            row.cpu_ns += v(3);
-            row.other_ns += v(5);
-            row.stuck += v(6);
+            add(&mut row.count, v(0));
+            add(&mut row.latency_sum_ns, v(2));
+            add(&mut row.cpu_ns, v(3));
+            add(&mut row.other_ns, v(5));
+            add(&mut row.stuck, v(6));
             continue;
         }
         let leaf = name_of(stack[0]);
@@ -316,10 +319,10 @@ pub fn read_tasks(p: &Profile) -> Vec<TaskRow> {
             row.latency.add_bucket(i, v(1));
         }
         if v(4) > 0 {
-            *row.io_ns.entry(leaf.clone()).or_default() += v(4);
+            add(row.io_ns.entry(leaf.clone()).or_default(), v(4));
         }
         if v(7) > 0 {
-            *row.sites.entry(leaf).or_default() += v(7);
+            add(row.sites.entry(leaf).or_default(), v(7));
         }
     }
     rows.into_values()
@@ -378,5 +381,24 @@ mod tests {
         twice.merge(&a);
         assert_eq!(both, vec![twice]);
         assert_eq!(both[0].latency.quantile(0.5), middle(bucket(2_000_000)));
+    }
+
+    #[test]
+    fn hostile_counts_saturate() {
+        let mut r = TaskRow {
+            task: "t".into(),
+            count: u64::MAX,
+            ..TaskRow::default()
+        };
+        r.latency.add_bucket(3, u64::MAX);
+        r.latency.add_bucket(9_999_999, u64::MAX);
+        let again = r.clone();
+        r.merge(&again);
+        assert_eq!(r.count, u64::MAX);
+        assert_eq!(r.latency.count(), u64::MAX);
+        assert!(r.latency.quantile(0.999) <= middle(MAX_BUCKET));
+        // (Within 1 ns: a constant-folded `powi` may round otherwise.)
+        assert!(r.latency.max().abs_diff(middle(MAX_BUCKET)) <= 1);
+        assert_eq!(r.latency.at_most(f64::MAX), u64::MAX);
     }
 }
