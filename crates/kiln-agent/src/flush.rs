@@ -31,6 +31,8 @@ pub enum Job {
     Session(SessionJob),
     /// A task the watchdog caught past its deadline: symbolize and keep it.
     Stuck(crate::task::watchdog::Capture),
+    /// A lock holder stalled outside any task: symbolize and keep it.
+    Stalled(crate::task::deadlock::StallCapture),
     /// A deadlock the sampler found: symbolize and keep its events.
     Deadlock(crate::task::deadlock::DeadlockCapture),
     /// Symbolize these lookup addresses.
@@ -223,6 +225,17 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 symbols.resolve(&addrs, code.now());
                 let frames: Vec<_> = addrs.iter().map(|&a| symbols.get(a)).collect();
                 crate::task::watchdog::record(crate::task::watchdog::event_of(&c, &frames));
+            }
+            Job::Stalled(c) => {
+                let addrs: Vec<u64> = c
+                    .ips
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| crate::unwind::FrameAddress::at(i, a).lookup())
+                    .collect();
+                symbols.resolve(&addrs, code.now());
+                let frames: Vec<_> = addrs.iter().map(|&a| symbols.get(a)).collect();
+                crate::task::watchdog::record(crate::task::watchdog::stall_event(&c, &frames));
             }
             Job::Deadlock(c) => {
                 let events = crate::task::watchdog::deadlock_events(&c, |ips| {

@@ -324,6 +324,13 @@ pub fn run(
             for c in deadlocks.check(crate::sys::monotonic_ns()) {
                 let _ = jobs.send(Job::Deadlock(c));
             }
+            let after = match crate::task::default_deadline_ns() {
+                0 => crate::task::deadlock::STALLED_AFTER,
+                ns => Duration::from_nanos(ns),
+            };
+            for c in deadlocks.stalled(crate::sys::monotonic_ns(), after) {
+                let _ = jobs.send(Job::Stalled(c));
+            }
             if cfg.thread_stats {
                 stats.refresh();
             }

@@ -701,3 +701,94 @@ fn two_threads_locking_in_opposite_orders_are_one_deadlock() {
         "reported once, and the busy lock never"
     );
 }
+
+/// Holds `lock` while blocked in a read that gets no data until `pipe`
+/// is written: no CPU progress, no context switch.
+#[inline(never)]
+fn block_in_read(lock: &kiln_agent::sync::Mutex<u64>, mut pipe: std::io::PipeReader) {
+    use std::io::Read;
+    let g = lock.lock().unwrap();
+    let mut b = [0u8; 1];
+    let _ = pipe.read(&mut b);
+    drop(g);
+}
+
+#[test]
+fn a_lock_holder_blocked_outside_any_task_is_reported() {
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let agent = kiln_agent::Agent::builder()
+        .service("stall-truth")
+        .cpu_hz(0)
+        .watchdog(Duration::from_millis(800))
+        .control("127.0.0.1:0")
+        .start()
+        .unwrap();
+    let base = format!("http://{}", agent.status().control[0]);
+    static POOL: kiln_agent::sync::Mutex<u64> = kiln_agent::sync::Mutex::named("pool", 0);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let holder = std::thread::Builder::new()
+        .name("pool-holder".into())
+        .spawn(move || block_in_read(&POOL, reader))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let waiter = std::thread::Builder::new()
+        .name("pool-waiter".into())
+        .spawn(|| *POOL.lock().unwrap() += 1)
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let stalled = loop {
+        let v: serde_json::Value = reqwest::blocking::get(format!("{base}/debug/kiln/stuck"))
+            .unwrap()
+            .text()
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        let s: Vec<serde_json::Value> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "stuck" && e["thread_name"] == "pool-holder")
+            .cloned()
+            .collect();
+        if !s.is_empty() || Instant::now() > until {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Three more checks: reported once.
+    std::thread::sleep(Duration::from_millis(3000));
+    let again: serde_json::Value = reqwest::blocking::get(format!("{base}/debug/kiln/stuck"))
+        .unwrap()
+        .text()
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    use std::io::Write;
+    writer.write_all(b"x").unwrap();
+    holder.join().unwrap();
+    waiter.join().unwrap();
+    agent.stop().unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&stalled).unwrap());
+    assert_eq!(
+        stalled.len(),
+        1,
+        "the blocked holder is reported: {stalled:?}"
+    );
+    let e = &stalled[0];
+    assert_eq!(e["holds"], "pool");
+    assert_eq!(e["task"], "");
+    assert!(e["elapsed_ns"].as_u64().unwrap() >= 800_000_000, "{e}");
+    assert!(
+        e["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("block_in_read")),
+        "{e}"
+    );
+    let n = again["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["thread_name"] == "pool-holder")
+        .count();
+    assert_eq!(n, 1, "reported once");
+}

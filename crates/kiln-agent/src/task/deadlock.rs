@@ -8,6 +8,14 @@
 //! `"deadlock"` event naming the lock it waits for, the lock it holds and
 //! the cycle's threads. Locks taken for reading (a `RwLock`'s readers)
 //! and `lock_api` raw mutexes name no holder and close no cycle.
+//!
+//! A holder that is not itself waiting on a lock, while another thread
+//! has waited on its lock for [`STALLED_AFTER`] (or the agent's
+//! `.watchdog(d)` when set), and that made no CPU progress and no
+//! context switch over that time (its `schedstat` and switch counts did
+//! not move: blocked in a system call, or stopped), is stuck outside any
+//! task: its stack is taken and it becomes a `"stuck"` event with the
+//! lock it `holds` and no task.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,12 +23,37 @@ use crate::sys::contention::{Wait, waits};
 
 /// Longest cycle followed.
 const MAX_CYCLE: usize = 64;
+/// How long a holder must stall, with a thread waiting on its lock, to be
+/// reported (without `.watchdog(d)`).
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A holder's counters as first seen unchanged, and since when (ns).
+type Stall = (crate::threads::Counts, u64);
 
 /// The checks' memory: the last check's waits, and the cycles reported.
 #[derive(Default)]
 pub(crate) struct Detector {
     last: HashSet<(u32, u64)>,
     reported: HashSet<Vec<(u32, u64)>>,
+    /// Holders of waited-on locks: their counters, unchanged since when.
+    stalls: HashMap<u32, Stall>,
+    /// (holder, the wait) already reported as stalled.
+    stalled_reported: HashSet<(u32, u64)>,
+}
+
+/// A holder that made no progress while a thread waited on its lock.
+#[derive(Clone, Debug)]
+pub struct StallCapture {
+    /// When it was found, ms since the epoch.
+    pub time_ms: u64,
+    /// The stalled holder.
+    pub tid: u32,
+    /// How long it made no progress, ns.
+    pub stalled_ns: u64,
+    /// The wait on its lock.
+    pub wait: Wait,
+    /// Its stack.
+    pub ips: Vec<u64>,
 }
 
 /// A cycle's threads with their stacks, before symbolization.
@@ -78,6 +111,61 @@ impl Detector {
         // Cycles no longer there can be reported again if they come back.
         self.reported.retain(|k| k.iter().all(|e| now.contains(e)));
         self.last = now;
+        out
+    }
+
+    /// Holders not waiting themselves whose counters have not moved for
+    /// `after` while a thread waited on their lock at least that long.
+    pub(crate) fn stalled(&mut self, now_ns: u64, after: std::time::Duration) -> Vec<StallCapture> {
+        let all = waits();
+        let waiting: HashSet<u32> = all.iter().map(|w| w.tid).collect();
+        let after_ns = after.as_nanos().min(u64::MAX as u128) as u64;
+        let mut out = Vec::new();
+        let mut held: HashMap<u32, Wait> = HashMap::new();
+        for w in &all {
+            if w.holder != 0 && w.holder != w.tid && !waiting.contains(&w.holder) {
+                // The longest wait on each holder's locks.
+                let e = held.entry(w.holder).or_insert(*w);
+                if w.since_ns < e.since_ns {
+                    *e = *w;
+                }
+            }
+        }
+        self.stalls.retain(|h, _| held.contains_key(h));
+        self.stalled_reported
+            .retain(|(h, seq)| held.get(h).is_some_and(|w| w.seq == *seq));
+        for (&h, w) in &held {
+            let Some(counts) = crate::threads::read(h) else {
+                continue;
+            };
+            let e = self.stalls.entry(h).or_insert((counts, now_ns));
+            if e.0 != counts {
+                *e = (counts, now_ns);
+                continue;
+            }
+            let stalled = now_ns.saturating_sub(e.1);
+            let waited = now_ns.saturating_sub(w.since_ns);
+            if stalled < after_ns
+                || waited < after_ns
+                || self.stalled_reported.contains(&(h, w.seq))
+            {
+                continue;
+            }
+            let Ok(shared) = crate::sys::shared() else {
+                continue;
+            };
+            let ips = crate::sys::thread_stack(shared, h, std::time::Duration::from_millis(200))
+                .map(|(ips, _)| ips)
+                .unwrap_or_default();
+            self.stalled_reported.insert((h, w.seq));
+            out.push(StallCapture {
+                time_ms: crate::session::now_ms(),
+                tid: h,
+                stalled_ns: stalled,
+                wait: *w,
+                ips,
+            });
+        }
         out
     }
 }

@@ -69,6 +69,7 @@ pub(crate) fn current_id() -> u32 {
 
 /// Turns recording on for a starting agent, with its settings.
 pub(crate) fn enable(stack_every: u32, default_deadline: Option<Duration>) {
+    watchdog::clear();
     STACK_EVERY.store(stack_every, Ordering::Relaxed);
     DEFAULT_DEADLINE_NS.store(
         default_deadline.map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64),
@@ -335,7 +336,6 @@ pub fn io<R>(kind: &'static str, f: impl FnOnce() -> R) -> R {
 }
 
 /// The default deadline in ns (0: none).
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn default_deadline_ns() -> u64 {
     DEFAULT_DEADLINE_NS.load(Ordering::Relaxed)
 }

@@ -242,6 +242,14 @@ pub(crate) fn record(e: StuckEvent) {
     g.pending.push_back(e);
 }
 
+/// Forgets every event (a new agent starts: an earlier one's events were
+/// its own).
+pub(crate) fn clear() {
+    let mut g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    g.recent.clear();
+    g.pending.clear();
+}
+
 /// The events kept, oldest first.
 pub(crate) fn recent() -> Vec<StuckEvent> {
     let g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -419,4 +427,32 @@ pub(crate) fn deadlock_events(
             }
         })
         .collect()
+}
+
+/// A stalled holder's event: `"stuck"`, no task, the lock it holds.
+pub(crate) fn stall_event(
+    c: &super::deadlock::StallCapture,
+    frames: &[crate::symbolize::Frames],
+) -> StuckEvent {
+    let (stack, site) = stack_and_site(frames);
+    StuckEvent {
+        kind: "stuck",
+        time_ms: c.time_ms,
+        task: String::new(),
+        thread_name: thread_name(c.tid),
+        thread_id: c.tid,
+        elapsed_ns: c.stalled_ns,
+        deadline_ns: 0,
+        capture: 1,
+        site,
+        stack,
+        waits_for: None,
+        holds: Some(
+            c.wait
+                .site
+                .label()
+                .unwrap_or_else(|| format!("lock at {:#x}", c.wait.lock)),
+        ),
+        cycle: Vec::new(),
+    }
 }
