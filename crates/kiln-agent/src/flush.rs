@@ -97,6 +97,22 @@ pub struct FlushCtx {
     pub wall_hz: u32,
 }
 
+/// The frames of a raw stack a thread gave (leaf first: the leaf exact,
+/// callers looked up one byte into their call).
+fn frames_of(
+    symbols: &mut Symbols,
+    code: &[CodeMapping],
+    ips: &[u64],
+) -> Vec<crate::symbolize::Frames> {
+    let addrs: Vec<u64> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| crate::unwind::FrameAddress::at(i, a).lookup())
+        .collect();
+    symbols.resolve(&addrs, code);
+    addrs.iter().map(|&a| symbols.get(a)).collect()
+}
+
 fn nanos(t: std::time::SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
@@ -216,36 +232,16 @@ pub fn run(ctx: FlushCtx, jobs: Receiver<Job>) {
                 });
             }
             Job::Stuck(c) => {
-                let addrs: Vec<u64> = c
-                    .ips
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &a)| crate::unwind::FrameAddress::at(i, a).lookup())
-                    .collect();
-                symbols.resolve(&addrs, code.now());
-                let frames: Vec<_> = addrs.iter().map(|&a| symbols.get(a)).collect();
+                let frames = frames_of(&mut symbols, code.now(), &c.ips);
                 crate::task::watchdog::record(crate::task::watchdog::event_of(&c, &frames));
             }
             Job::Stalled(c) => {
-                let addrs: Vec<u64> = c
-                    .ips
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &a)| crate::unwind::FrameAddress::at(i, a).lookup())
-                    .collect();
-                symbols.resolve(&addrs, code.now());
-                let frames: Vec<_> = addrs.iter().map(|&a| symbols.get(a)).collect();
+                let frames = frames_of(&mut symbols, code.now(), &c.ips);
                 crate::task::watchdog::record(crate::task::watchdog::stall_event(&c, &frames));
             }
             Job::Deadlock(c) => {
                 let events = crate::task::watchdog::deadlock_events(&c, |ips| {
-                    let addrs: Vec<u64> = ips
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &a)| crate::unwind::FrameAddress::at(i, a).lookup())
-                        .collect();
-                    symbols.resolve(&addrs, code.now());
-                    addrs.iter().map(|&a| symbols.get(a)).collect()
+                    frames_of(&mut symbols, code.now(), ips)
                 });
                 for e in events {
                     crate::task::watchdog::record(e);

@@ -321,14 +321,15 @@ pub fn run(
             .store(fold.wall.missed, Ordering::Relaxed);
         if stats_at.elapsed() >= THREAD_STATS_INTERVAL {
             stats_at = Instant::now();
-            for c in deadlocks.check(crate::sys::monotonic_ns()) {
+            let waits = crate::task::deadlock::waits();
+            for c in deadlocks.check(crate::sys::monotonic_ns(), &waits) {
                 let _ = jobs.send(Job::Deadlock(c));
             }
             let after = match crate::task::default_deadline_ns() {
                 0 => crate::task::deadlock::STALLED_AFTER,
                 ns => Duration::from_nanos(ns),
             };
-            for c in deadlocks.stalled(crate::sys::monotonic_ns(), after) {
+            for c in deadlocks.stalled(crate::sys::monotonic_ns(), after, &waits) {
                 let _ = jobs.send(Job::Stalled(c));
             }
             if cfg.thread_stats {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_profile::{Function, Label, Line, Location, Profile, thread_pool};
+use kiln_profile::{Label, Profile, thread_pool};
 
 /// One thread's counters as the kernel keeps them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -202,20 +202,8 @@ pub fn build(threads: &[ThreadDelta], start: SystemTime, end: SystemTime) -> Pro
         } else {
             t.name.clone()
         };
+        let loc = p.add_named_location(&name);
         let fname = p.strings.intern(&name);
-        let f = p.add_function(Function {
-            name: fname,
-            system_name: fname,
-            ..Function::default()
-        });
-        let loc = p.add_location(Location {
-            lines: vec![Line {
-                function: f,
-                line: 0,
-                column: 0,
-            }],
-            ..Location::default()
-        });
         let labels = [
             Label {
                 key: keys[0],

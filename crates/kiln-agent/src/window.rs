@@ -199,22 +199,7 @@ fn locate(
                 continue;
             }
             if a == TRUNCATED {
-                let loc = *truncated_loc.get_or_insert_with(|| {
-                    let name = p.strings.intern("[truncated]");
-                    let f = p.add_function(Function {
-                        name,
-                        system_name: name,
-                        ..Function::default()
-                    });
-                    p.add_location(Location {
-                        lines: vec![Line {
-                            function: f,
-                            line: 0,
-                            column: 0,
-                        }],
-                        ..Location::default()
-                    })
-                });
+                let loc = *truncated_loc.get_or_insert_with(|| p.add_named_location("[truncated]"));
                 locs.push(loc);
                 continue;
             }

@@ -210,6 +210,26 @@ impl Profile {
         LocationId::from_index(self.locations.len() - 1)
     }
 
+    /// Adds a location of one function called `name`, with no address,
+    /// file or line (a thread's name, a task's, a captured frame's text),
+    /// and returns its id.
+    pub fn add_named_location(&mut self, name: &str) -> LocationId {
+        let n = self.strings.intern(name);
+        let function = self.add_function(Function {
+            name: n,
+            system_name: n,
+            ..Function::default()
+        });
+        self.add_location(Location {
+            lines: vec![Line {
+                function,
+                line: 0,
+                column: 0,
+            }],
+            ..Location::default()
+        })
+    }
+
     /// Adds a mapping and returns its id.
     pub fn add_mapping(&mut self, m: Mapping) -> MappingId {
         self.mappings.push(m);

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Function, Label, Line, Location, LocationId, Profile};
+use crate::{Label, LocationId, Profile};
 
 /// Ratio between a latency bucket's bounds: 1.02, so a bucket's middle is
 /// within 1% of every value in it.
@@ -215,22 +215,7 @@ pub fn tasks_profile(rows: &[TaskRow], time_nanos: i64, duration_nanos: i64) -> 
     p.duration_nanos = duration_nanos;
     p.default_sample_type = p.strings.intern("cpu");
     let key = p.strings.intern(TASK_LABEL);
-    let frame = |p: &mut Profile, name: &str| -> LocationId {
-        let n = p.strings.intern(name);
-        let f = p.add_function(Function {
-            name: n,
-            system_name: n,
-            ..Function::default()
-        });
-        p.add_location(Location {
-            lines: vec![Line {
-                function: f,
-                line: 0,
-                column: 0,
-            }],
-            ..Location::default()
-        })
-    };
+    let frame = |p: &mut Profile, name: &str| p.add_named_location(name);
     let n = SAMPLE_TYPES.len();
     let one = |ty: usize, v: u64| -> Vec<i64> {
         let mut vals = vec![0; n];

@@ -11,7 +11,8 @@ use crate::Inner;
 use crate::ship::SinkStatus;
 use crate::sys::contention::{WaitStats, wait_stats};
 
-fn escape(v: &str) -> String {
+/// A Prometheus label value, escaped.
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -5,7 +5,7 @@
 //! is a 4xx whose message names the parameter and says why. Rooms:
 //! `pprof` (Go's endpoints), `threads` (the thread dump), `metrics`.
 
-mod metrics;
+pub(crate) mod metrics;
 mod pprof;
 mod threads;
 

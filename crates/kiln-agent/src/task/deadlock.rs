@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::sys::contention::{Wait, waits};
+pub(crate) use crate::sys::contention::{Wait, waits};
 
 /// Longest cycle followed.
 const MAX_CYCLE: usize = 64;
@@ -68,13 +68,12 @@ pub struct DeadlockCapture {
 impl Detector {
     /// The cycles found now that were there at the last check too and
     /// were not reported yet, each with its threads' stacks.
-    pub(crate) fn check(&mut self, now_ns: u64) -> Vec<DeadlockCapture> {
-        let all = waits();
+    pub(crate) fn check(&mut self, now_ns: u64, all: &[Wait]) -> Vec<DeadlockCapture> {
         let now: HashSet<(u32, u64)> = all.iter().map(|w| (w.tid, w.seq)).collect();
         let by_tid: HashMap<u32, Wait> = all.iter().map(|w| (w.tid, *w)).collect();
         let mut out = Vec::new();
         let mut seen_cycles = HashSet::new();
-        for w in &all {
+        for w in all {
             let Some(cycle) = cycle_from(w, &by_tid) else {
                 continue;
             };
@@ -116,13 +115,17 @@ impl Detector {
 
     /// Holders not waiting themselves whose counters have not moved for
     /// `after` while a thread waited on their lock at least that long.
-    pub(crate) fn stalled(&mut self, now_ns: u64, after: std::time::Duration) -> Vec<StallCapture> {
-        let all = waits();
+    pub(crate) fn stalled(
+        &mut self,
+        now_ns: u64,
+        after: std::time::Duration,
+        all: &[Wait],
+    ) -> Vec<StallCapture> {
         let waiting: HashSet<u32> = all.iter().map(|w| w.tid).collect();
         let after_ns = after.as_nanos().min(u64::MAX as u128) as u64;
         let mut out = Vec::new();
         let mut held: HashMap<u32, Wait> = HashMap::new();
-        for w in &all {
+        for w in all {
             if w.holder != 0 && w.holder != w.tid && !waiting.contains(&w.holder) {
                 // The longest wait on each holder's locks.
                 let e = held.entry(w.holder).or_insert(*w);

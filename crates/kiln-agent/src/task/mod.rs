@@ -188,7 +188,7 @@ pub(crate) fn push_frame(stats: &'static TaskStats, deadline_ns: u64, span: bool
             }
             let slot = (deadline_ns > 0).then(|| {
                 watchdog::watch(
-                    crate::sys::gettid(),
+                    crate::sys::contention::my_tid(),
                     stats.id,
                     crate::sys::monotonic_ns(),
                     deadline_ns,

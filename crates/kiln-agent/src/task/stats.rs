@@ -286,12 +286,6 @@ const LE: [f64; 18] = [
     5.0, 10.0, 30.0, 60.0,
 ];
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The `kiln_task_*` families in Prometheus's text format: the duration
 /// histogram (an operation counts in the first `le` at least its log
 /// bucket's upper bound, so a bound is exact to 2%), CPU, I/O per kind,
@@ -305,7 +299,7 @@ pub(crate) fn metrics_text(out: &mut String) {
         "# HELP kiln_task_duration_seconds Latency of each task's operations.\n# TYPE kiln_task_duration_seconds histogram"
     );
     for (name, _, s) in &snaps {
-        let t = esc(name);
+        let t = crate::control::metrics::escape(name);
         let mut sk = Sketch::default();
         for (i, &n) in s.buckets.iter().enumerate() {
             sk.add_bucket(i as u32, n);
@@ -328,7 +322,12 @@ pub(crate) fn metrics_text(out: &mut String) {
     let family = |out: &mut String, name: &str, help: &str, v: &dyn Fn(&Snapshot) -> f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (task, _, s) in &snaps {
-            let _ = writeln!(out, "{name}{{task=\"{}\"}} {}", esc(task), v(s));
+            let _ = writeln!(
+                out,
+                "{name}{{task=\"{}\"}} {}",
+                crate::control::metrics::escape(task),
+                v(s)
+            );
         }
     };
     family(
@@ -354,8 +353,8 @@ pub(crate) fn metrics_text(out: &mut String) {
                 let _ = writeln!(
                     out,
                     "kiln_task_io_seconds_total{{task=\"{}\",kind=\"{}\"}} {}",
-                    esc(task),
-                    esc(kind),
+                    crate::control::metrics::escape(task),
+                    crate::control::metrics::escape(kind),
                     ns as f64 / 1e9
                 );
             }
@@ -370,8 +369,8 @@ pub(crate) fn metrics_text(out: &mut String) {
             let _ = writeln!(
                 out,
                 "kiln_task_site_total{{task=\"{}\",site=\"{}\"}} {n}",
-                esc(task),
-                esc(site)
+                crate::control::metrics::escape(task),
+                crate::control::metrics::escape(site)
             );
         }
     }

@@ -4,7 +4,7 @@
 //! the earliest due deadline, and, for a task past its deadline, asks the thread running it for its stack (the
 //! thread dump's signal) — once past the deadline, again past four times
 //! it, so one can see whether it moved. The flush thread symbolizes each
-//! capture into a [`StuckEvent`]: logged through `tracing`, counted in
+//! capture into a [`WatchdogEvent`]: logged through `tracing`, counted in
 //! `kiln_task_stuck_total`, kept for `/debug/kiln/stuck` and shipped in
 //! the window's `events` profile. Starting and ending a task with a
 //! deadline costs a compare-and-swap on a slot and two stores.
@@ -178,10 +178,10 @@ pub(crate) fn scan(now_ns: u64) -> Vec<Capture> {
     out
 }
 
-/// A stuck task, or one thread of a deadlock, as `/debug/kiln/stuck` and
-/// the server's `/api/v1/events` show it.
+/// A stuck task, a stalled lock holder, or one thread of a deadlock, as
+/// `/debug/kiln/stuck` and the server's `/api/v1/events` show it.
 #[derive(Clone, Debug, Serialize)]
-pub struct StuckEvent {
+pub struct WatchdogEvent {
     /// `"stuck"` or `"deadlock"`.
     pub kind: &'static str,
     /// When it was caught, ms since the epoch.
@@ -210,8 +210,8 @@ pub struct StuckEvent {
 }
 
 struct Events {
-    recent: VecDeque<StuckEvent>,
-    pending: VecDeque<StuckEvent>,
+    recent: VecDeque<WatchdogEvent>,
+    pending: VecDeque<WatchdogEvent>,
 }
 
 static EVENTS: Mutex<Events> = Mutex::new(Events {
@@ -220,7 +220,7 @@ static EVENTS: Mutex<Events> = Mutex::new(Events {
 });
 
 /// Keeps an event for `/debug/kiln/stuck` and the next window, and logs it.
-pub(crate) fn record(e: StuckEvent) {
+pub(crate) fn record(e: WatchdogEvent) {
     ::tracing::warn!(
         target: "kiln_agent",
         task = %e.task,
@@ -251,13 +251,13 @@ pub(crate) fn clear() {
 }
 
 /// The events kept, oldest first.
-pub(crate) fn recent() -> Vec<StuckEvent> {
+pub(crate) fn recent() -> Vec<WatchdogEvent> {
     let g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
     g.recent.iter().cloned().collect()
 }
 
 /// The events not shipped yet, taken.
-pub(crate) fn take_pending() -> Vec<StuckEvent> {
+pub(crate) fn take_pending() -> Vec<WatchdogEvent> {
     let mut g = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
     g.pending.drain(..).collect()
 }
@@ -267,11 +267,11 @@ pub(crate) fn take_pending() -> Vec<StuckEvent> {
 /// numbers `time_ms`, `elapsed_ns`, `deadline_ns`, `capture`
 /// (docs/api.md).
 pub(crate) fn events_profile(
-    events: &[StuckEvent],
+    events: &[WatchdogEvent],
     time_nanos: i64,
     duration_nanos: i64,
 ) -> kiln_profile::Profile {
-    use kiln_profile::{Function, Label, Line, Location, Profile};
+    use kiln_profile::{Label, Profile};
     let mut p = Profile::with_sample_types(&[("events", "count")]);
     p.period_type = Some(p.value_type("events", "count"));
     p.period = 1;
@@ -285,20 +285,7 @@ pub(crate) fn events_profile(
             e.stack.iter().map(String::as_str).collect()
         };
         for f in frames {
-            let n = p.strings.intern(f);
-            let func = p.add_function(Function {
-                name: n,
-                system_name: n,
-                ..Function::default()
-            });
-            locs.push(p.add_location(Location {
-                lines: vec![Line {
-                    function: func,
-                    line: 0,
-                    column: 0,
-                }],
-                ..Location::default()
-            }));
+            locs.push(p.add_named_location(f));
         }
         let s = |p: &mut Profile, k: &str, v: &str| Label {
             key: p.strings.intern(k),
@@ -366,9 +353,9 @@ fn thread_name(tid: u32) -> String {
 }
 
 /// A capture symbolized by `frames` (one entry per address of `c.ips`).
-pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> StuckEvent {
+pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> WatchdogEvent {
     let (stack, site) = stack_and_site(frames);
-    StuckEvent {
+    WatchdogEvent {
         kind: "stuck",
         time_ms: c.time_ms,
         task: super::stats::task_name(c.task).unwrap_or("?").to_string(),
@@ -390,7 +377,7 @@ pub(crate) fn event_of(c: &Capture, frames: &[crate::symbolize::Frames]) -> Stuc
 pub(crate) fn deadlock_events(
     c: &super::deadlock::DeadlockCapture,
     mut frames: impl FnMut(&[u64]) -> Vec<crate::symbolize::Frames>,
-) -> Vec<StuckEvent> {
+) -> Vec<WatchdogEvent> {
     let names: Vec<String> = c
         .threads
         .iter()
@@ -409,7 +396,7 @@ pub(crate) fn deadlock_events(
             let (stack, site) = stack_and_site(&frames(ips));
             // Thread i holds what the thread before it in the cycle waits on.
             let before = &c.threads[(i + n - 1) % n].1;
-            StuckEvent {
+            WatchdogEvent {
                 kind: "deadlock",
                 time_ms: c.time_ms,
                 // Another thread's task is its own thread-local: not known here.
@@ -433,9 +420,9 @@ pub(crate) fn deadlock_events(
 pub(crate) fn stall_event(
     c: &super::deadlock::StallCapture,
     frames: &[crate::symbolize::Frames],
-) -> StuckEvent {
+) -> WatchdogEvent {
     let (stack, site) = stack_and_site(frames);
-    StuckEvent {
+    WatchdogEvent {
         kind: "stuck",
         time_ms: c.time_ms,
         task: String::new(),

@@ -64,6 +64,13 @@ pub struct RuleState {
 #[derive(Default)]
 pub struct States(Mutex<Vec<RuleState>>);
 
+impl States {
+    /// A copy of every rule's state now.
+    pub fn snapshot(&self) -> Vec<RuleState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -356,12 +363,7 @@ pub async fn evaluate(st: &AppState) {
 /// "since_ms", "query", "error"}]}`.
 pub async fn alerts(State(st): State<AppState>) -> Result<Response, ApiError> {
     let cfg = st.alerting();
-    let states = st
-        .alerts
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let states = st.alerts.snapshot();
     let rows: Vec<Value> = cfg
         .rules
         .iter()
@@ -388,12 +390,7 @@ pub async fn alerts(State(st): State<AppState>) -> Result<Response, ApiError> {
 /// rules).
 pub fn share_gauges(st: &AppState) -> String {
     let cfg = st.alerting();
-    let states = st
-        .alerts
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let states = st.alerts.snapshot();
     let esc = |v: &str| {
         v.replace('\\', "\\\\")
             .replace('"', "\\\"")
