@@ -23,4 +23,5 @@ peer = r["span_registry_ns"]
 for k in ["task_agent_ns", "io_agent_ns", "span_layer_ns", "task_no_agent_ns", "io_no_agent_ns"]:
     print(f"{k:18} {r[k]:8.1f} ns  x{r[k] / peer:.2f} a bare tracing span ({peer:.1f} ns)")
 print(f"two Instant reads {r['two_clock_reads_ns']:.1f} ns")
+print(f"two CPU clock reads {r['two_cpu_clock_reads_ns']:.1f} ns")
 print(f"memory per task name: {r['kib_per_task_name']:.1f} KiB")

@@ -212,6 +212,39 @@ try {
   check(await page.evaluate(() => window.kiln.diffRectOf("shop::db::query")) !== null, "the diff graph draws the grown frame");
   await shot("6-compare");
 
+  // The live heap: offered by name, a gauge over time (what is held each
+  // minute, not the sum of windows), and "What grew" between the start
+  // of the range and its end (ui.rs: the cache from 10 to 50 MiB).
+  const H = 'memory:inuse_space:bytes:space:bytes{service_name="shop"}';
+  await page.goto(`${url}/?query=${encodeURIComponent(H)}&from=now-55m&until=now`);
+  await ready();
+  const typeText = await page.$eval("#type", (s) => s.selectedOptions[0].textContent);
+  check(/in use/i.test(typeText), `the type menu names the live heap (${typeText})`);
+  const allocText = await page.$$eval("#type option", (o) => o.map((x) => x.textContent).find((t) => t.includes("alloc_space")) || "");
+  check(/allocated/i.test(allocText), `…and allocation beside it (${allocText})`);
+  await page.waitForSelector("#top tbody tr");
+  const heapRows = await page.$$eval("#top tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, self: +r.dataset.self })));
+  const fill = heapRows.find((r) => r.name === "shop::cache::fill");
+  const sess = heapRows.find((r) => r.name === "shop::session::open");
+  check(sess && Math.abs(sess.self - 20 * 2 ** 20) < 2 ** 16, `the sessions hold their 20 MiB over the range, not 20 MiB per window (${sess && sess.self})`);
+  check(fill && fill.self > 10 * 2 ** 20 && fill.self < 50 * 2 ** 20, `the cache's mean lies between what it held early and late (${fill && fill.self})`);
+  check(!heapRows.some((r) => r.name === "shop::render::page"), "rendering holds nothing");
+  await page.waitForFunction(() => document.querySelector("#timeline-note").textContent.includes("peak"));
+  const note = await page.textContent("#timeline-note");
+  check(note.includes("peak 70.0 MiB"), `the heap over time peaks at what the late minutes held (${note})`);
+  await shot("6b-heap");
+  await page.click("#tabs button[data-tab='compare']");
+  await page.click("#grew");
+  await page.waitForFunction(() => new URLSearchParams(location.search).get("grew") === "1");
+  await page.waitForFunction(() => document.querySelector("#movers tbody tr") && document.querySelector("#movers thead").textContent.includes("Grew by"));
+  const grew = await page.$$eval("#movers tbody tr", (t) => t.map((r) => ({ name: r.dataset.name, delta: +r.dataset.delta, text: r.innerText })));
+  check(grew[0].name === "shop::cache::fill" && grew[0].delta === 40 * 2 ** 20 && grew[0].text.includes("+40.0 MiB"), `what grew: the cache, by 40 MiB (${JSON.stringify(grew[0])})`);
+  const held = grew.find((r) => r.name === "shop::session::open");
+  check(held && held.delta === 0, `the sessions held still (${held && held.text})`);
+  check((await page.textContent("#compare-note")).startsWith("What grew"), "the comparison says what it compares");
+  check(await page.evaluate(() => window.kiln.diffRectOf("shop::cache::fill")) !== null, "the diff graph draws the grown frame");
+  await shot("6c-heap-grew");
+
   // Threads over the last 10 minutes: pools and threads, the busy ones
   // marked — the second instance's evictor too, though it ran only the
   // last 2.5 minutes: its cores are over the time it was seen.

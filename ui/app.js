@@ -18,7 +18,7 @@ import { tasksHtml, splitLegend, drawLatency, dur } from "./tasks.js";
 // stack cannot push it below the first screen (`icicle=0`: the classic
 // flame, root at the bottom); `glue=hide` drops thread-start glue.
 const DEFAULTS = { query: "", from: "now-1h", until: "now", tab: "flame", search: "",
-  focus: "", icicle: "1", glue: "", sandwich: "", groupBy: "", rquery: "", rfrom: "", runtil: "", task: "" };
+  focus: "", icicle: "1", glue: "", sandwich: "", groupBy: "", rquery: "", rfrom: "", runtil: "", task: "", grew: "" };
 const state = { ...DEFAULTS };
 
 function readUrl() {
@@ -35,6 +35,9 @@ function writeUrl(push) {
 
 const typeOf = (q) => { const i = q.indexOf("{"); return i < 0 ? q : q.slice(0, i); };
 const selectorOf = (q) => { const i = q.indexOf("{"); return i < 0 ? "{}" : q.slice(i); };
+// A gauge says what is held (the live heap), not what happened: the
+// server gives its mean over a range, and the views speak of bytes held.
+const isGauge = (q) => /^[^:{]*:inuse_/.test(q);
 
 function status(msg, error) {
   const s = $("#status");
@@ -142,6 +145,7 @@ async function loadTimeline() {
   const now = Date.now();
   const data = await api("/api/v1/timeline", { query: state.query, ...r, ...(state.groupBy ? { groupBy: state.groupBy } : {}) });
   drawTimeline(data, parseTime(state.from, now), parseTime(state.until, now));
+  heapNote(data);
   // The selection's watchdog events as marks (none: no mark).
   const ev = await api("/api/v1/events", { query: selectorOf(state.query), ...r }).catch(() => ({ events: [] }));
   drawMarkers(ev.events || []);
@@ -325,14 +329,44 @@ function openTask(name) {
   writeUrl(true); syncForm(); load();
 }
 
-async function loadCompare() {
+// Under a gauge's timeline: the heap over time in words, its peak and
+// its last minute.
+function heapNote(data) {
+  const n = $("#timeline-note");
+  const pts = (data.lines || []).length === 1 ? data.lines[0].points : [];
+  if (!isGauge(state.query) || !pts.length) { n.textContent = ""; return; }
+  const unit = state.query.includes(":inuse_space") ? "bytes" : "count";
+  const peak = pts.reduce((m, [, v]) => Math.max(m, v), 0);
+  n.textContent = `held per minute (mean): peak ${fmtValue(peak, unit)}, last ${fmtValue(pts[pts.length - 1][1], unit)}`;
+}
+
+// The two sides of a comparison. "What grew" (`grew=1`) compares the
+// first sixth of the range (at least a minute) with its last sixth.
+function compareSides() {
   const base = range();
+  if (state.grew) {
+    const now = Date.now();
+    const from = parseTime(state.from, now), until = parseTime(state.until, now);
+    const w = Math.max(60000, Math.floor((until - from) / 6));
+    return {
+      leftQuery: state.query, leftFrom: String(from), leftUntil: String(Math.min(until, from + w)),
+      rightQuery: state.query, rightFrom: String(Math.max(from, until - w)), rightUntil: String(until),
+    };
+  }
   const rq = state.rquery ? typeOf(state.query) + state.rquery : state.query;
-  const params = {
+  return {
     leftQuery: state.query, leftFrom: base.from, leftUntil: base.until,
     rightQuery: rq, rightFrom: toServerTime(state.rfrom || state.from), rightUntil: toServerTime(state.runtil || state.until),
   };
-  diffData = await api("/api/v1/diff", params);
+}
+
+async function loadCompare() {
+  const sides = compareSides();
+  $("#grew").hidden = !isGauge(state.query);
+  $("#compare-note").textContent = state.grew
+    ? `What grew: ${new Date(+sides.leftFrom).toLocaleTimeString()} – ${new Date(+sides.leftUntil).toLocaleTimeString()} against ${new Date(+sides.rightFrom).toLocaleTimeString()} – ${new Date(+sides.rightUntil).toLocaleTimeString()}, bytes held on each side (mean over it).`
+    : isGauge(state.query) ? "Red grew, green shrank, by what each side held." : "Red grew, green shrank, by share of each side's total.";
+  diffData = await api("/api/v1/diff", sides);
   showDiff();
 }
 
@@ -351,13 +385,16 @@ function showDiff() {
       at = k;
     }
   }
-  // Width by the larger normalised share, so shrunk frames still show.
-  const bt = diffData.base_total || 1, nt = diffData.new_total || 1;
+  // Width by the larger normalised share, so shrunk frames still show;
+  // a gauge's sides by what they held, so growth is growth in bytes.
+  const [bt, nt] = normalisers();
   const size = (n) => { n.total = Math.round(1e9 * Math.max(n.base / bt, n.new / nt)); n.children.forEach(size); n.children.sort((a, b) => b.total - a.total); };
   size(root);
   diffFlame.set(root, diffData.unit);
   diffFlame.draw();
   $("#diff").dataset.stacks = diffData.stacks.length;
+  if (isGauge(state.query)) { showGrowth(); return; }
+  $("#movers thead").innerHTML = '<tr><th>Function</th><th class="num">Base %</th><th class="num">New %</th><th class="num">Δ pts</th></tr>';
   $("#movers tbody").innerHTML = diffData.functions.slice(0, 200).map((r) => {
     const cls = r.self_delta_pct > 0 ? "grew" : r.self_delta_pct < 0 ? "shrank" : "";
     return `<tr data-name="${esc(r.name)}" data-delta="${r.self_delta_pct}" class="${cls}"><td>${esc(r.name)}</td>` +
@@ -367,8 +404,35 @@ function showDiff() {
   $("#movers").dataset.rows = diffData.functions.length;
 }
 
-function diffColor(n) {
+// A gauge's movers: bytes held on each side and what grew, the largest
+// growth first.
+function showGrowth() {
+  const unit = diffData.unit;
+  $("#movers thead").innerHTML = '<tr><th>Function</th><th class="num">Base held</th><th class="num">New held</th><th class="num">Grew by</th></tr>';
+  const rows = diffData.functions
+    .filter((r) => r.base_self || r.new_self)
+    .sort((a, b) => (b.new_self - b.base_self) - (a.new_self - a.base_self));
+  $("#movers tbody").innerHTML = rows.slice(0, 200).map((r) => {
+    const d = r.new_self - r.base_self;
+    const cls = d > 0 ? "grew" : d < 0 ? "shrank" : "";
+    return `<tr data-name="${esc(r.name)}" data-delta="${d}" class="${cls}"><td>${esc(r.name)}</td>` +
+      `<td class="num">${fmtValue(r.base_self, unit)}</td><td class="num">${fmtValue(r.new_self, unit)}</td>` +
+      `<td class="num ${cls}">${d > 0 ? "+" : d < 0 ? "−" : ""}${fmtValue(Math.abs(d), unit)}</td></tr>`;
+  }).join("");
+  $("#movers").dataset.rows = rows.length;
+}
+
+// What a side's values are divided by: its total (shares), or for a
+// gauge the larger total of the two (bytes, on one scale).
+function normalisers() {
   const bt = diffData.base_total || 1, nt = diffData.new_total || 1;
+  if (!isGauge(state.query)) return [bt, nt];
+  const m = Math.max(bt, nt);
+  return [m, m];
+}
+
+function diffColor(n) {
+  const [bt, nt] = normalisers();
   const d = n.new / nt - n.base / bt;
   const m = Math.min(1, Math.abs(d) * 20);
   if (Math.abs(d) < 1e-4) return dark() ? "hsl(220 6% 40%)" : "hsl(220 8% 80%)";
@@ -378,10 +442,26 @@ function diffColor(n) {
 
 // ---------------------------------------------------------------- wiring
 
+// What a profile type measures, in words: the menu offers types by name
+// (memory allocated against memory in use), the ID beside it.
+const TYPE_NAMES = [
+  [/^process_cpu:cpu:/, "CPU time"], [/^process_cpu:samples:/, "CPU samples"],
+  [/^wall:wall:/, "Wall clock"], [/^wall:samples:/, "Wall-clock samples"],
+  [/^memory:alloc_space:/, "Memory allocated (bytes)"], [/^memory:alloc_objects:/, "Memory allocated (objects)"],
+  [/^memory:inuse_space:/, "Memory in use (bytes held)"], [/^memory:inuse_objects:/, "Memory in use (objects held)"],
+  [/^mutex:delay:/, "Lock wait time"], [/^mutex:contentions:/, "Lock contentions"],
+  [/^block:delay:/, "Blocking time"], [/^block:contentions:/, "Blocking events"],
+  [/^goroutine[s]?:/, "Goroutines"],
+];
+function typeTitle(t) {
+  const hit = TYPE_NAMES.find(([re]) => re.test(t));
+  return hit ? `${hit[1]} — ${t}` : t;
+}
+
 async function loadTypes() {
   const types = await api("/api/v1/profile-types", {});
   const sel = $("#type");
-  sel.innerHTML = types.map((t) => `<option>${esc(t)}</option>`).join("");
+  sel.innerHTML = types.map((t) => `<option value="${esc(t)}">${esc(typeTitle(t))}</option>`).join("");
   if (!state.query && types.length) {
     const cpu = types.find((t) => t.startsWith("process_cpu:cpu:")) || types[0];
     state.query = cpu + "{}";
@@ -403,7 +483,7 @@ async function loadCompletions() {
 
 function syncForm() {
   const t = typeOf(state.query);
-  if (t && ![...$("#type").options].some((o) => o.value === t)) $("#type").insertAdjacentHTML("beforeend", `<option>${esc(t)}</option>`);
+  if (t && ![...$("#type").options].some((o) => o.value === t)) $("#type").insertAdjacentHTML("beforeend", `<option value="${esc(t)}">${esc(typeTitle(t))}</option>`);
   $("#type").value = t;
   $("#selector").value = selectorOf(state.query);
   const preset = [...$("#preset").options].find((o) => o.value === state.from && state.until === "now");
@@ -416,6 +496,7 @@ function syncForm() {
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.tab === state.tab);
   $("#flame-tab").hidden = state.tab !== "flame";
   $("#compare-tab").hidden = state.tab !== "compare";
+  $("#grew").hidden = !isGauge(state.query);
   $("#threads-tab").hidden = state.tab !== "threads";
   $("#locks-tab").hidden = state.tab !== "locks";
   $("#tasks-tab").hidden = state.tab !== "tasks";
@@ -558,7 +639,12 @@ function init() {
     state.sandwich = tr.dataset.name; state.search = ""; $("#search").value = "";
     writeUrl(true); showFlame();
   });
+  $("#grew").addEventListener("click", () => {
+    state.grew = "1"; state.tab = "compare";
+    writeUrl(true); loadCompare().catch((e) => status(e.message, true));
+  });
   $("#compare-run").addEventListener("click", () => {
+    state.grew = "";
     state.rquery = $("#r-selector").value.trim(); state.rfrom = $("#r-from").value.trim(); state.runtil = $("#r-until").value.trim();
     writeUrl(true); loadCompare().catch((e) => status(e.message, true));
   });

@@ -65,6 +65,24 @@ fn clocks(n: u64) -> f64 {
     })
 }
 
+/// Two reads of the thread's CPU clock: what a task whose CPU is read
+/// pays on top (tasks started more than 50 µs apart read it every time).
+fn cpu_clocks(n: u64) -> f64 {
+    let read = || {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec for the call to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_nsec
+    };
+    per_call(n, |_| {
+        black_box(read());
+        black_box(read());
+    })
+}
+
 /// This process's resident set, KiB.
 fn rss_kib() -> i64 {
     std::fs::read_to_string("/proc/self/status")
@@ -87,13 +105,16 @@ fn main() {
     let bare = tracing::Dispatch::new(tracing_subscriber::registry());
     let layered =
         tracing::Dispatch::new(tracing_subscriber::registry().with(kiln_agent::tracing::layer()));
-    let (mut off, mut off_io, mut peer_span, mut floor) = (vec![], vec![], vec![], vec![]);
+    let (mut off, mut off_io, mut peer_span, mut floor, mut cpu_floor) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         off.push(task_op(n));
         off_io.push(io_op(n));
         peer_span.push(tracing::dispatcher::with_default(&bare, || span_op(n)));
         floor.push(clocks(n));
+        cpu_floor.push(cpu_clocks(n / 4));
     }
+    put("two_cpu_clock_reads_ns", median(cpu_floor));
     put("task_no_agent_ns", median(off));
     put("io_no_agent_ns", median(off_io));
     put("span_registry_ns", median(peer_span));

@@ -154,6 +154,9 @@ fn stack_of(buf: &mut Vec<u64>, s: &crate::sys::ring::RawSample) {
     if s.truncated {
         buf.push(TRUNCATED);
     }
+    if s.span != 0 {
+        buf.push(crate::window::span_mark(s.span));
+    }
     if s.task != 0 {
         buf.push(crate::window::task_mark(s.task));
     }
@@ -344,7 +347,7 @@ impl Fold {
         shared.sites.drain(|s| {
             stack_of(buf, s);
             // The task is the key's; the stack keeps only frames.
-            if s.task != 0 {
+            while buf.last().is_some_and(|&a| crate::window::is_mark(a)) {
                 buf.pop();
             }
             if window.sites.len() >= MAX_TOTAL_ROWS {

@@ -7,12 +7,18 @@
 //! samples carry its `task` label and [`crate::task::io`] inside it
 //! counts to it. Spans created while no agent runs are not timed.
 //!
+//! A root span (one without a parent) gets a number, unique in the
+//! process: while it or any span inside it is entered, every sample
+//! carries it as `span_id` (16 hex digits), so one request's flame graph
+//! is a selector. [`span_id`] gives it to the code, to log beside a trace.
+//!
 //! ```no_run
 //! use tracing_subscriber::layer::SubscriberExt;
 //! use tracing_subscriber::util::SubscriberInitExt;
 //! tracing_subscriber::registry().with(kiln_agent::tracing::layer()).init();
 //! ```
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use tracing_core::Subscriber;
@@ -33,9 +39,25 @@ pub fn layer() -> Layer {
     Layer::default()
 }
 
+/// The last root span's number.
+static ROOTS: AtomicU32 = AtomicU32::new(0);
+
+/// The `span_id` label the calling thread's samples carry now: its
+/// entered root span's number, as 16 hex digits; `None` outside one.
+pub fn span_id() -> Option<String> {
+    match crate::task::current_span() {
+        0 => None,
+        n => Some(crate::window::span_label(n)),
+    }
+}
+
 /// A span's running figures, kept in its extensions.
 struct SpanTask {
     stats: &'static TaskStats,
+    /// Its root span's number (its own, for a root).
+    root: u32,
+    /// The thread's root span before each open entry (restored at exit).
+    outer_roots: Vec<u32>,
     created: Instant,
     deadline_ns: u64,
     cpu: u64,
@@ -55,8 +77,22 @@ where
         let Some(span) = ctx.span(id) else { return };
         let stats = stats_of(attrs.metadata().name());
         crate::task::maybe_site(stats, 0, &stats.started);
+        let root = span
+            .parent()
+            .and_then(|p| p.extensions().get::<SpanTask>().map(|t| t.root))
+            .unwrap_or_else(|| {
+                // Zero is "none": skipped when the count wraps.
+                let n = ROOTS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+                if n == 0 {
+                    ROOTS.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    n
+                }
+            });
         span.extensions_mut().insert(SpanTask {
             stats,
+            root,
+            outer_roots: Vec::new(),
             created: Instant::now(),
             deadline_ns: crate::task::default_deadline_ns(),
             cpu: 0,
@@ -73,6 +109,7 @@ where
         };
         if let Some(depth) = push_frame(t.stats, 0, true) {
             t.entries.push((std::thread::current().id(), depth));
+            t.outer_roots.push(crate::task::set_span(t.root));
         }
     }
 
@@ -87,6 +124,10 @@ where
             return;
         };
         let (_, depth) = t.entries.remove(i);
+        if let Some(outer) = t.outer_roots.get(i).copied() {
+            t.outer_roots.remove(i);
+            crate::task::set_span(outer);
+        }
         if let Some(e) = pop_frame(depth) {
             t.cpu += e.cpu;
             t.io_ns += e.io_ns;

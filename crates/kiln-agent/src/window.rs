@@ -28,9 +28,33 @@ pub fn task_mark(id: u32) -> u64 {
     TASK_MARK | u64::from(id)
 }
 
-/// The task a stack entry marks, if it is a mark.
+/// Marks, before the task's mark, the root `tracing` span the sample was
+/// taken in: `SPAN_MARK | number`.
+const SPAN_MARK: u64 = 0xFFFF_FFFD_0000_0000;
+
+/// The stack entry saying a sample was taken in root span `n`.
+pub fn span_mark(n: u32) -> u64 {
+    SPAN_MARK | u64::from(n)
+}
+
+/// The task a stack entry marks, if it is a task's mark.
 fn marked_task(a: u64) -> Option<u32> {
     (a & 0xFFFF_FFFF_0000_0000 == TASK_MARK).then_some(a as u32)
+}
+
+/// The root span a stack entry marks, if it is a span's mark.
+fn marked_span(a: u64) -> Option<u32> {
+    (a & 0xFFFF_FFFF_0000_0000 == SPAN_MARK).then_some(a as u32)
+}
+
+/// Is stack entry `a` a mark (a task's or a span's), not a frame?
+pub fn is_mark(a: u64) -> bool {
+    marked_task(a).is_some() || marked_span(a).is_some()
+}
+
+/// A root span's number as its `span_id` label: 16 hex digits.
+pub fn span_label(n: u32) -> String {
+    format!("{:016x}", u64::from(n))
 }
 
 /// A lock sample's row: waiting thread id, stack index, `lock` label.
@@ -120,16 +144,23 @@ fn labels_of(p: &mut Profile, w: &Window, name: &str, stack: u32) -> Vec<Label> 
             ..Label::default()
         },
     ];
-    let task = w
-        .stacks
-        .get(stack)
-        .last()
-        .and_then(|&a| marked_task(a))
+    // The marks are the stack's last entries: the span's, then the task's.
+    let tail = w.stacks.get(stack).iter().rev().take(2);
+    let task = tail
+        .clone()
+        .find_map(|&a| marked_task(a))
         .and_then(crate::task::stats::task_name);
     if let Some(task) = task {
         labels.push(Label {
             key: p.strings.intern(kiln_profile::tasks::TASK_LABEL),
             str: p.strings.intern(task),
+            ..Label::default()
+        });
+    }
+    if let Some(n) = tail.clone().find_map(|&a| marked_span(a)) {
+        labels.push(Label {
+            key: p.strings.intern("span_id"),
+            str: p.strings.intern(&span_label(n)),
             ..Label::default()
         });
     }
@@ -158,7 +189,7 @@ fn locate(
     let mut addrs = Vec::new();
     for stack in w.stacks.iter() {
         for (i, &a) in stack.iter().enumerate() {
-            if a != TRUNCATED && marked_task(a).is_none() {
+            if a != TRUNCATED && !is_mark(a) {
                 addrs.push(lookup(i, a));
             }
         }
@@ -195,7 +226,7 @@ fn locate(
     for stack in w.stacks.iter() {
         let mut locs = Vec::with_capacity(stack.len());
         for (i, &a) in stack.iter().enumerate() {
-            if marked_task(a).is_some() {
+            if is_mark(a) {
                 continue;
             }
             if a == TRUNCATED {

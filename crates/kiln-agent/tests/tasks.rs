@@ -281,7 +281,7 @@ fn tracing_spans_are_tasks_across_threads() {
     let dir = tempfile::tempdir().unwrap();
     let agent = kiln_agent::Agent::builder()
         .service("span-truth")
-        .cpu_hz(0)
+        .cpu_hz(500)
         .window(Duration::from_secs(1))
         .write_to_dir(dir.path())
         .start()
@@ -339,6 +339,103 @@ fn tracing_spans_are_tasks_across_threads() {
         0.10,
         "p50",
     );
+    // Each request (a root span) names its samples: `span_id`, one value
+    // per request, on every CPU sample the request's polls took.
+    let mut spans = std::collections::BTreeSet::new();
+    let (mut in_handle, mut with_span) = (0, 0);
+    for p in common::profiles(dir.path(), "process_cpu") {
+        for s in &p.samples {
+            let labels = p.labels(s.labels);
+            let get = |k: &str| {
+                labels
+                    .iter()
+                    .find(|l| p.str(l.key) == k)
+                    .map(|l| p.str(l.str).to_string())
+            };
+            if get("task").as_deref() == Some("handle") {
+                in_handle += 1;
+                if let Some(id) = get("span_id") {
+                    assert_eq!(id.len(), 16, "16 hex digits: {id}");
+                    with_span += 1;
+                    spans.insert(id);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{in_handle} samples in handle, {with_span} with a span_id, {} ids",
+        spans.len()
+    );
+    assert!(in_handle >= 20, "CPU samples in handle: {in_handle}");
+    assert_eq!(with_span, in_handle, "every sample in a request names it");
+    assert!(
+        spans.len() >= 10,
+        "the requests are told apart: {} ids",
+        spans.len()
+    );
+}
+
+/// Spins `n` rounds of arithmetic: CPU without a clock read.
+#[inline(never)]
+fn spin(n: u32) {
+    let mut x = 1u64;
+    for _ in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+#[test]
+fn cpu_of_tasks_microseconds_apart_is_estimated_without_bias() {
+    // Tasks started microseconds apart read the CPU clock on a random
+    // share of them (docs/agent.md); the estimate must hold per task,
+    // even when two tasks alternate — a sampler that read every other one
+    // would give one all the CPU and the other none.
+    let _one = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = kiln_agent::Agent::builder()
+        .service("task-pace")
+        .cpu_hz(0)
+        .window(Duration::from_secs(1))
+        .write_to_dir(dir.path())
+        .start()
+        .unwrap();
+    // What the truth's own clock reads add: half of each read's system
+    // call falls between them.
+    let reads = {
+        let n = 20_000u32;
+        let mut d = Duration::ZERO;
+        for _ in 0..n {
+            let a = thread_cpu();
+            d += thread_cpu() - a;
+        }
+        d / n
+    };
+    const OPS: usize = 40_000;
+    let (mut short, mut long) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..2 * OPS {
+        let (name, rounds, truth) = if i % 2 == 0 {
+            ("pace_short", 3_000, &mut short)
+        } else {
+            ("pace_long", 12_000, &mut long)
+        };
+        let c0 = thread_cpu();
+        {
+            let _t = kiln_agent::task::start(name);
+            spin(rounds);
+        }
+        *truth += (thread_cpu() - c0).saturating_sub(reads);
+    }
+    agent.stop().unwrap();
+    let tasks = tasks_in(dir.path());
+    for (name, truth) in [("pace_short", short), ("pace_long", long)] {
+        let t = &tasks[name];
+        eprintln!(
+            "{name}: {} ops, cpu {} ns (truth {:?})",
+            t.count, t.cpu_ns, truth
+        );
+        assert_eq!(t.count, OPS as u64, "{name}: every operation counted");
+        near(t.cpu_ns as f64, truth.as_nanos() as f64, 0.10, name);
+    }
 }
 
 /// A free loopback port (bound then released).

@@ -434,7 +434,8 @@ pub struct Diff {
     pub base_total: i64,
     /// New total.
     pub new_total: i64,
-    /// Functions, largest absolute self change first.
+    /// Functions, largest change of self share first (for a gauge, of
+    /// self value: what grew most in bytes).
     pub functions: Vec<DiffRow>,
     /// Stacks, largest absolute change first.
     pub stacks: Vec<StackDiff>,
@@ -481,10 +482,20 @@ pub fn diff(base: &Profile, base_ty: usize, new: &Profile, new_ty: usize) -> Res
             r
         })
         .collect();
+    // A gauge's change is in what each side held (bytes): a cache that
+    // grew 40 MiB comes before one whose share moved as much by standing
+    // still while the total grew. Counters: by change of share.
+    let gauge = crate::gauge::is_gauge(&b.ty);
+    let moved = |pct: f64, base: i64, new: i64| {
+        if gauge {
+            (new as f64 - base as f64).abs()
+        } else {
+            pct.abs()
+        }
+    };
     functions.sort_by(|a, b| {
-        b.self_delta_pct
-            .abs()
-            .total_cmp(&a.self_delta_pct.abs())
+        moved(b.self_delta_pct, b.base_self, b.new_self)
+            .total_cmp(&moved(a.self_delta_pct, a.base_self, a.new_self))
             .then_with(|| a.name.cmp(&b.name))
     });
     let mut stacks: HashMap<String, (i64, i64)> = HashMap::new();
@@ -508,9 +519,8 @@ pub fn diff(base: &Profile, base_ty: usize, new: &Profile, new_ty: usize) -> Res
         })
         .collect();
     stacks.sort_by(|a, b| {
-        b.delta_pct
-            .abs()
-            .total_cmp(&a.delta_pct.abs())
+        moved(b.delta_pct, b.base, b.new)
+            .total_cmp(&moved(a.delta_pct, a.base, a.new))
             .then_with(|| a.stack.cmp(&b.stack))
     });
     Ok(Diff {

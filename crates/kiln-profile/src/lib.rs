@@ -25,6 +25,7 @@ mod analysis;
 pub mod compress;
 mod error;
 pub mod folded;
+pub mod gauge;
 mod groups;
 mod ids;
 pub mod intern;

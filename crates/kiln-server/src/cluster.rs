@@ -256,7 +256,11 @@ async fn select_series(
     if st.config.peers.is_empty() {
         let cell = st.answers.cell(key);
         let answer = cell
-            .get_or_try_init(|| async { merge().await.map(|p| p.map(Arc::new)) })
+            .get_or_try_init(|| async {
+                let p = merge().await?;
+                let covered = covered_ms(st, tenant, q, from, until).await?;
+                Ok::<_, ApiError>(p.map(|p| Arc::new(mean(p, from, until, covered))))
+            })
             .await?;
         return Ok(answer.clone());
     }
@@ -304,7 +308,48 @@ async fn select_series(
             }
         }
     }
-    Ok((m.inputs() > 0).then(|| Arc::new(m.finish())))
+    let covered = covered_ms(st, tenant, q, from, until).await?;
+    Ok((m.inputs() > 0).then(|| Arc::new(mean(m.finish(), from, until, covered))))
+}
+
+/// Is the query's sample type a gauge (the live heap)?
+pub(crate) fn gauge_query(q: &selector::Query) -> bool {
+    q.sample_type()
+        .is_some_and(|t| kiln_profile::gauge::is_gauge(t.split(':').next().unwrap_or("")))
+}
+
+/// For a gauge query, how long data came over the range, in ms (`None`
+/// for counters, or when none is known here — a peer's head alone).
+async fn covered_ms(
+    st: &AppState,
+    tenant: &str,
+    q: &selector::Query,
+    from: i64,
+    until: i64,
+) -> Result<Option<i64>, ApiError> {
+    if !gauge_query(q) {
+        return Ok(None);
+    }
+    let ns: i64 = st
+        .store
+        .coverage(tenant, q, from, until)
+        .await?
+        .values()
+        .sum();
+    Ok((ns > 0).then_some(ns / 1_000_000))
+}
+
+/// A merged profile's gauges (the live heap), stored as integrals over
+/// time, as their means over the time its data covers: what the range
+/// held, not the sum of its windows (`kiln_profile::gauge`).
+fn mean(mut p: Profile, from_ms: i64, until_ms: i64, covered_ms: Option<i64>) -> Profile {
+    kiln_profile::gauge::to_mean(
+        &mut p,
+        from_ms.saturating_mul(1_000_000),
+        until_ms.saturating_mul(1_000_000),
+        covered_ms.map(|c| c.saturating_mul(1_000_000)),
+    );
+    p
 }
 
 /// Admits a peer or an operator: with `cluster.token` set, only a request

@@ -157,10 +157,38 @@ async fn totals(
     tenant: &str,
     s: &Selection,
 ) -> Result<BTreeMap<String, BTreeMap<i64, i64>>, ApiError> {
-    Ok(st
+    let mut lines = st
         .store
         .series_totals(tenant, &s.q, s.from, s.until, None)
-        .await?)
+        .await?;
+    gauge_minutes(st, tenant, s, &mut lines).await?;
+    Ok(lines)
+}
+
+/// Minute totals of a gauge (the live heap, stored as its integral over
+/// time) as each minute's mean over the time data came in it: a heap over
+/// time, in bytes held — a minute an instance started in is not diluted.
+async fn gauge_minutes(
+    st: &AppState,
+    tenant: &str,
+    s: &Selection,
+    lines: &mut BTreeMap<String, BTreeMap<i64, i64>>,
+) -> Result<(), ApiError> {
+    if !crate::cluster::gauge_query(&s.q) {
+        return Ok(());
+    }
+    let covered = st.store.coverage(tenant, &s.q, s.from, s.until).await?;
+    for pts in lines.values_mut() {
+        for (minute, v) in pts.iter_mut() {
+            let ms = covered
+                .get(minute)
+                .map(|ns| ns / 1_000_000)
+                .filter(|&ms| ms > 0)
+                .unwrap_or(kiln_store::BUCKET_MS);
+            *v = kiln_profile::gauge::minute_mean(*v, ms);
+        }
+    }
+    Ok(())
 }
 
 fn timeline_json(lines: &BTreeMap<String, BTreeMap<i64, i64>>, s: &Selection) -> Value {
@@ -487,10 +515,11 @@ pub async fn timeline(
     {
         return sampled_timeline(&st, &tenant, &s, group.as_deref()).await;
     }
-    let lines = st
+    let mut lines = st
         .store
         .series_totals(&tenant, &s.q, s.from, s.until, group.as_deref())
         .await?;
+    gauge_minutes(&st, &tenant, &s, &mut lines).await?;
     let out: Vec<Value> = lines
         .into_iter()
         .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))

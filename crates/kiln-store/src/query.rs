@@ -13,7 +13,7 @@ use kiln_profile::{Merger, Profile};
 use crate::cache::{Need, Want};
 use crate::part::{Look, Part};
 use crate::store::{Block, read, write};
-use crate::{Detail, Error, Observed, Read, Store, selector};
+use crate::{BUCKET_MS, Detail, Error, Observed, Read, Store, selector};
 
 /// A read's query and range, owned, to take onto a blocking thread.
 struct Ask {
@@ -283,6 +283,49 @@ impl Store {
             }),
         )
         .await
+    }
+
+    /// How long data of the series matching `q` came in each minute of
+    /// `[from_ms, until_ms)` (minute start in ms → ns): the span its
+    /// profiles cover ([`Part::coverage`]) up to the minute — windows of
+    /// one or many instances, at any offset, filling a minute count as
+    /// that minute. A gauge's mean divides by this, so a range with gaps,
+    /// or a minute an instance started in, means what was held while data
+    /// came.
+    pub async fn coverage(
+        self: &Arc<Self>,
+        tenant: &str,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<BTreeMap<i64, i64>, Error> {
+        self.wait_loaded().await?;
+        let (me, t, q2) = (self.clone(), tenant.to_string(), q.clone());
+        let out = blocking(move || {
+            let mut out = BTreeMap::new();
+            if let Some(p) = read(&me.head).get(&t) {
+                p.coverage(&q2, from_ms, until_ms, &mut out);
+            }
+            Ok(out)
+        })
+        .await?;
+        let q = q.clone();
+        let plan = self.plan(tenant, &q, from_ms, until_ms, Need::Totals, |_, _| true);
+        let out = self
+            .over_blocks(
+                plan,
+                out,
+                Arc::new(move |p, out| {
+                    read(p).coverage(&q, from_ms, until_ms, out);
+                    Ok(())
+                }),
+            )
+            .await?;
+        let minute = BUCKET_MS * 1_000_000;
+        Ok(out
+            .into_iter()
+            .map(|(m, (a, b))| (m, b.saturating_sub(a).clamp(0, minute)))
+            .collect())
     }
 
     /// Per bucket (start ms) within the range, the total of the query's

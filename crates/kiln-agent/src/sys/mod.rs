@@ -673,6 +673,7 @@ fn push_walk(
         s.tid = tid;
         // The running thread's own: every path records its own stack.
         s.task = crate::task::current_id();
+        s.span = crate::task::current_span();
         let (n, truncated) = walk(shared, ip, fp, sp, max, &mut s.ips);
         s.depth = n as u16;
         s.truncated = truncated;

@@ -37,6 +37,9 @@ pub struct RawSample {
     /// The task running on the thread when the sample was taken (0:
     /// none), [`crate::task`]'s id.
     pub task: u32,
+    /// The root `tracing` span entered on the thread (0: none),
+    /// [`crate::task`]'s number for it.
+    pub span: u32,
     /// `ips[0]` is the interrupted instruction; the rest are return addresses.
     pub ips: [u64; MAX_DEPTH],
 }
@@ -82,6 +85,7 @@ impl Ring {
                     addr: 0,
                     rate: 0,
                     task: 0,
+                    span: 0,
                     ips: [0; MAX_DEPTH],
                 }),
             })

@@ -10,6 +10,16 @@
 //! thread reduces it to a site key. Without a running agent each call is
 //! one relaxed load.
 //!
+//! The thread's CPU clock is a system call (about 200 ns; the vDSO does
+//! not serve it), twice per task. A thread that starts tasks less than
+//! [`CPU_EVERY_NS`] apart on average reads it for a random one in `k` of
+//! its outermost tasks (with everything nested in them), `k` the ratio of
+//! that gap to the mean gap, and counts each read `k` times: an unbiased
+//! estimate (Horvitz–Thompson) at any rate, with at most ~20,000 clock
+//! pairs a second per thread. Slower threads read it for every task.
+//! `io` calls inside a task whose CPU is read are paced the same way, on
+//! their own.
+//!
 //! Per task the figures are cumulative atomics ([`stats`]); each window
 //! ships their growth as the `tasks` profile
 //! ([`kiln_profile::tasks`]), and `/metrics` exports them as
@@ -24,7 +34,7 @@ pub(crate) mod watchdog;
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(crate) use stats::{TaskStats, kind_id, stats_of};
 
@@ -36,6 +46,10 @@ static STACK_EVERY: AtomicU32 = AtomicU32::new(0);
 static DEFAULT_DEADLINE_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Deepest nesting tracked on one thread; deeper tasks are not timed.
 pub const MAX_NESTING: usize = 64;
+/// A thread whose outermost tasks start closer together than this on
+/// average (ns) reads its CPU clock on a random share of them (module
+/// doc).
+pub const CPU_EVERY_NS: u64 = 50_000;
 
 thread_local! {
     /// The innermost task's id on this thread (0: none). Read by the
@@ -44,12 +58,22 @@ thread_local! {
     static CURRENT: Cell<u32> = const { Cell::new(0) };
     /// The tasks running on this thread, outermost first.
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    /// The root `tracing` span entered on this thread ([`crate::tracing`]'s
+    /// number for it; 0: none), read by the signal handler as `CURRENT`.
+    static SPAN: Cell<u32> = const { Cell::new(0) };
+    /// When this thread's last outermost task started (ns), the mean gap
+    /// between them (ns, a moving average), and a random state.
+    static PACE: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    /// The same for its `io` calls inside tasks whose CPU is read.
+    static IO_PACE: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
 }
 
 /// A running operation on the thread's stack of tasks.
 pub(crate) struct Frame {
     stats: &'static TaskStats,
-    start: Instant,
+    start_ns: u64,
+    /// Its CPU counts `cpu_k` times (0: the CPU clock is not read).
+    cpu_k: u32,
     cpu_start: u64,
     /// CPU of nested tasks and of `io` calls, not this task's own.
     cpu_elsewhere: u64,
@@ -65,6 +89,51 @@ pub(crate) struct Frame {
 #[inline]
 pub(crate) fn current_id() -> u32 {
     CURRENT.try_with(Cell::get).unwrap_or(0)
+}
+
+/// The root span entered on the calling thread (0: none);
+/// async-signal-safe.
+#[inline]
+pub(crate) fn current_span() -> u32 {
+    SPAN.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Makes `span` the calling thread's root span; the one it replaces.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn set_span(span: u32) -> u32 {
+    SPAN.try_with(|s| s.replace(span)).unwrap_or(0)
+}
+
+/// For an outermost task (or, with `IO_PACE`, an `io` call) starting at
+/// `now` (ns): how many times its CPU counts, 0 for not read (module doc).
+fn cpu_weight(pace: &'static std::thread::LocalKey<Cell<(u64, u64, u64)>>, now: u64) -> u32 {
+    pace.try_with(|p| {
+        let (last, gap, mut rng) = p.get();
+        let gap = match (last, gap) {
+            (0, _) => 0,
+            (_, 0) => now.saturating_sub(last).max(1),
+            // Eighths: a moving average over the last ten or so.
+            _ => gap - gap / 8 + now.saturating_sub(last) / 8,
+        };
+        let k = if gap == 0 || gap >= CPU_EVERY_NS {
+            1
+        } else {
+            CPU_EVERY_NS.div_ceil(gap.max(1)).min(u64::from(u32::MAX))
+        };
+        let read = k == 1 || {
+            // xorshift64*, seeded from the clock on a thread's first use.
+            if rng == 0 {
+                rng = now | 1;
+            }
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % k == 0
+        };
+        p.set((now, gap, rng));
+        if read { k as u32 } else { 0 }
+    })
+    .unwrap_or(1)
 }
 
 /// Turns recording on for a starting agent, with its settings.
@@ -186,19 +255,25 @@ pub(crate) fn push_frame(stats: &'static TaskStats, deadline_ns: u64, span: bool
             if frames.len() >= MAX_NESTING {
                 return None;
             }
+            let now = crate::sys::monotonic_ns();
             let slot = (deadline_ns > 0).then(|| {
-                watchdog::watch(
-                    crate::sys::contention::my_tid(),
-                    stats.id,
-                    crate::sys::monotonic_ns(),
-                    deadline_ns,
-                )
+                watchdog::watch(crate::sys::contention::my_tid(), stats.id, now, deadline_ns)
             });
+            // Nested tasks are read with their outermost, or not at all.
+            let cpu_k = match frames.last() {
+                Some(parent) => parent.cpu_k,
+                None => cpu_weight(&PACE, now),
+            };
             frames.push(Frame {
                 slot: slot.flatten(),
                 stats,
-                start: Instant::now(),
-                cpu_start: crate::sys::thread_cpu_ns(),
+                start_ns: now,
+                cpu_k,
+                cpu_start: if cpu_k > 0 {
+                    crate::sys::thread_cpu_ns()
+                } else {
+                    0
+                },
                 cpu_elsewhere: 0,
                 io_ns: 0,
                 deadline_ns,
@@ -225,7 +300,11 @@ pub(crate) fn pop_frame(depth: usize) -> Option<Ended> {
             let mut mine = None;
             while frames.len() >= depth {
                 let f = frames.pop()?;
-                let cpu_total = crate::sys::thread_cpu_ns().saturating_sub(f.cpu_start);
+                let cpu_total = if f.cpu_k > 0 {
+                    crate::sys::thread_cpu_ns().saturating_sub(f.cpu_start)
+                } else {
+                    0
+                };
                 if let Some(parent) = frames.last_mut() {
                     parent.cpu_elsewhere += cpu_total;
                 }
@@ -233,8 +312,10 @@ pub(crate) fn pop_frame(depth: usize) -> Option<Ended> {
                 let ended = Ended {
                     caught,
                     stats: f.stats,
-                    elapsed: f.start.elapsed().as_nanos() as u64,
-                    cpu: cpu_total.saturating_sub(f.cpu_elsewhere),
+                    elapsed: crate::sys::monotonic_ns().saturating_sub(f.start_ns),
+                    cpu: cpu_total
+                        .saturating_sub(f.cpu_elsewhere)
+                        .saturating_mul(u64::from(f.cpu_k)),
                     io_ns: f.io_ns,
                     deadline_ns: f.deadline_ns,
                 };
@@ -261,8 +342,11 @@ pub struct Io {
     /// The task's depth and the kind's id (depth 0: not timed).
     depth: usize,
     kind: u32,
-    start: Option<Instant>,
-    cpu_start: u64,
+    /// Start, ns (0: not timed).
+    start_ns: u64,
+    /// The CPU clock at the start (when read), and how many times the
+    /// call's CPU counts.
+    cpu_start: Option<(u64, u32)>,
     _thread: PhantomData<*const ()>,
 }
 
@@ -281,17 +365,18 @@ pub fn io_guard(kind: &'static str) -> Io {
     let mut g = Io {
         depth: 0,
         kind: 0,
-        start: None,
-        cpu_start: 0,
+        start_ns: 0,
+        cpu_start: None,
         _thread: PhantomData,
     };
     if !ON.load(Ordering::Relaxed) || current_id() == 0 {
         return g;
     }
-    let Some((depth, stats)) = FRAMES
+    let Some((depth, stats, read)) = FRAMES
         .try_with(|f| {
             let f = f.try_borrow().ok()?;
-            Some((f.len(), f.last()?.stats))
+            let top = f.last()?;
+            Some((f.len(), top.stats, top.cpu_k > 0))
         })
         .ok()
         .flatten()
@@ -301,16 +386,25 @@ pub fn io_guard(kind: &'static str) -> Io {
     g.depth = depth;
     g.kind = kind_id(kind);
     maybe_site(stats, g.kind, &stats.io_calls);
-    g.cpu_start = crate::sys::thread_cpu_ns();
-    g.start = Some(Instant::now());
+    let now = crate::sys::monotonic_ns().max(1);
+    // Read when the task's CPU is, at the I/O calls' own pace.
+    let k = if read { cpu_weight(&IO_PACE, now) } else { 0 };
+    g.cpu_start = (k > 0).then(|| (crate::sys::thread_cpu_ns(), k));
+    g.start_ns = now;
     g
 }
 
 impl Drop for Io {
     fn drop(&mut self) {
-        let Some(start) = self.start else { return };
-        let ns = start.elapsed().as_nanos() as u64;
-        let cpu = crate::sys::thread_cpu_ns().saturating_sub(self.cpu_start);
+        if self.start_ns == 0 {
+            return;
+        }
+        let ns = crate::sys::monotonic_ns().saturating_sub(self.start_ns);
+        let cpu = self.cpu_start.map_or(0, |(c, k)| {
+            crate::sys::thread_cpu_ns()
+                .saturating_sub(c)
+                .saturating_mul(u64::from(k))
+        });
         let _ = FRAMES.try_with(|frames| {
             let Ok(mut frames) = frames.try_borrow_mut() else {
                 return;

@@ -39,6 +39,7 @@ pub(crate) struct TaskStats {
     ops: AtomicU64,
     latency_sum: AtomicU64,
     cpu: AtomicU64,
+    /// Latency outside I/O calls; "other" is this less `cpu`.
     other: AtomicU64,
     stuck: AtomicU64,
     io: [AtomicU64; MAX_KINDS],
@@ -68,8 +69,11 @@ impl TaskStats {
         self.ops.fetch_add(1, Ordering::Relaxed);
         self.latency_sum.fetch_add(elapsed, Ordering::Relaxed);
         self.cpu.fetch_add(cpu, Ordering::Relaxed);
+        // "Other" is what is neither CPU nor I/O, summed: the CPU may be
+        // an estimate (read on a share of operations, scaled), so it is
+        // taken off the sum, not off each operation.
         self.other
-            .fetch_add(elapsed.saturating_sub(cpu + io), Ordering::Relaxed);
+            .fetch_add(elapsed.saturating_sub(io), Ordering::Relaxed);
         if stuck {
             self.stuck.fetch_add(1, Ordering::Relaxed);
         }
@@ -93,7 +97,7 @@ impl TaskStats {
             ops: get(&self.ops),
             latency_sum: get(&self.latency_sum),
             cpu: get(&self.cpu),
-            other: get(&self.other),
+            other: get(&self.other).saturating_sub(get(&self.cpu)),
             stuck: get(&self.stuck),
             io: self.io.iter().map(get).collect(),
             buckets: self.buckets.iter().map(get).collect(),

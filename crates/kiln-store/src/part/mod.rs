@@ -219,6 +219,10 @@ impl Part {
                 reason: "a block takes no profiles".into(),
             });
         };
+        // Gauges (the live heap) are kept as their integral over time, so
+        // they add up across windows like counters (`kiln_profile::gauge`).
+        let integral = kiln_profile::gauge::integrate(p);
+        let p = integral.as_ref().unwrap_or(p);
         let width = p.sample_types.len();
         let mut rows = Rows::new(width);
         dict.add(p, |s, l, v| rows.push(s, l, v))?;

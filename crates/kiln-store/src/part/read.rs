@@ -282,6 +282,57 @@ impl Part {
         }
     }
 
+    /// The time each minute of `[from_ms, until_ms)` holds data of the
+    /// series matching `q` (of the query's sample type): per minute, the
+    /// earliest start and the latest end of the profiles filed under it
+    /// (ns; a window that starts in a minute is filed there whole); the
+    /// whole minute where only a block's minute totals are known. What a
+    /// gauge's mean over a range divides by.
+    pub fn coverage(
+        &self,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        out: &mut BTreeMap<i64, (i64, i64)>,
+    ) {
+        let ty = q.sample_type();
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let held: Vec<bool> = self
+            .headers
+            .iter()
+            .map(|h| match &ty {
+                Some(t) => h.sample_type_index(t).is_some(),
+                None => true,
+            })
+            .collect();
+        let ns = 1_000_000i64;
+        let mut widen = |minute: i64, start: i64, end: i64| {
+            let e = out.entry(minute).or_insert((start, end));
+            *e = (e.0.min(start), e.1.max(end));
+        };
+        for id in self.matching(q) {
+            let s = &self.series[id as usize];
+            if !s.totals.is_empty() {
+                let first = s.totals.partition_point(|t| t.minute < lo);
+                for t in s.totals[first..].iter().take_while(|t| t.minute < until_ms) {
+                    if held[t.header as usize] {
+                        widen(t.minute, t.minute * ns, (t.minute + BUCKET_MS) * ns);
+                    }
+                }
+                continue;
+            }
+            for (&t, groups) in s.buckets.minutes.range(lo..until_ms) {
+                for g in groups.iter().filter(|g| held[g.header as usize]) {
+                    if g.start_ns == 0 || g.end_ns <= g.start_ns {
+                        widen(t, t * ns, (t + BUCKET_MS) * ns);
+                    } else {
+                        widen(t, g.start_ns, g.end_ns);
+                    }
+                }
+            }
+        }
+    }
+
     /// Profile type IDs (`name:sample:unit:period:unit`) held.
     pub fn profile_types(&self, out: &mut BTreeSet<String>) {
         for s in &self.series {

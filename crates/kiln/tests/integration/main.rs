@@ -5,6 +5,7 @@ mod alerts;
 mod cluster;
 mod files;
 mod gopprof;
+mod heap;
 mod push;
 mod server;
 mod storage_faults;
@@ -12,6 +13,12 @@ mod tasks;
 mod ui;
 
 use std::path::{Path, PathBuf};
+
+/// Allocations of every test here are the agent's to sample (the heap
+/// tests); without a running agent it only forwards.
+#[global_allocator]
+static ALLOC: kiln_agent::alloc::Profiled<std::alloc::System> =
+    kiln_agent::alloc::Profiled::new(std::alloc::System);
 
 /// One agent per process: the tests that start one take turns.
 pub static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -2,7 +2,7 @@
 //! through its Connect API, and `e2e/ui.test.mjs` driving Debian's Chromium
 //! (playwright-core) against it — shared URL, top table, zoom by clicking
 //! the canvas, search, sandwich, the icicle the graph opens as, hiding
-//! thread-start glue, comparison, threads. Screenshots land in
+//! thread-start glue, comparison, threads, the live heap and what grew. Screenshots land in
 //! `target/e2e/` for a human look.
 
 use std::path::Path;
@@ -329,6 +329,43 @@ fn web_ui_in_chromium() {
                 ],
             );
             push(&url, &p, "shop-1");
+            // The live heap as the agent ships it: the session cache
+            // holds 10 MiB in the early phase and 50 MiB in the late one,
+            // the sessions 20 MiB throughout; rendering allocates 8 MiB a
+            // window and holds nothing.
+            let mib = 1i64 << 20;
+            let cache = if start_min == 50 { 10 * mib } else { 50 * mib };
+            let mut heap = typed(
+                t,
+                &[
+                    ("alloc_objects", "count"),
+                    ("alloc_space", "bytes"),
+                    ("inuse_objects", "count"),
+                    ("inuse_space", "bytes"),
+                ],
+                &[
+                    (
+                        "worker-1",
+                        &format!("{handle};shop::cache::fill"),
+                        &[],
+                        &[cache / 4096, cache, cache / 4096, cache],
+                    ),
+                    (
+                        "worker-2",
+                        &format!("{handle};shop::session::open"),
+                        &[],
+                        &[0, 0, 20 * mib / 512, 20 * mib],
+                    ),
+                    (
+                        "worker-3",
+                        &format!("{handle};shop::render::page"),
+                        &[],
+                        &[8 * mib / 64, 8 * mib, 0, 0],
+                    ),
+                ],
+            );
+            heap.period_type = Some(heap.value_type("space", "bytes"));
+            push_named(&url, "memory", &heap, "shop-1");
             if start_min == 10 {
                 // Wall clock and locks, the last 10 minutes: hot-loop on a
                 // CPU, worker-2 waiting on the `sessions` lock most of
