@@ -337,7 +337,9 @@ function heapNote(data) {
   if (!isGauge(state.query) || !pts.length) { n.textContent = ""; return; }
   const unit = state.query.includes(":inuse_space") ? "bytes" : "count";
   const peak = pts.reduce((m, [, v]) => Math.max(m, v), 0);
-  n.textContent = `held per minute (mean): peak ${fmtValue(peak, unit)}, last ${fmtValue(pts[pts.length - 1][1], unit)}`;
+  const m = (data.step_ms || 60000) / 60000;
+  const step = m >= 60 ? `${m / 60} h` : m > 1 ? `${m} minutes` : "minute";
+  n.textContent = `held per ${step} (mean): peak ${fmtValue(peak, unit)}, last ${fmtValue(pts[pts.length - 1][1], unit)}`;
 }
 
 // The two sides of a comparison. "What grew" (`grew=1`) compares the

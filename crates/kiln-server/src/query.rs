@@ -151,48 +151,57 @@ fn units(unit: &str) -> &'static str {
     }
 }
 
-/// The selection's total per minute, for a flamebearer's `timeline`.
+/// The selection's total per step ([`kiln_store::Store::totals_step`]),
+/// for a flamebearer's `timeline`.
 async fn totals(
     st: &AppState,
     tenant: &str,
     s: &Selection,
-) -> Result<BTreeMap<String, BTreeMap<i64, i64>>, ApiError> {
-    let mut lines = st
+) -> Result<(i64, BTreeMap<String, BTreeMap<i64, i64>>), ApiError> {
+    let lines = st
         .store
         .series_totals(tenant, &s.q, s.from, s.until, None)
         .await?;
-    gauge_minutes(st, tenant, s, &mut lines).await?;
-    Ok(lines)
+    in_steps(st, tenant, s, lines).await
 }
 
-/// Minute totals of a gauge (the live heap, stored as its integral over
-/// time) as each minute's mean over the time data came in it: a heap over
-/// time, in bytes held — a minute an instance started in is not diluted.
-async fn gauge_minutes(
+/// Minute (or, from day sums, hour) totals summed into the range's
+/// timeline steps, with the step. A gauge's step (the live heap, stored as
+/// its integral over time) is its mean over the time data came in it: a
+/// heap over time, in bytes held — a step an instance started in is not
+/// diluted.
+async fn in_steps(
     st: &AppState,
     tenant: &str,
     s: &Selection,
-    lines: &mut BTreeMap<String, BTreeMap<i64, i64>>,
-) -> Result<(), ApiError> {
-    if !crate::cluster::gauge_query(&s.q) {
-        return Ok(());
-    }
-    let covered = st.store.coverage(tenant, &s.q, s.from, s.until).await?;
-    for pts in lines.values_mut() {
-        for (minute, v) in pts.iter_mut() {
-            let ms = covered
-                .get(minute)
-                .map(|ns| ns / 1_000_000)
-                .filter(|&ms| ms > 0)
-                .unwrap_or(kiln_store::BUCKET_MS);
-            *v = kiln_profile::gauge::minute_mean(*v, ms);
+    lines: BTreeMap<String, BTreeMap<i64, i64>>,
+) -> Result<(i64, BTreeMap<String, BTreeMap<i64, i64>>), ApiError> {
+    let step = kiln_store::Store::totals_step(s.from, s.until);
+    let at = |t: i64| t.div_euclid(step) * step;
+    let mut out: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+    for (k, pts) in lines {
+        let line = out.entry(k).or_default();
+        for (t, v) in pts {
+            let x = line.entry(at(t)).or_default();
+            *x = x.saturating_add(v);
         }
     }
-    Ok(())
+    if crate::cluster::gauge_query(&s.q) {
+        let mut covered: BTreeMap<i64, i64> = BTreeMap::new();
+        for (minute, ns) in st.store.coverage(tenant, &s.q, s.from, s.until).await? {
+            *covered.entry(at(minute)).or_default() += ns / 1_000_000;
+        }
+        for pts in out.values_mut() {
+            for (t, v) in pts.iter_mut() {
+                let ms = covered.get(t).copied().filter(|&ms| ms > 0).unwrap_or(step);
+                *v = kiln_profile::gauge::minute_mean(*v, ms);
+            }
+        }
+    }
+    Ok((step, out))
 }
 
-fn timeline_json(lines: &BTreeMap<String, BTreeMap<i64, i64>>, s: &Selection) -> Value {
-    let step = kiln_store::BUCKET_MS;
+fn timeline_json(step: i64, lines: &BTreeMap<String, BTreeMap<i64, i64>>, s: &Selection) -> Value {
     let start = s.from.div_euclid(step) * step;
     let n = ((s.until - start) / step).max(0) as usize + 1;
     let mut samples = vec![0i64; n.min(100_000)];
@@ -224,7 +233,7 @@ pub async fn render(
     let s = selection(&p, "")?;
     let max = max_nodes(&p)?;
     let loaded = load(&st, &tenant, &s, Detail::Stacks).await?;
-    let lines = totals(&st, &tenant, &s).await?;
+    let (step, lines) = totals(&st, &tenant, &s).await?;
     let body = cpu(move || {
         let (fb, unit) = match &loaded {
             Some((prof, ty)) => {
@@ -247,7 +256,7 @@ pub async fn render(
                 "spyName": "",
                 "sampleRate": 1_000_000_000,
             },
-            "timeline": timeline_json(&lines, &s),
+            "timeline": timeline_json(step, &lines, &s),
         }))
     })
     .await?;
@@ -287,7 +296,7 @@ pub async fn render_diff(
         load(&st, &tenant, &l, Detail::Stacks).await?,
         load(&st, &tenant, &r, Detail::Stacks).await?,
     );
-    let (llines, rlines) = (
+    let ((lstep, llines), (rstep, rlines)) = (
         totals(&st, &tenant, &l).await?,
         totals(&st, &tenant, &r).await?,
     );
@@ -302,8 +311,8 @@ pub async fn render_diff(
             "version": 1,
             "flamebearer": flamebearer::diff(&lt, &rt),
             "metadata": {"format": "double", "units": units(&unit), "name": l.q.profile_type},
-            "leftTimeline": timeline_json(&llines, &l),
-            "rightTimeline": timeline_json(&rlines, &r),
+            "leftTimeline": timeline_json(lstep, &llines, &l),
+            "rightTimeline": timeline_json(rstep, &rlines, &r),
         }))
     })
     .await?;
@@ -515,16 +524,16 @@ pub async fn timeline(
     {
         return sampled_timeline(&st, &tenant, &s, group.as_deref()).await;
     }
-    let mut lines = st
+    let lines = st
         .store
         .series_totals(&tenant, &s.q, s.from, s.until, group.as_deref())
         .await?;
-    gauge_minutes(&st, &tenant, &s, &mut lines).await?;
+    let (step, lines) = in_steps(&st, &tenant, &s, lines).await?;
     let out: Vec<Value> = lines
         .into_iter()
         .map(|(k, pts)| json!({"group": k, "points": pts.into_iter().map(|(t, v)| [t, v]).collect::<Vec<_>>()}))
         .collect();
-    Ok(axum::Json(json!({"step_ms": kiln_store::BUCKET_MS, "lines": out})).into_response())
+    Ok(axum::Json(json!({"step_ms": step, "lines": out})).into_response())
 }
 
 /// A function's share of the selection over time, in percent: one merge

@@ -349,7 +349,36 @@ impl Store {
             Ok(out)
         })
         .await?;
-        let plan = self.plan(tenant, &q, from_ms, until_ms, Need::Totals, |_, _| true);
+        // A service's whole days: the day sums' hour totals, in place of
+        // the minute totals of the day's blocks (the caller's steps are
+        // then hours or longer: `Store::totals_step`).
+        let (days, replaced) = if g.is_none() && Part::rollup_key_for(&q).is_some() {
+            // Day sums written before they kept hour totals are passed by.
+            let with_hours = |b: &Block, _| {
+                b.meta.sums_of.is_empty() || b.meta.files.contains_key(crate::block::HOUR_TOTALS)
+            };
+            self.day_plan(tenant, &q, from_ms, until_ms, &with_hours)
+        } else {
+            Default::default()
+        };
+        let days: Vec<_> = days
+            .into_iter()
+            .map(|d| (d, Want::level(crate::block::Level::Totals)))
+            .collect();
+        let q1 = q.clone();
+        let out = self
+            .over_blocks(
+                days,
+                out,
+                Arc::new(move |p, out| {
+                    read(p).rollup_hour_totals(&q1, from_ms, until_ms, out);
+                    Ok(())
+                }),
+            )
+            .await?;
+        let plan = self.plan(tenant, &q, from_ms, until_ms, Need::Totals, |b, _| {
+            !replaced.contains(&b.meta.id)
+        });
         self.over_blocks(
             plan,
             out,
@@ -359,6 +388,24 @@ impl Store {
             }),
         )
         .await
+    }
+
+    /// The step a timeline of `[from_ms, until_ms)` is drawn in: the
+    /// shortest of 1 and 5 minutes, a quarter hour, 1 and 6 hours and a
+    /// day that gives at most 1,500 points — and at least an hour once the
+    /// range holds a whole day, whose totals may come from its day sum.
+    pub fn totals_step(from_ms: i64, until_ms: i64) -> i64 {
+        const STEPS: [i64; 6] = [1, 5, 15, 60, 360, 1440];
+        let span = until_ms.saturating_sub(from_ms).max(0);
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let day = crate::DAY_MS;
+        let whole_day = (lo + day - 1).div_euclid(day) * day + day <= until_ms;
+        STEPS
+            .iter()
+            .map(|m| m * BUCKET_MS)
+            .filter(|&s| !whole_day || s >= crate::HOUR_MS)
+            .find(|&s| span / s <= 1500)
+            .unwrap_or(day)
     }
 
     /// Calls `f` with every part of `tenant`: head, cut heads, blocks.
@@ -445,4 +492,36 @@ pub(crate) fn read_part(part: &RwLock<Part>, at: &Read, m: &mut Merger) -> Resul
     // upkeep has not yet (blocks written before they carried their sums).
     write(part).prepare(at.q, at.from_ms, at.until_ms, true);
     read(part).read_into(at, m)
+}
+
+#[cfg(test)]
+mod step_tests {
+    use crate::{BUCKET_MS, DAY_MS, HOUR_MS, Store};
+
+    #[test]
+    fn timeline_steps_keep_points_few_and_hours_once_a_day_is_whole() {
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS + 13 * BUCKET_MS;
+        assert_eq!(Store::totals_step(t0, t0 + HOUR_MS), BUCKET_MS);
+        assert_eq!(
+            Store::totals_step(t0, t0 + DAY_MS),
+            BUCKET_MS,
+            "1,440 minutes"
+        );
+        assert_eq!(
+            Store::totals_step(t0, t0 + 2 * DAY_MS),
+            HOUR_MS,
+            "holds a whole day"
+        );
+        assert_eq!(
+            Store::totals_step(t0, t0 + 3 * HOUR_MS + DAY_MS),
+            5 * BUCKET_MS
+        );
+        assert_eq!(
+            Store::totals_step(t0, t0 + 30 * DAY_MS),
+            HOUR_MS,
+            "720 hours"
+        );
+        assert_eq!(Store::totals_step(t0, t0 + 400 * DAY_MS), DAY_MS);
+        assert_eq!(Store::totals_step(t0, t0), BUCKET_MS);
+    }
 }

@@ -28,6 +28,10 @@ pub(crate) use write::encode;
 /// blocks written before it).
 pub(crate) const ROLLUPS: &str = "rollups.parquet";
 
+/// The file of a day-sum block holding each service's totals per hour and
+/// kind (absent from day sums written before it).
+pub(crate) const HOUR_TOTALS: &str = "hour_totals.parquet";
+
 /// The file of a block holding each series' totals per minute and kind
 /// (absent from blocks written before it).
 pub(crate) const TOTALS: &str = "totals.parquet";

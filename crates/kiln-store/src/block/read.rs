@@ -22,7 +22,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use super::{Meta, ROLLUPS, TOTALS, err, header_of, path};
+use super::{HOUR_TOTALS, Meta, ROLLUPS, TOTALS, err, header_of, path};
 use crate::Error;
 use crate::part::{At, Dict, MinuteTotal, Part, Rows};
 
@@ -61,6 +61,9 @@ impl Level {
         let mut out = vec!["series.parquet"];
         if self >= Level::Totals && meta.files.contains_key(TOTALS) {
             out.push(TOTALS);
+        }
+        if self >= Level::Totals && meta.files.contains_key(HOUR_TOTALS) {
+            out.push(HOUR_TOTALS);
         }
         if self >= Level::Hours {
             out.extend(DICT);
@@ -402,6 +405,34 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
                 header: k as u32,
                 values: v.into(),
             });
+        }
+    }
+    for b in batches(meta, files, HOUR_TOTALS)? {
+        for n in ["name", "service"] {
+            check(id, &b, n, &D::Utf8)?;
+        }
+        check(id, &b, "hour_ms", &D::Int64)?;
+        check(id, &b, "kind", &D::UInt32)?;
+        check(id, &b, "totals", &list(D::Int64))?;
+        let name = typed!(id, &b, "name", as_string::<i32>);
+        let service = typed!(id, &b, "service", as_string::<i32>);
+        let hour = typed!(id, &b, "hour_ms", as_primitive::<Int64Type>);
+        let kind = typed!(id, &b, "kind", as_primitive::<UInt32Type>);
+        let totals = typed!(id, &b, "totals", as_list::<i32>);
+        let tv = totals.values().as_primitive::<Int64Type>();
+        let off = totals.value_offsets();
+        for i in 0..b.num_rows() {
+            let k = kind.value(i) as usize;
+            let v = &tv.values()[off[i] as usize..off[i + 1] as usize];
+            if k >= part.headers.len() || v.len() != part.headers[k].sample_types.len() {
+                return Err(err(
+                    id,
+                    "an hour total names a kind out of range or its values do not match it",
+                ));
+            }
+            let key = (name.value(i).to_string(), service.value(i).to_string());
+            let r = part.rollups.entry(key).or_default();
+            r.add_hour_totals(hour.value(i), k as u32, v);
         }
     }
     // After the rows: a row put into an hour drops that hour's sum.

@@ -10,7 +10,7 @@ use arrow_array::builder::{
 };
 use kiln_profile::StringId;
 
-use super::{Files, Kind, ROLLUPS, TOTALS, batch, kind_of, parquet, parquet_groups};
+use super::{Files, HOUR_TOTALS, Kind, ROLLUPS, TOTALS, batch, kind_of, parquet, parquet_groups};
 use crate::Error;
 use crate::part::Part;
 
@@ -152,6 +152,40 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
             ],
         )?;
         files.push((ROLLUPS.to_string(), parquet(id, &b)?));
+    }
+
+    // a day sum's hour totals: one row per (service, hour, kind)
+    if part.rollups.values().any(|r| !r.hour_totals.is_empty()) {
+        let mut name = StringBuilder::new();
+        let mut service = StringBuilder::new();
+        let mut hour = Int64Builder::new();
+        let mut kind = UInt32Builder::new();
+        let mut totals = ListBuilder::new(Int64Builder::new());
+        let mut keys: Vec<_> = part.rollups.keys().collect();
+        keys.sort();
+        for key in keys {
+            for (&h, line) in &part.rollups[key].hour_totals {
+                for (k, v) in line {
+                    name.append_value(&key.0);
+                    service.append_value(&key.1);
+                    hour.append_value(h);
+                    kind.append_value(*k);
+                    totals.values().append_slice(v);
+                    totals.append(true);
+                }
+            }
+        }
+        let b = batch(
+            id,
+            vec![
+                ("name", Arc::new(name.finish()) as ArrayRef),
+                ("service", Arc::new(service.finish())),
+                ("hour_ms", Arc::new(hour.finish())),
+                ("kind", Arc::new(kind.finish())),
+                ("totals", Arc::new(totals.finish())),
+            ],
+        )?;
+        files.push((HOUR_TOTALS.to_string(), parquet(id, &b)?));
     }
 
     // stacks

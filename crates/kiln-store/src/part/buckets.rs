@@ -40,6 +40,10 @@ impl Group {
 pub(crate) struct Buckets {
     pub minutes: BTreeMap<i64, Vec<Group>>,
     pub(crate) hours: BTreeMap<i64, Vec<Group>>,
+    /// Per hour, per kind, each sample type's total: kept by a day sum
+    /// (whose `hours` hold one sum per day) so a timeline over days reads
+    /// 24 numbers a day, not the day's blocks.
+    pub(crate) hour_totals: BTreeMap<i64, Vec<KindTotals>>,
     /// Per hour, how many times rows were added to it, and when last: a
     /// sum made off the lock is kept only if its hour saw no rows
     /// meanwhile, and is made only once the hour has been quiet a while.
@@ -49,6 +53,9 @@ pub(crate) struct Buckets {
     /// minute left behind is usually complete).
     pub(super) open: Option<i64>,
 }
+
+/// A kind (header index) and each of its sample types' total.
+pub(crate) type KindTotals = (u32, Box<[i64]>);
 
 /// The whole hours within `[lo, until)`: `[first, end)`, empty if none.
 pub(crate) fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
@@ -245,6 +252,28 @@ impl Buckets {
                 .map(|g| g.rows.bytes() + 48)
                 .sum()
         };
-        b(&self.minutes) + b(&self.hours)
+        let totals: usize = self
+            .hour_totals
+            .values()
+            .flatten()
+            .map(|(_, v)| v.len() * 8 + 40)
+            .sum();
+        b(&self.minutes) + b(&self.hours) + totals
+    }
+
+    /// Adds `values` (one per sample type of kind `header`) to hour `h`'s
+    /// totals.
+    pub(crate) fn add_hour_totals(&mut self, h: i64, header: u32, values: &[i64]) {
+        let line = self.hour_totals.entry(h).or_default();
+        let at = match line.iter().position(|(k, _)| *k == header) {
+            Some(i) => i,
+            None => {
+                line.push((header, vec![0; values.len()].into()));
+                line.len() - 1
+            }
+        };
+        for (t, v) in line[at].1.iter_mut().zip(values) {
+            *t = t.saturating_add(*v);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! A day's sums: the hour sums of every service in several parts (the
 //! blocks of one day), re-interned into one part and summed into one group
-//! per kind keyed by the day's first millisecond — the part of a day-sum
-//! block, which holds no series.
+//! per kind keyed by the day's first millisecond, beside each hour's
+//! totals (what a timeline over days reads) — the part of a day-sum block,
+//! which holds no series.
 
 use super::buckets::group_of;
 use super::{Dict, Part, remapped};
@@ -20,15 +21,14 @@ impl Part {
         };
         let mut remap = dict.remapper(other.dict.tables());
         for (key, b) in &other.rollups {
-            for (_, groups) in b.hours.range(day..day + DAY_MS) {
+            for (&h, groups) in b.hours.range(day..day + DAY_MS) {
                 for g in groups {
                     let rows = remapped(&mut remap, &g.rows)?;
                     let into = self.rollups.entry(key.clone()).or_default();
-                    let sum = group_of(
-                        into.hours.entry(day).or_default(),
-                        headers[g.header as usize],
-                        g.rows.width,
-                    );
+                    let header = headers[g.header as usize];
+                    let totals: Vec<i64> = (0..g.rows.width).map(|c| g.rows.total(c)).collect();
+                    into.add_hour_totals(h, header, &totals);
+                    let sum = group_of(into.hours.entry(day).or_default(), header, g.rows.width);
                     sum.rows.extend(&rows);
                     sum.rows.maybe_fold();
                     sum.widen(g.start_ns, g.end_ns);

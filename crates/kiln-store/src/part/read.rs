@@ -282,6 +282,41 @@ impl Part {
         }
     }
 
+    /// The totals of the rollup `q` reads, per whole hour of `[from_ms,
+    /// until_ms)` a day sum here holds, into `out[""]` keyed by the hour's
+    /// start: a timeline over days reads a day's 24 totals, not its
+    /// blocks.
+    pub fn rollup_hour_totals(
+        &self,
+        q: &selector::Query,
+        from_ms: i64,
+        until_ms: i64,
+        out: &mut BTreeMap<String, BTreeMap<i64, i64>>,
+    ) {
+        let Some(r) = Part::rollup_key_for(q).and_then(|k| self.rollups.get(&k)) else {
+            return;
+        };
+        let ty = q.sample_type();
+        let columns: Vec<Option<usize>> = self
+            .headers
+            .iter()
+            .map(|h| match &ty {
+                Some(t) => h.sample_type_index(t),
+                None => h.default_type_index(),
+            })
+            .collect();
+        let (first, end) = super::whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
+        let line = out.entry(String::new()).or_default();
+        for (&h, totals) in r.hour_totals.range(first..end) {
+            for (k, values) in totals {
+                if let Some(&v) = columns[*k as usize].and_then(|i| values.get(i)) {
+                    let t = line.entry(h).or_default();
+                    *t = t.saturating_add(v);
+                }
+            }
+        }
+    }
+
     /// The time each minute of `[from_ms, until_ms)` holds data of the
     /// series matching `q` (of the query's sample type): per minute, the
     /// earliest start and the latest end of the profiles filed under it

@@ -2,7 +2,8 @@
 //! place of the day's blocks, with the same answer as the blocks' hour
 //! sums and rows; a late block is counted once, then summed in again; a
 //! restart reads them back; a query whose selector is not a service's,
-//! or whose range cuts a day, reads the blocks.
+//! or whose range cuts a day, reads the blocks. Timelines the same: whole
+//! days from the day sums' hours.
 
 use std::sync::Arc;
 
@@ -61,6 +62,21 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         assert_eq!(want, want_each, "service sums and series agree");
         let hourly = blocks(&store).len();
         assert_eq!(hourly, 12, "four blocks a day");
+        // Timelines, in hours: from the blocks' minute totals here.
+        let in_hours =
+            |lines: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, i64>>| {
+                let mut out = std::collections::BTreeMap::new();
+                for (t, v) in lines.into_values().flatten() {
+                    *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
+                }
+                out
+            };
+        let mut want_timeline = Vec::new();
+        for &(a, b) in &ranges {
+            let t = store.series_totals("", &svc, a, b, None).await.unwrap();
+            want_timeline.push(in_hours(t));
+        }
+        assert_eq!(want_timeline[0].len(), 72, "every hour of three days");
 
         let made = store.sum_days().await.unwrap();
         assert_eq!(made.len(), 3, "one day sum per day");
@@ -76,6 +92,17 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         // After a restart nothing is in memory; whole days are read from
         // the day sums alone, the day's blocks not loaded at all.
         let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        // A timeline over whole days reads their day sums' hours alone.
+        let t = store
+            .series_totals("", &svc, ranges[0].0, ranges[0].1, None)
+            .await
+            .unwrap();
+        assert_eq!(in_hours(t), want_timeline[0], "the timeline from day sums");
+        let read_blocks = blocks(&store)
+            .iter()
+            .filter(|b| b.meta.sums_of.is_empty() && b.level() > Level::Index)
+            .count();
+        assert_eq!(read_blocks, 0, "no block of those days read for it");
         assert_eq!(answer(&store, &svc, ranges[0]), want[0]);
         let loaded = |store: &Arc<Store>| -> (usize, usize) {
             let all = blocks(store);
@@ -95,6 +122,13 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         for (i, &r) in ranges.iter().enumerate() {
             assert_eq!(answer(&store, &svc, r), want[i], "range {i}");
             assert_eq!(answer(&store, &each, r), want_each[i], "range {i}, series");
+            let t = store.series_totals("", &svc, r.0, r.1, None).await.unwrap();
+            assert_eq!(in_hours(t), want_timeline[i], "range {i}, timeline");
+            let t = store
+                .series_totals("", &each, r.0, r.1, None)
+                .await
+                .unwrap();
+            assert_eq!(in_hours(t), want_timeline[i], "range {i}, series timeline");
         }
 
         // A late block in day 1: read beside the day sum (which does not
