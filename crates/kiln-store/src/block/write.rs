@@ -107,26 +107,20 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
     files.push((TOTALS.to_string(), parquet(id, &b)?));
 
     // hour sums: one row per (service, hour, kind, stack, label set)
+    let mut keys: Vec<_> = part.rollups.keys().collect();
+    keys.sort();
     if part.rollups.values().any(|r| !r.hours.is_empty()) {
-        let mut name = StringBuilder::new();
-        let mut service = StringBuilder::new();
-        let mut hour = Int64Builder::new();
-        let mut kind = UInt32Builder::new();
+        let mut at = ServiceHour::default();
         let mut start = Int64Builder::new();
         let mut end = Int64Builder::new();
         let mut stack = UInt32Builder::new();
         let mut labels = UInt32Builder::new();
         let mut vals = ListBuilder::new(Int64Builder::new());
-        let mut keys: Vec<_> = part.rollups.keys().collect();
-        keys.sort();
-        for key in keys {
+        for &key in &keys {
             for (&h, groups) in &part.rollups[key].hours {
                 for g in groups {
                     g.rows.for_each(|st, l, v| {
-                        name.append_value(&key.0);
-                        service.append_value(&key.1);
-                        hour.append_value(h);
-                        kind.append_value(g.header);
+                        at.push(key, h, g.header);
                         start.append_value(g.start_ns);
                         end.append_value(g.end_ns);
                         stack.append_value(st.0);
@@ -137,55 +131,33 @@ pub(crate) fn encode(id: &str, part: &Part) -> Result<(Files, Vec<Kind>), Error>
                 }
             }
         }
-        let b = batch(
-            id,
-            vec![
-                ("name", Arc::new(name.finish()) as ArrayRef),
-                ("service", Arc::new(service.finish())),
-                ("hour_ms", Arc::new(hour.finish())),
-                ("kind", Arc::new(kind.finish())),
-                ("start_ns", Arc::new(start.finish())),
-                ("end_ns", Arc::new(end.finish())),
-                ("stack", Arc::new(stack.finish())),
-                ("label_set", Arc::new(labels.finish())),
-                ("values", Arc::new(vals.finish())),
-            ],
-        )?;
-        files.push((ROLLUPS.to_string(), parquet(id, &b)?));
+        let mut cols = at.finish();
+        cols.extend([
+            ("start_ns", Arc::new(start.finish()) as ArrayRef),
+            ("end_ns", Arc::new(end.finish())),
+            ("stack", Arc::new(stack.finish())),
+            ("label_set", Arc::new(labels.finish())),
+            ("values", Arc::new(vals.finish())),
+        ]);
+        files.push((ROLLUPS.to_string(), parquet(id, &batch(id, cols)?)?));
     }
 
     // a day sum's hour totals: one row per (service, hour, kind)
     if part.rollups.values().any(|r| !r.hour_totals.is_empty()) {
-        let mut name = StringBuilder::new();
-        let mut service = StringBuilder::new();
-        let mut hour = Int64Builder::new();
-        let mut kind = UInt32Builder::new();
+        let mut at = ServiceHour::default();
         let mut totals = ListBuilder::new(Int64Builder::new());
-        let mut keys: Vec<_> = part.rollups.keys().collect();
-        keys.sort();
-        for key in keys {
+        for &key in &keys {
             for (&h, line) in &part.rollups[key].hour_totals {
                 for (k, v) in line {
-                    name.append_value(&key.0);
-                    service.append_value(&key.1);
-                    hour.append_value(h);
-                    kind.append_value(*k);
+                    at.push(key, h, *k);
                     totals.values().append_slice(v);
                     totals.append(true);
                 }
             }
         }
-        let b = batch(
-            id,
-            vec![
-                ("name", Arc::new(name.finish()) as ArrayRef),
-                ("service", Arc::new(service.finish())),
-                ("hour_ms", Arc::new(hour.finish())),
-                ("kind", Arc::new(kind.finish())),
-                ("totals", Arc::new(totals.finish())),
-            ],
-        )?;
-        files.push((HOUR_TOTALS.to_string(), parquet(id, &b)?));
+        let mut cols = at.finish();
+        cols.push(("totals", Arc::new(totals.finish()) as ArrayRef));
+        files.push((HOUR_TOTALS.to_string(), parquet(id, &batch(id, cols)?)?));
     }
 
     // stacks
@@ -371,5 +343,33 @@ impl SampleCols {
                 ("values", Arc::new(self.vals.finish())),
             ],
         )
+    }
+}
+
+/// The leading columns of the rollup files: each row's service (its
+/// `__name__` and `service_name`), hour and kind.
+#[derive(Default)]
+struct ServiceHour {
+    name: StringBuilder,
+    service: StringBuilder,
+    hour: Int64Builder,
+    kind: UInt32Builder,
+}
+
+impl ServiceHour {
+    fn push(&mut self, key: &(String, String), hour: i64, kind: u32) {
+        self.name.append_value(&key.0);
+        self.service.append_value(&key.1);
+        self.hour.append_value(hour);
+        self.kind.append_value(kind);
+    }
+
+    fn finish(mut self) -> Vec<(&'static str, ArrayRef)> {
+        vec![
+            ("name", Arc::new(self.name.finish()) as ArrayRef),
+            ("service", Arc::new(self.service.finish())),
+            ("hour_ms", Arc::new(self.hour.finish())),
+            ("kind", Arc::new(self.kind.finish())),
+        ]
     }
 }

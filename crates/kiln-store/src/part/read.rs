@@ -233,6 +233,18 @@ impl Part {
         Ok(())
     }
 
+    /// Per kind, the column of `q`'s sample type (or the kind's default).
+    fn columns_of(&self, q: &selector::Query) -> Vec<Option<usize>> {
+        let ty = q.sample_type();
+        self.headers
+            .iter()
+            .map(|h| match &ty {
+                Some(t) => h.sample_type_index(t),
+                None => h.default_type_index(),
+            })
+            .collect()
+    }
+
     /// Per bucket start within the range, the total of `q`'s sample type
     /// (or each kind's default) for each value of `group_by`.
     pub fn totals(
@@ -243,16 +255,8 @@ impl Part {
         group_by: Option<&str>,
         out: &mut BTreeMap<String, BTreeMap<i64, i64>>,
     ) {
-        let ty = q.sample_type();
         let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
-        let columns: Vec<Option<usize>> = self
-            .headers
-            .iter()
-            .map(|h| match &ty {
-                Some(t) => h.sample_type_index(t),
-                None => h.default_type_index(),
-            })
-            .collect();
+        let columns = self.columns_of(q);
         for id in self.matching(q) {
             let s = &self.series[id as usize];
             let key = group_by
@@ -296,15 +300,7 @@ impl Part {
         let Some(r) = Part::rollup_key_for(q).and_then(|k| self.rollups.get(&k)) else {
             return;
         };
-        let ty = q.sample_type();
-        let columns: Vec<Option<usize>> = self
-            .headers
-            .iter()
-            .map(|h| match &ty {
-                Some(t) => h.sample_type_index(t),
-                None => h.default_type_index(),
-            })
-            .collect();
+        let columns = self.columns_of(q);
         let (first, end) = super::whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
         let line = out.entry(String::new()).or_default();
         for (&h, totals) in r.hour_totals.range(first..end) {
