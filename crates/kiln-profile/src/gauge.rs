@@ -9,7 +9,7 @@
 //! days and instances like any counter. A query over a range divides by the
 //! time its data covers ([`to_mean`]): the result is the mean held over the
 //! range, summed over the instances — for a steady heap, what it holds; and
-//! one minute of a timeline ([`minute_mean`]) is that minute's mean.
+//! one step of a timeline ([`step_mean`]) is that step's mean.
 //! Pyroscope's heap views average over a range the same way.
 
 use crate::Profile;
@@ -77,10 +77,10 @@ pub fn to_mean(p: &mut Profile, from_ns: i64, until_ns: i64, covered_ns: Option<
     scale_columns(p, &cols, 1000, span_ms as i128);
 }
 
-/// One minute's mean of a gauge from the minute's integral (its total in
-/// value-seconds).
-pub fn minute_mean(integral: i64, minute_ms: i64) -> i64 {
-    div_round(integral as i128 * 1000, minute_ms.max(1) as i128)
+/// A timeline step's mean of a gauge from the step's integral (its total
+/// in value-seconds) and the milliseconds data covered in it.
+pub fn step_mean(integral: i64, covered_ms: i64) -> i64 {
+    div_round(integral as i128 * 1000, covered_ms.max(1) as i128)
 }
 
 fn scale_columns(p: &mut Profile, cols: &[usize], num: i128, den: i128) {
@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn a_minute_mean_and_saturation() {
-        assert_eq!(minute_mean(60 * 512, 60_000), 512);
-        assert_eq!(minute_mean(45, 60_000), 1, "0.75 rounds to 1");
+        assert_eq!(step_mean(60 * 512, 60_000), 512);
+        assert_eq!(step_mean(45, 60_000), 1, "0.75 rounds to 1");
         assert_eq!(div_round(i64::MAX as i128 * 4, 1), i64::MAX);
         assert_eq!(div_round(-5, 2), -3);
     }

@@ -194,7 +194,7 @@ async fn in_steps(
         for pts in out.values_mut() {
             for (t, v) in pts.iter_mut() {
                 let ms = covered.get(t).copied().filter(|&ms| ms > 0).unwrap_or(step);
-                *v = kiln_profile::gauge::minute_mean(*v, ms);
+                *v = kiln_profile::gauge::step_mean(*v, ms);
             }
         }
     }
