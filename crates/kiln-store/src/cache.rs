@@ -278,14 +278,6 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the blocks hold beyond their indexes.
-    pub(crate) fn cached_bytes(&self) -> u64 {
-        read(&self.blocks)
-            .values()
-            .map(|b| b.bytes.load(Ordering::Relaxed))
-            .sum()
-    }
-
     /// Drops blocks back to their index, least recently read first, until
     /// they hold at most `cache_bytes` (blocks a query is reading stay).
     pub(crate) fn drop_over_cache(&self) {

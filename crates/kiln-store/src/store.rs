@@ -403,36 +403,54 @@ impl Store {
         (head as u64, pending as u64)
     }
 
-    /// Counters for `/metrics`.
+    /// Counters for `/metrics`. Takes one lock at a time and none twice:
+    /// a second read of a lock a writer waits for would wait forever.
     pub fn stats(&self) -> Stats {
-        let head = read(&self.head);
-        let blocks = read(&self.blocks);
+        let (series, buckets, head_rows, head_bytes) = {
+            let head = read(&self.head);
+            (
+                head.values().map(|p| p.series.len() as u64).sum(),
+                head.values().map(Part::buckets).sum(),
+                head.values().map(Part::rows).sum(),
+                head.values().map(|p| p.bytes() as u64).sum(),
+            )
+        };
+        let (blocks, block_bytes, block_rows, cache_bytes) = {
+            let blocks = read(&self.blocks);
+            (
+                blocks.len() as u64,
+                blocks
+                    .values()
+                    .map(|b| b.meta.files.values().sum::<u64>())
+                    .sum(),
+                blocks.values().map(|b| b.meta.rows).sum(),
+                blocks
+                    .values()
+                    .map(|b| b.bytes.load(Ordering::Relaxed))
+                    .sum(),
+            )
+        };
+        let frozen: Vec<Arc<Block>> = read(&self.frozen).clone();
         Stats {
-            series: head.values().map(|p| p.series.len() as u64).sum(),
+            series,
             profiles: self.profiles.load(Ordering::Relaxed),
             samples: self.samples.load(Ordering::Relaxed),
-            buckets: head.values().map(Part::buckets).sum(),
-            head_rows: head.values().map(Part::rows).sum(),
-            head_bytes: head.values().map(|p| p.bytes() as u64).sum(),
-            blocks: blocks.len() as u64,
-            block_bytes: blocks
-                .values()
-                .map(|b| b.meta.files.values().sum::<u64>())
-                .sum(),
-            block_rows: blocks.values().map(|b| b.meta.rows).sum(),
+            buckets,
+            head_rows,
+            head_bytes,
+            blocks,
+            block_bytes,
+            block_rows,
             wal_bytes: self.wal.bytes(),
             flushes: self.flushes.load(Ordering::Relaxed),
             flush_errors: self.flush_errors.load(Ordering::Relaxed),
-            pending_bytes: read(&self.frozen)
-                .iter()
-                .map(|b| read(&b.part).bytes() as u64)
-                .sum(),
+            pending_bytes: frozen.iter().map(|b| read(&b.part).bytes() as u64).sum(),
             refused: self.refused.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             hours_summed: self.hours_summed.load(Ordering::Relaxed),
             days_summed: self.days_summed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
-            cache_bytes: self.cached_bytes(),
+            cache_bytes,
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_loads: self.cache_loads.load(Ordering::Relaxed),
             cache_drops: self.cache_drops.load(Ordering::Relaxed),

@@ -193,3 +193,37 @@ fn a_lazy_store_takes_profiles_at_once_and_its_queries_wait_for_the_blocks() {
     assert_eq!(canon(&p.unwrap()), want_inst);
     assert!(store.stats().loaded);
 }
+
+/// `/metrics` reads the store's counters while the catalog adds blocks
+/// (the listing at start): a counter read that took one lock twice would
+/// wait forever behind the writer queued between its two reads.
+#[test]
+fn counters_never_wait_behind_a_writer() {
+    let (_dir, store, _rt) = super::fresh();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(crate::store::write(&store.blocks));
+                drop(crate::store::write(&store.head));
+                drop(crate::store::write(&store.frozen));
+            }
+        })
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..200_000 {
+                std::hint::black_box(store.stats());
+            }
+            let _ = done.send(());
+        })
+    };
+    let answered = finished.recv_timeout(Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(answered.is_ok(), "stats() deadlocked behind a writer");
+    reader.join().unwrap();
+    writer.join().unwrap();
+}
