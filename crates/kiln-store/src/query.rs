@@ -81,9 +81,10 @@ const LOAD_STEP: usize = 8;
 impl Store {
     /// Runs `f` over every block of `plan`, in steps: first the blocks
     /// already in memory, then the rest [`LOAD_STEP`] at a time, each
-    /// step loaded (and pinned) before it is read and released after, so
-    /// a query over more history than the cache holds stays within the
-    /// cache and one step.
+    /// step loaded (and pinned) before it is read and released after,
+    /// the next step loading while one is read; so a query over more
+    /// history than the cache holds stays within the cache and two steps,
+    /// and storage and decoding overlap the merge.
     async fn over_blocks<S: Send + 'static>(
         &self,
         plan: Vec<(Arc<Block>, Want)>,
@@ -91,14 +92,18 @@ impl Store {
         f: PerPart<S>,
     ) -> Result<S, Error> {
         let (ready, rest): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(b, w)| b.has(w));
-        let steps = std::iter::once(ready).chain(rest.chunks(LOAD_STEP).map(<[_]>::to_vec));
-        for step in steps {
-            if step.is_empty() {
-                continue;
-            }
-            let pins = self.pin(&step).await?;
+        let steps: Vec<Vec<_>> = std::iter::once(ready)
+            .chain(rest.chunks(LOAD_STEP).map(<[_]>::to_vec))
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut next = match steps.first() {
+            Some(step) => Some(self.pin(step).await?),
+            None => None,
+        };
+        for i in 0..steps.len() {
+            let Some(pins) = next.take() else { break };
             let f = f.clone();
-            state = blocking(move || {
+            let read = blocking(move || {
                 for (b, want) in pins.blocks() {
                     if !b.has(want) {
                         return Err(Error::Block {
@@ -110,8 +115,16 @@ impl Store {
                 }
                 drop(pins);
                 Ok(state)
-            })
-            .await?;
+            });
+            let ahead = async {
+                match steps.get(i + 1) {
+                    Some(step) => self.pin(step).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (read, ahead) = tokio::join!(read, ahead);
+            state = read?;
+            next = ahead?;
             self.drop_over_cache();
         }
         Ok(state)
