@@ -49,24 +49,15 @@ impl Store {
             .iter()
             .map(|s| (s.clone(), Want::level(Level::Hours)))
             .collect();
-        // Summed a step of blocks at a time: the cache and one step.
-        let mut part = Part::default();
-        for step in want.chunks(8) {
-            let pins = self.pin(step).await?;
-            let day = job.day;
-            part = tokio::task::spawn_blocking(move || {
-                for (s, _) in pins.blocks() {
-                    part.absorb_sums(&read(&s.part), day)?;
-                }
-                Ok::<_, Error>(part)
-            })
-            .await
-            .map_err(|e| Error::Block {
-                block: format!("day sum of {} at {}", job.tenant, job.day),
-                reason: e.to_string(),
-            })??;
-            self.drop_over_cache();
-        }
+        // Summed a step of blocks at a time, as a query reads them.
+        let day = job.day;
+        let mut part = self
+            .over_blocks(
+                want,
+                Part::default(),
+                Arc::new(move |p, part| part.absorb_sums(&read(p), day)),
+            )
+            .await?;
         part.seal();
         part.pack_sums();
         let mut meta = self.meta(

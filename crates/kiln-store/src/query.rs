@@ -79,13 +79,14 @@ async fn blocking<T: Send + 'static>(
 const LOAD_STEP: usize = 8;
 
 impl Store {
-    /// Runs `f` over every block of `plan`, in steps: first the blocks
+    /// Runs `f` over every block of `plan` (a query's, or a day's to
+    /// sum: `Store::sum_a_day`), in steps: first the blocks
     /// already in memory, then the rest [`LOAD_STEP`] at a time, each
     /// step loaded (and pinned) before it is read and released after,
     /// the next step loading while one is read; so a query over more
     /// history than the cache holds stays within the cache and two steps,
     /// and storage and decoding overlap the merge.
-    async fn over_blocks<S: Send + 'static>(
+    pub(crate) async fn over_blocks<S: Send + 'static>(
         &self,
         plan: Vec<(Arc<Block>, Want)>,
         mut state: S,
@@ -96,12 +97,13 @@ impl Store {
             .chain(rest.chunks(LOAD_STEP).map(<[_]>::to_vec))
             .filter(|s| !s.is_empty())
             .collect();
-        let mut next = match steps.first() {
+        let mut later = steps.iter();
+        let mut next = match later.next() {
             Some(step) => Some(self.pin(step).await?),
             None => None,
         };
-        for i in 0..steps.len() {
-            let Some(pins) = next.take() else { break };
+        while let Some(pins) = next.take() {
+            let after = later.next();
             let f = f.clone();
             let read = blocking(move || {
                 for (b, want) in pins.blocks() {
@@ -117,7 +119,7 @@ impl Store {
                 Ok(state)
             });
             let ahead = async {
-                match steps.get(i + 1) {
+                match after {
                     Some(step) => self.pin(step).await.map(Some),
                     None => Ok(None),
                 }

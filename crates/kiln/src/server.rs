@@ -40,10 +40,10 @@ pub fn config_for(
     Ok(cfg)
 }
 
-/// Caps glibc's malloc arenas at one per core (unless `MALLOC_ARENA_MAX`
-/// says otherwise), before the runtime starts its threads. glibc gives
-/// each thread that allocates under contention an arena of its own, up
-/// to eight per core, and keeps in each what was freed there: the
+/// Caps glibc's malloc arenas at one per core, at least two (unless
+/// `MALLOC_ARENA_MAX` says otherwise), before the runtime starts its
+/// threads. glibc gives each thread that allocates under contention an
+/// arena of its own, up to eight per core, and keeps in each what was freed there: the
 /// blocking pool's threads decoding blocks for a query would leave RSS
 /// far past `[storage] cache` (1.6 GB against a 512 MiB cache on a
 /// 30-day query, 1.0 GB with this; docs/performance.md).
