@@ -169,8 +169,9 @@ impl Store {
             .filter(|b| b.meta.tenant == tenant && only(b, true))
             .map(|b| (b.clone(), Want::level(Level::Full)))
             .collect();
-        // A service's whole days: one day sum each, in place of the
-        // day's blocks.
+        // A service's days whose blocks lie within the range's whole
+        // hours (past days, and the current one so far): one day sum
+        // each, in place of the day's blocks.
         let (days, replaced) = if need == Need::Merge && Part::rollup_key_for(q).is_some() {
             self.day_plan(tenant, q, from_ms, until_ms, &only)
         } else {

@@ -1,19 +1,23 @@
-//! Day sums: once a day (UTC) is over, each server writes, per tenant, one
-//! day-sum block holding every service's sum of that day over its own
-//! blocks that lie within it (`Meta::sums_of` names them), so a query of a
-//! service over whole days reads one sum per day instead of one per hour
-//! and block. Written again when the day's blocks change (a late block, a
-//! compaction), the older one then deleted. Queries use a day-sum block
-//! only while every block it sums is known (`day_plan`); otherwise they
-//! read those blocks' hour sums, so a stale or half-written one is never
-//! counted.
+//! Day sums: each server writes, per tenant and UTC day, one day-sum block
+//! holding every service's sum of that day over its own blocks that lie
+//! within it (`Meta::sums_of` names them), so a query of a service over
+//! whole hours reads one sum per day instead of one per hour and block.
+//! A day is summed once its blocks are final (their hours over by
+//! `flush_every`, so compacted) — a finished day once, and the current day
+//! as it goes: its sum is written again as its hours are done, from the
+//! earlier sum and the blocks added since. Written again too when the
+//! day's blocks change (a late block, a compaction), the older one then
+//! deleted. Queries use a day-sum block only while every block it sums is
+//! known and lies within the whole hours of their range (`day_plan`);
+//! otherwise they read those blocks' hour sums, so a stale or half-written
+//! one is never counted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::block::{Level, ROLLUPS};
+use crate::block::{HOUR_TOTALS, Level, ROLLUPS};
 use crate::cache::Want;
 use crate::catalog::delete_block;
 use crate::part::{Part, whole_hours};
@@ -23,6 +27,11 @@ use crate::{BUCKET_MS, DAY_MS, Error, HOUR_MS, Store, selector};
 /// The first millisecond of the UTC day holding `ms`.
 fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// The end of the hour holding `ms`.
+fn hour_end(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS
 }
 
 /// One day of one tenant to sum: its blocks, and the day-sum block that
@@ -44,9 +53,23 @@ impl Store {
         let Some(job) = self.day_to_sum() else {
             return Ok(None);
         };
-        let want: Vec<(Arc<Block>, Want)> = job
-            .sources
-            .iter()
+        // An earlier sum of a subset of these blocks is read in place of
+        // that subset (the current day's sum grows an hour at a time);
+        // one written before day sums kept their hour totals is not.
+        let earlier = job.old.as_ref().filter(|o| {
+            o.meta.files.contains_key(HOUR_TOTALS)
+                && o.meta
+                    .sums_of
+                    .iter()
+                    .all(|id| job.sources.iter().any(|s| &s.meta.id == id))
+        });
+        let want: Vec<(Arc<Block>, Want)> = earlier
+            .into_iter()
+            .chain(
+                job.sources
+                    .iter()
+                    .filter(|s| earlier.is_none_or(|o| !o.meta.sums_of.contains(&s.meta.id))),
+            )
             .map(|s| (s.clone(), Want::level(Level::Hours)))
             .collect();
         // Summed a step of blocks at a time, as a query reads them.
@@ -103,7 +126,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The first day over whose own blocks are not summed as they are now.
+    /// The first day whose final blocks (their hours over by
+    /// `flush_every`) are not summed as they are now: a finished day, or
+    /// the current one once two or more of its blocks are final.
     fn day_to_sum(&self) -> Option<DayJob> {
         let over =
             (now_ms() - self.opts.flush_every.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS;
@@ -113,9 +138,6 @@ impl Store {
         for b in blocks.values().filter(|b| b.meta.server == self.server) {
             let m = &b.meta;
             let day = day_of(m.min_ms);
-            if day + DAY_MS > over {
-                continue;
-            }
             let key = (m.tenant.clone(), day);
             if !m.sums_of.is_empty() {
                 let newer = summed
@@ -124,11 +146,18 @@ impl Store {
                 if newer {
                     summed.insert(key, b.clone());
                 }
-            } else if m.max_ms < day + DAY_MS && m.files.contains_key(ROLLUPS) {
+            } else if m.max_ms < day + DAY_MS
+                && hour_end(m.max_ms) <= over
+                && m.files.contains_key(ROLLUPS)
+            {
                 days.entry(key).or_default().push(b.clone());
             }
         }
         days.into_iter().find_map(|(key, sources)| {
+            // A day not over is summed once it saves a read.
+            if key.1 + DAY_MS > over && sources.len() < 2 {
+                return None;
+            }
             let old = summed.remove(&key);
             let ids: Vec<&String> = sources.iter().map(|s| &s.meta.id).collect();
             let same = old
@@ -143,10 +172,12 @@ impl Store {
         })
     }
 
-    /// For a merge of one service over `[from_ms, until_ms)`: the day-sum
-    /// blocks of `tenant` to read for the whole days within it, and the
-    /// blocks they stand in for (newest day sum first; one whose blocks
-    /// are not all known, or that `only` refuses, is not used).
+    /// For a read of one service over `[from_ms, until_ms)`: the day-sum
+    /// blocks of `tenant` to read in place of the blocks they name, and
+    /// those blocks (newest day sum first; one whose blocks are not all
+    /// known, or that `only` refuses, is not used). A day sum stands in
+    /// when every block it names lies within the whole hours of the range
+    /// (the hours those blocks' own hour sums would answer).
     pub(crate) fn day_plan(
         &self,
         tenant: &str,
@@ -166,7 +197,6 @@ impl Store {
                 !b.meta.sums_of.is_empty()
                     && b.meta.tenant == tenant
                     && day >= first
-                    && day + DAY_MS <= end
                     && only(b, false)
             })
             .collect();
@@ -181,9 +211,10 @@ impl Store {
             else {
                 continue;
             };
+            let within = |s: &Block| s.meta.min_ms >= first && hour_end(s.meta.max_ms) <= end;
             if sources
                 .iter()
-                .any(|s| replaced.contains(&s.meta.id) || !only(s, false))
+                .any(|s| replaced.contains(&s.meta.id) || !within(s) || !only(s, false))
             {
                 continue;
             }

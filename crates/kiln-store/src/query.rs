@@ -364,10 +364,12 @@ impl Store {
             Ok(out)
         })
         .await?;
-        // A service's whole days: the day sums' hour totals, in place of
-        // the minute totals of the day's blocks (the caller's steps are
-        // then hours or longer: `Store::totals_step`).
-        let (days, replaced) = if g.is_none() && Part::rollup_key_for(&q).is_some() {
+        // A service's days within the range's whole hours: the day sums'
+        // hour totals, in place of the minute totals of their blocks, once
+        // the range holds a whole day (the caller's steps are then hours
+        // or longer: `Store::totals_step`).
+        let hourly = Store::totals_step(from_ms, until_ms) >= crate::HOUR_MS;
+        let (days, replaced) = if g.is_none() && hourly && Part::rollup_key_for(&q).is_some() {
             // Day sums written before they kept hour totals are passed by.
             let with_hours = |b: &Block, _| {
                 b.meta.sums_of.is_empty() || b.meta.files.contains_key(crate::block::HOUR_TOTALS)

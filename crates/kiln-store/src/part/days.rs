@@ -1,8 +1,9 @@
 //! A day's sums: the hour sums of every service in several parts (the
-//! blocks of one day), re-interned into one part and summed into one group
-//! per kind keyed by the day's first millisecond, beside each hour's
-//! totals (what a timeline over days reads) — the part of a day-sum block,
-//! which holds no series.
+//! blocks of one day, or an earlier sum of that day and the blocks added
+//! since), re-interned into one part and summed into one group per kind
+//! keyed by the day's first millisecond, beside each hour's totals (what a
+//! timeline over days reads) — the part of a day-sum block, which holds no
+//! series.
 
 use super::buckets::group_of;
 use super::{Dict, Part, remapped};
@@ -10,7 +11,9 @@ use crate::{DAY_MS, Error};
 
 impl Part {
     /// Adds every hour sum `other` holds within the day starting at `day`
-    /// to this part's sum of that day, per service and kind.
+    /// to this part's sum of that day, per service and kind. `other` may
+    /// itself be a sum of (part of) that day: its hour totals are taken as
+    /// they are, since its one group holds many hours.
     pub(crate) fn absorb_sums(&mut self, other: &Part, day: i64) -> Result<(), Error> {
         let headers = self.headers_of(other);
         let Dict::Live(dict) = &mut self.dict else {
@@ -21,13 +24,24 @@ impl Part {
         };
         let mut remap = dict.remapper(other.dict.tables());
         for (key, b) in &other.rollups {
+            let summed = !b.hour_totals.is_empty();
+            if summed {
+                let into = self.rollups.entry(key.clone()).or_default();
+                for (&h, line) in b.hour_totals.range(day..day + DAY_MS) {
+                    for (header, totals) in line {
+                        into.add_hour_totals(h, headers[*header as usize], totals);
+                    }
+                }
+            }
             for (&h, groups) in b.hours.range(day..day + DAY_MS) {
                 for g in groups {
                     let rows = remapped(&mut remap, &g.rows)?;
                     let into = self.rollups.entry(key.clone()).or_default();
                     let header = headers[g.header as usize];
-                    let totals: Vec<i64> = (0..g.rows.width).map(|c| g.rows.total(c)).collect();
-                    into.add_hour_totals(h, header, &totals);
+                    if !summed {
+                        let totals: Vec<i64> = (0..g.rows.width).map(|c| g.rows.total(c)).collect();
+                        into.add_hour_totals(h, header, &totals);
+                    }
                     let sum = group_of(into.hours.entry(day).or_default(), header, g.rows.width);
                     sum.rows.extend(&rows);
                     sum.rows.maybe_fold();

@@ -167,3 +167,111 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         assert_eq!(p.total(0), want_other, "another service of the same days");
     });
 }
+
+#[test]
+fn a_day_is_summed_as_it_goes_and_its_sum_grows_from_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let svc = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+    let each = selector::parse(r#"process_cpu{service_name="svc", instance=~".+"}"#).unwrap();
+    let d = (now_ms() / DAY_MS - 8) * DAY_MS;
+    let ingest = |store: &Arc<Store>, hours: std::ops::Range<i64>| {
+        let store = store.clone();
+        async move {
+            for h in hours {
+                for (n, inst) in ["a", "b"].iter().enumerate() {
+                    let t = d + h * HOUR_MS + 23 * 60_000;
+                    let p = profile(h * 3 + n as i64);
+                    store.ingest("", labels("svc", inst), t, p).await.unwrap();
+                }
+                if h % 6 == 5 {
+                    store.flush().await.unwrap();
+                }
+            }
+        }
+    };
+    let answer = |s: &Arc<Store>, q: &selector::Query, a: i64, b: i64| {
+        canon(&s.select_now("", q, a, b, Detail::Stacks).unwrap().unwrap())
+    };
+    let loaded = |store: &Arc<Store>| -> (usize, usize) {
+        let all = blocks(store);
+        let at = |sums: bool| {
+            all.iter()
+                .filter(|b| b.meta.sums_of.is_empty() != sums && b.level() > Level::Index)
+                .count()
+        };
+        (at(true), at(false))
+    };
+    rt.block_on(async {
+        // The first half of a day: two blocks, summed as a day so far.
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        ingest(&store, 0..12).await;
+        assert_eq!(store.sum_days().await.unwrap().len(), 1);
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        let half = answer(&store, &each, d, d + 12 * HOUR_MS);
+        let (from_blocks, _) = loaded(&store);
+        assert_eq!(from_blocks, 0, "a series selector reads no day sum");
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(answer(&store, &svc, d, d + 12 * HOUR_MS), half);
+        assert_eq!(loaded(&store), (1, 0), "the half day from its sum alone");
+        // A range that ends inside the summed hours reads the blocks.
+        let part = answer(&store, &each, d, d + 9 * HOUR_MS);
+        assert_eq!(answer(&store, &svc, d, d + 9 * HOUR_MS), part);
+
+        // The rest of the day: read beside the sum, then summed in from
+        // the earlier sum and the new blocks alone.
+        ingest(&store, 12..24).await;
+        let whole = answer(&store, &each, d, d + DAY_MS);
+        assert_ne!(whole, half);
+        assert_eq!(
+            answer(&store, &svc, d, d + DAY_MS),
+            whole,
+            "sum + new blocks"
+        );
+        let mut want_timeline = std::collections::BTreeMap::new();
+        for (t, v) in store
+            .series_totals("", &each, d, d + DAY_MS, None)
+            .await
+            .unwrap()
+            .into_values()
+            .flatten()
+        {
+            *want_timeline
+                .entry(t.div_euclid(HOUR_MS) * HOUR_MS)
+                .or_insert(0i64) += v;
+        }
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(store.sum_days().await.unwrap().len(), 1, "summed again");
+        let (_, hourly) = loaded(&store);
+        assert_eq!(hourly, 2, "only the two new blocks were read to sum it");
+        let sums: Vec<_> = blocks(&store)
+            .into_iter()
+            .filter(|b| !b.meta.sums_of.is_empty())
+            .collect();
+        assert_eq!(sums.len(), 1, "the earlier sum is gone");
+        assert_eq!(sums[0].meta.sums_of.len(), 4, "it names every block");
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(
+            answer(&store, &svc, d, d + DAY_MS),
+            whole,
+            "from the new sum"
+        );
+        assert_eq!(loaded(&store), (1, 0));
+        let t = store
+            .series_totals("", &svc, d, d + 2 * DAY_MS, None)
+            .await
+            .unwrap();
+        let mut got = std::collections::BTreeMap::new();
+        for (t, v) in t.into_values().flatten() {
+            *got.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
+        }
+        assert_eq!(
+            got, want_timeline,
+            "each hour's total kept through both sums"
+        );
+    });
+}
