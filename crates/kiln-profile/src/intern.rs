@@ -82,13 +82,17 @@ impl StringTable {
 }
 
 /// Interns slices of `T` stored back to back in one buffer, so that a million
-/// stacks cost one allocation per growth, not one per stack.
+/// stacks cost one allocation per growth, not one per stack. Slices added
+/// with [`SliceTable::push`] (a table read back whose entries are distinct
+/// already) are indexed only when something is next interned.
 #[derive(Clone, Debug)]
 pub struct SliceTable<T> {
     items: Vec<T>,
     /// `offsets[i]..offsets[i + 1]` is slice `i`; starts with 0.
     offsets: Vec<u32>,
     index: HashTable<u32>,
+    /// Slices `0..indexed` are in `index`.
+    indexed: u32,
 }
 
 impl<T> Default for SliceTable<T> {
@@ -97,6 +101,7 @@ impl<T> Default for SliceTable<T> {
             items: Vec::new(),
             offsets: vec![0],
             index: HashTable::new(),
+            indexed: 0,
         }
     }
 }
@@ -110,6 +115,9 @@ impl<T: PartialEq> PartialEq for SliceTable<T> {
 impl<T: Copy + Hash + Eq> SliceTable<T> {
     /// The index of `slice`, adding it if it is new.
     pub fn intern(&mut self, slice: &[T]) -> u32 {
+        if self.indexed as usize != self.len() {
+            self.index_pushed();
+        }
         let h = hasher().hash_one(slice);
         let (items, offsets) = (&self.items, &self.offsets);
         let get = |i: u32| &items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
@@ -124,7 +132,43 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
             hasher()
                 .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
         });
+        self.indexed = i + 1;
         i
+    }
+
+    /// Appends `slice` as the next index without looking for it (nor
+    /// indexing it until the next [`SliceTable::intern`]): for tables read
+    /// back in order, whose ids are their positions. Returns its index.
+    pub fn push(&mut self, slice: &[T]) -> u32 {
+        let i = (self.offsets.len() - 1) as u32;
+        self.items.extend_from_slice(slice);
+        self.offsets.push(self.items.len() as u32);
+        i
+    }
+
+    /// Indexes the slices pushed since the last intern (a duplicate among
+    /// them is found as its first copy).
+    fn index_pushed(&mut self) {
+        let (items, offsets) = (&self.items, &self.offsets);
+        let get = |i: u32| &items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+        let n = self.offsets.len() as u32 - 1;
+        self.index
+            .reserve((n - self.indexed) as usize, |&i| hasher().hash_one(get(i)));
+        for i in self.indexed..n {
+            let h = hasher().hash_one(get(i));
+            if self.index.find(h, |&j| get(j) == get(i)).is_none() {
+                self.index
+                    .insert_unique(h, i, |&j| hasher().hash_one(get(j)));
+            }
+        }
+        self.indexed = n;
+    }
+
+    /// How many bytes the table holds, index included.
+    pub fn heap_bytes(&self) -> usize {
+        self.items.capacity() * std::mem::size_of::<T>()
+            + self.offsets.capacity() * 4
+            + self.index.capacity() * 5
     }
 
     /// Makes room for `slices` more slices holding `items` elements together.
@@ -185,6 +229,21 @@ mod tests {
         assert_eq!(t.find("b"), Some(StringId(2)));
         assert_eq!(t.find("c"), None);
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn pushed_slices_keep_their_places_and_are_found_by_a_later_intern() {
+        let mut t = SliceTable::<u32>::default();
+        assert_eq!(t.push(&[1, 2]), 0);
+        assert_eq!(t.push(&[3]), 1);
+        assert_eq!(t.push(&[1, 2]), 2, "a push never deduplicates");
+        assert_eq!(t.get(2), &[1, 2]);
+        assert_eq!(t.intern(&[3]), 1, "found after the pushes");
+        assert_eq!(t.intern(&[1, 2]), 0, "the first copy");
+        assert_eq!(t.intern(&[4]), 3);
+        assert_eq!(t.push(&[5]), 4);
+        assert_eq!(t.intern(&[5]), 4);
+        assert_eq!(t.len(), 5);
     }
 
     #[test]

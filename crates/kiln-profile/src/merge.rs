@@ -171,6 +171,13 @@ impl Merger {
         reset(&mut self.location_map, p.locations.len());
         reset(&mut self.stack_map, p.stacks.len());
         reset(&mut self.label_map, p.label_sets.len());
+        // Inputs of one service share most of their stacks: room for as
+        // many as the largest input holds, so the table is not rehashed
+        // at every doubling.
+        let more = p.stacks.len().saturating_sub(self.out.stacks.len());
+        if more > 0 {
+            self.out.stacks.reserve(more, 0);
+        }
     }
 
     #[inline]

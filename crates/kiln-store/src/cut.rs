@@ -33,6 +33,7 @@ impl Store {
             level: 0,
             sources: Vec::new(),
             sums_of: Vec::new(),
+            sums_days: 0,
             wal_cut,
             series: 0,
             rows: 0,

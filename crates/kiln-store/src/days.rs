@@ -34,11 +34,15 @@ fn hour_end(ms: i64) -> i64 {
     ms.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS
 }
 
-/// One day of one tenant to sum: its blocks, and the day-sum block that
-/// summed an earlier set of them, if any.
-struct DayJob {
+/// Days in a week sum (weeks counted from the epoch).
+const WEEK_DAYS: u32 = 7;
+
+/// One day (or week) of one tenant to sum: its blocks (or day sums), and
+/// the sum block that summed an earlier set of them, if any.
+struct SumJob {
     tenant: String,
-    day: i64,
+    start: i64,
+    days: u32,
     sources: Vec<Arc<Block>>,
     old: Option<Arc<Block>>,
 }
@@ -73,18 +77,18 @@ impl Store {
             .map(|s| (s.clone(), Want::level(Level::Hours)))
             .collect();
         // Summed a step of blocks at a time, as a query reads them.
-        let day = job.day;
+        let (start, len) = (job.start, i64::from(job.days) * DAY_MS);
         let mut part = self
             .over_blocks(
                 want,
                 Part::default(),
-                Arc::new(move |p, part| part.absorb_sums(&read(p), day)),
+                Arc::new(move |p, part| part.absorb_sums(&read(p), start, len)),
             )
             .await?;
         part.seal();
         part.pack_sums();
         let mut meta = self.meta(
-            self.block_id(job.day),
+            self.block_id(job.start),
             job.tenant.clone(),
             &part,
             job.sources
@@ -96,6 +100,7 @@ impl Store {
         // Never level 0: compaction only merges level-0 blocks.
         meta.level = job.sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
         meta.sums_of = job.sources.iter().map(|s| s.meta.id.clone()).collect();
+        meta.sums_days = job.days;
         let (meta, part) = self.write_block(meta, part).await?;
         let id = meta.id.clone();
         {
@@ -110,7 +115,7 @@ impl Store {
         if let Some(old) = &job.old
             && let Err(e) = delete_block(&*self.storage, &old.meta.tenant, &old.meta.id).await
         {
-            tracing::warn!(target: "kiln_store", "deleting an older day sum: {e}");
+            tracing::warn!(target: "kiln_store", "deleting an older sum: {e}");
         }
         self.days_summed.fetch_add(1, Ordering::Relaxed);
         Ok(Some(id))
@@ -127,49 +132,102 @@ impl Store {
     }
 
     /// The first day whose final blocks (their hours over by
-    /// `flush_every`) are not summed as they are now: a finished day, or
-    /// the current one once two or more of its blocks are final.
-    fn day_to_sum(&self) -> Option<DayJob> {
+    /// `flush_every`) are not summed as they are now — a finished day, or
+    /// the current one once two or more of its blocks are final — and,
+    /// once every day is, the first week over whose day sums are not.
+    fn day_to_sum(&self) -> Option<SumJob> {
         let over =
             (now_ms() - self.opts.flush_every.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS;
         let blocks = read(&self.blocks);
-        let mut days: BTreeMap<(String, i64), Vec<Arc<Block>>> = BTreeMap::new();
-        let mut summed: BTreeMap<(String, i64), Arc<Block>> = BTreeMap::new();
+        type Key = (String, i64);
+        let mut days: BTreeMap<Key, Vec<Arc<Block>>> = BTreeMap::new();
+        // The newest day sum of each day, and week sum of each week.
+        let mut summed: BTreeMap<Key, Arc<Block>> = BTreeMap::new();
+        let mut weeks_summed: BTreeMap<Key, Arc<Block>> = BTreeMap::new();
         for b in blocks.values().filter(|b| b.meta.server == self.server) {
             let m = &b.meta;
             let day = day_of(m.min_ms);
-            let key = (m.tenant.clone(), day);
             if !m.sums_of.is_empty() {
-                let newer = summed
+                let (start, _) = m.sum_span();
+                let into = if m.sums_days > 1 {
+                    &mut weeks_summed
+                } else {
+                    &mut summed
+                };
+                let key = (m.tenant.clone(), start);
+                if into
                     .get(&key)
-                    .is_none_or(|o| o.meta.created_ms <= m.created_ms);
-                if newer {
-                    summed.insert(key, b.clone());
+                    .is_none_or(|o| o.meta.created_ms <= m.created_ms)
+                {
+                    into.insert(key, b.clone());
                 }
             } else if m.max_ms < day + DAY_MS
                 && hour_end(m.max_ms) <= over
                 && m.files.contains_key(ROLLUPS)
             {
-                days.entry(key).or_default().push(b.clone());
+                days.entry((m.tenant.clone(), day))
+                    .or_default()
+                    .push(b.clone());
             }
         }
-        days.into_iter().find_map(|(key, sources)| {
-            // A day not over is summed once it saves a read.
-            if key.1 + DAY_MS > over && sources.len() < 2 {
-                return None;
-            }
-            let old = summed.remove(&key);
+        let job = |key: Key, days: u32, sources: Vec<Arc<Block>>, old: Option<Arc<Block>>| {
             let ids: Vec<&String> = sources.iter().map(|s| &s.meta.id).collect();
             let same = old
                 .as_ref()
                 .is_some_and(|o| o.meta.sums_of.iter().collect::<Vec<_>>() == ids);
-            (!same).then(|| DayJob {
+            (!same).then(|| SumJob {
                 tenant: key.0,
-                day: key.1,
+                start: key.1,
+                days,
                 sources,
                 old,
             })
+        };
+        let day_job = days.into_iter().find_map(|(key, sources)| {
+            // A day not over is summed once it saves a read.
+            if key.1 + DAY_MS > over && sources.len() < 2 {
+                return None;
+            }
+            let old = summed.get(&key).cloned();
+            job(key, 1, sources, old)
+        });
+        if day_job.is_some() {
+            return day_job;
+        }
+        // Weeks over, from their days' sums (once every day is summed).
+        let week = i64::from(WEEK_DAYS) * DAY_MS;
+        let mut weeks: BTreeMap<Key, Vec<Arc<Block>>> = BTreeMap::new();
+        for ((tenant, day), b) in summed {
+            let start = day.div_euclid(week) * week;
+            if start + week <= over && b.meta.files.contains_key(HOUR_TOTALS) {
+                weeks.entry((tenant, start)).or_default().push(b);
+            }
+        }
+        weeks.into_iter().find_map(|(key, sources)| {
+            if sources.len() < 2 {
+                return None;
+            }
+            let old = weeks_summed.remove(&key);
+            job(key, WEEK_DAYS, sources, old)
         })
+    }
+
+    /// The blocks sum block `b` stands in for — its own, and those of the
+    /// day sums a week sum names — with those day sums; `None` if one is
+    /// not known.
+    fn stood_in_for<'a>(
+        blocks: &'a BTreeMap<String, Arc<Block>>,
+        b: &Block,
+        out: &mut Vec<&'a Arc<Block>>,
+    ) -> Option<()> {
+        for id in &b.meta.sums_of {
+            let s = blocks.get(id)?;
+            out.push(s);
+            if !s.meta.sums_of.is_empty() {
+                Self::stood_in_for(blocks, s, out)?;
+            }
+        }
+        Some(())
     }
 
     /// For a read of one service over `[from_ms, until_ms)`: the day-sum
@@ -193,24 +251,22 @@ impl Store {
         let mut sums: Vec<&Arc<Block>> = blocks
             .values()
             .filter(|b| {
-                let day = day_of(b.meta.min_ms);
                 !b.meta.sums_of.is_empty()
                     && b.meta.tenant == tenant
-                    && day >= first
+                    && b.meta.sum_span().0 >= first
                     && only(b, false)
             })
             .collect();
-        sums.sort_by_key(|b| std::cmp::Reverse(b.meta.created_ms));
+        // Weeks before days, the newest sum of a span first.
+        sums.sort_by_key(|b| std::cmp::Reverse((b.meta.sums_days.max(1), b.meta.created_ms)));
         for d in sums {
-            let Some(sources) = d
-                .meta
-                .sums_of
-                .iter()
-                .map(|id| blocks.get(id))
-                .collect::<Option<Vec<_>>>()
-            else {
+            if replaced.contains(&d.meta.id) {
                 continue;
-            };
+            }
+            let mut sources = Vec::new();
+            if Self::stood_in_for(&blocks, d, &mut sources).is_none() {
+                continue;
+            }
             let within = |s: &Block| s.meta.min_ms >= first && hour_end(s.meta.max_ms) <= end;
             if sources
                 .iter()
@@ -220,7 +276,7 @@ impl Store {
             }
             let matched = sources
                 .iter()
-                .any(|s| !read(&s.part).matching(q).is_empty());
+                .any(|s| s.meta.sums_of.is_empty() && !read(&s.part).matching(q).is_empty());
             replaced.extend(sources.iter().map(|s| s.meta.id.clone()));
             if matched {
                 days.push(d.clone());

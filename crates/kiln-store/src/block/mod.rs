@@ -85,6 +85,11 @@ pub struct Meta {
     /// when every one is known (see `docs/storage-format.md`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sums_of: Vec<String>,
+    /// A sum block's span in days: 1 (or absent) for a day sum, whose
+    /// `sums_of` are blocks; 7 for a week sum (weeks counted from the
+    /// epoch), whose `sums_of` are the day sums of its days.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sums_days: u32,
     /// The writer's log segments below this number are all in its blocks.
     pub wal_cut: u64,
     /// Series, rows, profiles and samples held.
@@ -99,6 +104,19 @@ pub struct Meta {
     pub kinds: Vec<Kind>,
     /// Bytes of each file.
     pub files: BTreeMap<String, u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Meta {
+    /// A sum block's span: its first millisecond and length (a day, or a
+    /// week counted from the epoch).
+    pub(crate) fn sum_span(&self) -> (i64, i64) {
+        let len = i64::from(self.sums_days.max(1)) * crate::DAY_MS;
+        (self.min_ms.div_euclid(len) * len, len)
+    }
 }
 
 /// The directory of tenant `tenant`'s blocks.

@@ -284,9 +284,12 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
                 }
                 buf.push(LocationId(l));
             }
-            t.stacks.intern(&buf);
+            // Ids are row numbers: pushed, not interned (a duplicate row
+            // keeps its own id).
+            t.stacks.push(&buf);
         }
     }
+    let mut fresh_sets = false;
     for b in batches(meta, files, "label_sets.parquet")? {
         for n in ["key", "str", "num_unit"] {
             check(id, &b, n, &list(D::Utf8))?;
@@ -309,6 +312,11 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
             nums.values().as_primitive::<Int64Type>(),
             units.values().as_string::<i32>(),
         );
+        if b.num_rows() > 0 && !fresh_sets {
+            // Row 0 is the empty set the default table starts with.
+            t.label_sets = Default::default();
+            fresh_sets = true;
+        }
         let mut buf = Vec::new();
         for i in 0..b.num_rows() {
             buf.clear();
@@ -320,7 +328,7 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
                     num_unit: t.strings.intern(uv.value(j)),
                 });
             }
-            t.label_sets.intern(&buf);
+            t.label_sets.push(&buf);
         }
     }
 

@@ -7,14 +7,15 @@
 
 use super::buckets::group_of;
 use super::{Dict, Part, remapped};
-use crate::{DAY_MS, Error};
+use crate::Error;
 
 impl Part {
-    /// Adds every hour sum `other` holds within the day starting at `day`
-    /// to this part's sum of that day, per service and kind. `other` may
-    /// itself be a sum of (part of) that day: its hour totals are taken as
-    /// they are, since its one group holds many hours.
-    pub(crate) fn absorb_sums(&mut self, other: &Part, day: i64) -> Result<(), Error> {
+    /// Adds every hour sum `other` holds within `[start, start + len)` (a
+    /// day, or a week) to this part's sum of that span, per service and
+    /// kind. `other` may itself be a sum (of part of that day, or of a day
+    /// of that week): its hour totals are taken as they are, since its one
+    /// group holds many hours.
+    pub(crate) fn absorb_sums(&mut self, other: &Part, start: i64, len: i64) -> Result<(), Error> {
         let headers = self.headers_of(other);
         let Dict::Live(dict) = &mut self.dict else {
             return Err(Error::Block {
@@ -27,13 +28,13 @@ impl Part {
             let summed = !b.hour_totals.is_empty();
             if summed {
                 let into = self.rollups.entry(key.clone()).or_default();
-                for (&h, line) in b.hour_totals.range(day..day + DAY_MS) {
+                for (&h, line) in b.hour_totals.range(start..start + len) {
                     for (header, totals) in line {
                         into.add_hour_totals(h, headers[*header as usize], totals);
                     }
                 }
             }
-            for (&h, groups) in b.hours.range(day..day + DAY_MS) {
+            for (&h, groups) in b.hours.range(start..start + len) {
                 for g in groups {
                     let rows = remapped(&mut remap, &g.rows)?;
                     let into = self.rollups.entry(key.clone()).or_default();
@@ -42,7 +43,7 @@ impl Part {
                         let totals: Vec<i64> = (0..g.rows.width).map(|c| g.rows.total(c)).collect();
                         into.add_hour_totals(h, header, &totals);
                     }
-                    let sum = group_of(into.hours.entry(day).or_default(), header, g.rows.width);
+                    let sum = group_of(into.hours.entry(start).or_default(), header, g.rows.width);
                     sum.rows.extend(&rows);
                     sum.rows.maybe_fold();
                     sum.widen(g.start_ns, g.end_ns);

@@ -64,6 +64,14 @@ impl Rows {
     }
 
     pub fn push(&mut self, stack: StackId, labels: LabelSetId, values: &[i64]) {
+        // Rows that come in key order (read back from a block) stay
+        // folded: packing them sorts nothing.
+        if self.folded == self.keys.len()
+            && self.packed_rows == 0
+            && self.keys.last().is_none_or(|&last| last < (stack, labels))
+        {
+            self.folded += 1;
+        }
         self.keys.push((stack, labels));
         self.values.extend_from_slice(values);
         for (t, &v) in self.sums.iter_mut().zip(values) {

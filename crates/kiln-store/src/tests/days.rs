@@ -22,8 +22,9 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let svc = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
     let each = selector::parse(r#"process_cpu{service_name="svc", instance=~".+"}"#).unwrap();
-    // Three whole days, a week ago: over.
-    let d0 = (now_ms() / DAY_MS - 8) * DAY_MS;
+    // Three whole days at the start of a week three weeks ago: over, and
+    // summed as a week too.
+    let d0 = (now_ms() / (7 * DAY_MS) - 3) * 7 * DAY_MS;
     let ingest = |store: &Arc<Store>, day: i64, hours: std::ops::Range<i64>, seed: i64| {
         let store = store.clone();
         async move {
@@ -79,11 +80,12 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         assert_eq!(want_timeline[0].len(), 72, "every hour of three days");
 
         let made = store.sum_days().await.unwrap();
-        assert_eq!(made.len(), 3, "one day sum per day");
-        assert_eq!(store.stats().days_summed, 3);
+        assert_eq!(made.len(), 4, "one day sum per day, then the week's");
+        assert_eq!(store.stats().days_summed, 4);
         assert!(store.sum_days().await.unwrap().is_empty(), "nothing new");
         for b in blocks(&store).iter().filter(|b| !b.meta.sums_of.is_empty()) {
-            assert_eq!(b.meta.sums_of.len(), 4, "{}", b.meta.id);
+            let n = if b.meta.sums_days == 7 { 3 } else { 4 };
+            assert_eq!(b.meta.sums_of.len(), n, "{}", b.meta.id);
             assert_eq!(b.meta.series, 0, "a day sum holds no series");
             assert!(b.meta.level >= 1, "never merged by compaction");
         }
@@ -116,7 +118,7 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
                 .count();
             (days, hours)
         };
-        assert_eq!(loaded(&store), (3, 0), "three day sums, no block read");
+        assert_eq!(loaded(&store), (1, 0), "the week's sum, no block read");
         // Edges inside days: their blocks' hours and rows, the whole day
         // between from its sum; the same answers as before.
         for (i, &r) in ranges.iter().enumerate() {
@@ -144,12 +146,16 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
             );
         }
         let again = store.sum_days().await.unwrap();
-        assert_eq!(again.len(), 1, "day 1 summed again");
+        assert_eq!(again.len(), 2, "day 1 summed again, then its week");
         let sums: Vec<_> = blocks(&store)
             .into_iter()
             .filter(|b| !b.meta.sums_of.is_empty())
             .collect();
-        assert_eq!(sums.len(), 3, "the older sum of day 1 is gone");
+        assert_eq!(
+            sums.len(),
+            4,
+            "the older sums of day 1 and the week are gone"
+        );
         for (i, &r) in ranges.iter().enumerate() {
             assert_eq!(answer(&store, &svc, r), late[i], "range {i}, summed again");
         }
@@ -272,6 +278,133 @@ fn a_day_is_summed_as_it_goes_and_its_sum_grows_from_the_last() {
         assert_eq!(
             got, want_timeline,
             "each hour's total kept through both sums"
+        );
+    });
+}
+
+#[test]
+fn whole_weeks_read_one_sum_each_from_their_day_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let svc = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+    let each = selector::parse(r#"process_cpu{service_name="svc", instance=~".+"}"#).unwrap();
+    let week = 7 * DAY_MS;
+    // Two whole weeks and a day, three weeks ago: over.
+    let w0 = (now_ms() / week - 4) * week;
+    let ingest = |store: &Arc<Store>, days: std::ops::Range<i64>, seed: i64| {
+        let store = store.clone();
+        async move {
+            for day in days {
+                for h in [1, 7, 13, 19] {
+                    for (n, inst) in ["a", "b"].iter().enumerate() {
+                        let t = w0 + day * DAY_MS + h * HOUR_MS;
+                        let p = profile(seed + day * 5 + h + n as i64);
+                        store.ingest("", labels("svc", inst), t, p).await.unwrap();
+                    }
+                    store.flush().await.unwrap();
+                }
+            }
+        }
+    };
+    let answer = |s: &Arc<Store>, q: &selector::Query, a: i64, b: i64| {
+        canon(&s.select_now("", q, a, b, Detail::Stacks).unwrap().unwrap())
+    };
+    let sums = |store: &Arc<Store>, days: u32| -> Vec<Arc<Block>> {
+        blocks(store)
+            .into_iter()
+            .filter(|b| !b.meta.sums_of.is_empty() && b.meta.sums_days.max(1) == days)
+            .collect()
+    };
+    let loaded = |store: &Arc<Store>| -> (usize, usize, usize) {
+        let all = blocks(store);
+        let at = |days: u32| {
+            all.iter()
+                .filter(|b| {
+                    let d = if b.meta.sums_of.is_empty() {
+                        0
+                    } else {
+                        b.meta.sums_days.max(1)
+                    };
+                    d == days && b.level() > Level::Index
+                })
+                .count()
+        };
+        (at(7), at(1), at(0))
+    };
+    let ranges = [
+        (w0, w0 + 15 * DAY_MS),
+        (w0 + 3 * HOUR_MS, w0 + 14 * DAY_MS + 9 * HOUR_MS),
+        (w0 + 7 * DAY_MS, w0 + 14 * DAY_MS),
+    ];
+    rt.block_on(async {
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        ingest(&store, 0..15, 0).await;
+        let want: Vec<_> = ranges
+            .iter()
+            .map(|&(a, b)| answer(&store, &each, a, b))
+            .collect();
+        let made = store.sum_days().await.unwrap();
+        assert_eq!(made.len(), 15 + 2, "a sum per day, then per week");
+        assert_eq!(sums(&store, 7).len(), 2);
+        for w in sums(&store, 7) {
+            assert_eq!(w.meta.sums_of.len(), 7, "a week names its day sums");
+        }
+        assert!(store.sum_days().await.unwrap().is_empty(), "nothing new");
+        drop(store);
+
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        assert_eq!(answer(&store, &svc, ranges[0].0, ranges[0].1), want[0]);
+        assert_eq!(loaded(&store), (2, 1, 0), "two weeks and a day, no block");
+        for (i, &(a, b)) in ranges.iter().enumerate() {
+            assert_eq!(answer(&store, &svc, a, b), want[i], "range {i}");
+        }
+        // The first week's edge hours come from its days' blocks and sums.
+        let (_, _, hourly) = loaded(&store);
+        assert!(hourly > 0, "range 1 cut the first day");
+
+        // A late block in the second week: read beside the week sum, then
+        // its day and week summed again.
+        ingest(&store, 9..10, 50).await;
+        let late: Vec<_> = ranges
+            .iter()
+            .map(|&(a, b)| answer(&store, &each, a, b))
+            .collect();
+        assert_ne!(late[0], want[0]);
+        for (i, &(a, b)) in ranges.iter().enumerate() {
+            assert_eq!(answer(&store, &svc, a, b), late[i], "range {i}, late block");
+        }
+        let again = store.sum_days().await.unwrap();
+        assert_eq!(again.len(), 2, "the day, then its week");
+        assert_eq!((sums(&store, 7).len(), sums(&store, 1).len()), (2, 15));
+        drop(store);
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        for (i, &(a, b)) in ranges.iter().enumerate() {
+            assert_eq!(
+                answer(&store, &svc, a, b),
+                late[i],
+                "range {i}, summed again"
+            );
+        }
+        let t = store
+            .series_totals("", &svc, ranges[0].0, ranges[0].1, None)
+            .await
+            .unwrap();
+        let e = store
+            .series_totals("", &each, ranges[0].0, ranges[0].1, None)
+            .await
+            .unwrap();
+        let by_hour =
+            |t: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, i64>>| {
+                let mut out = std::collections::BTreeMap::new();
+                for (t, v) in t.into_values().flatten() {
+                    *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
+                }
+                out
+            };
+        assert_eq!(
+            by_hour(t),
+            by_hour(e),
+            "the timeline from the week sums' hours"
         );
     });
 }
