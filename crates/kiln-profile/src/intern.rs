@@ -79,6 +79,22 @@ impl StringTable {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> {
         self.strings.iter().map(|s| &**s)
     }
+
+    /// The heap bytes the table asks of the allocator: each string, the
+    /// vector of them and the index.
+    pub fn heap_bytes(&self) -> usize {
+        self.strings.iter().map(|s| s.len()).sum::<usize>()
+            + self.strings.capacity() * std::mem::size_of::<Box<str>>()
+            + self.index.capacity() * (std::mem::size_of::<StringId>() + 1)
+    }
+
+    /// Gives back the room reserved beyond what the table holds.
+    pub fn shrink_to_fit(&mut self) {
+        self.strings.shrink_to_fit();
+        let strings = &self.strings;
+        self.index
+            .shrink_to(0, |&id| hasher().hash_one(&*strings[id.index()]));
+    }
 }
 
 /// Interns slices of `T` stored back to back in one buffer, so that a million
@@ -164,11 +180,22 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         self.indexed = n;
     }
 
-    /// How many bytes the table holds, index included.
+    /// The heap bytes the table asks of the allocator, index included.
     pub fn heap_bytes(&self) -> usize {
         self.items.capacity() * std::mem::size_of::<T>()
             + self.offsets.capacity() * 4
             + self.index.capacity() * 5
+    }
+
+    /// Gives back the room reserved beyond what the table holds.
+    pub fn shrink_to_fit(&mut self) {
+        self.items.shrink_to_fit();
+        self.offsets.shrink_to_fit();
+        let (items, offsets) = (&self.items, &self.offsets);
+        self.index.shrink_to(0, |&i| {
+            hasher()
+                .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
+        });
     }
 
     /// Makes room for `slices` more slices holding `items` elements together.

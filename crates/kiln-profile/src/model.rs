@@ -197,6 +197,47 @@ impl Profile {
         self.strings.get(id)
     }
 
+    /// The heap bytes the profile asks of the allocator: every table and
+    /// vector by its capacity, each location's lines included. What a
+    /// cache of decoded profiles counts against its bound.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.strings.heap_bytes()
+            + self.sample_types.capacity() * size_of::<ValueType>()
+            + self.comments.capacity() * size_of::<StringId>()
+            + self.mappings.capacity() * size_of::<Mapping>()
+            + self.functions.capacity() * size_of::<Function>()
+            + self.locations.capacity() * size_of::<Location>()
+            + self
+                .locations
+                .iter()
+                .map(|l| l.lines.capacity() * size_of::<Line>())
+                .sum::<usize>()
+            + self.stacks.heap_bytes()
+            + self.label_sets.heap_bytes()
+            + self.samples.capacity() * size_of::<Sample>()
+            + self.values.capacity() * size_of::<i64>()
+    }
+
+    /// Gives back the room every table and vector reserved beyond what it
+    /// holds: for a profile that will not grow (a table read back, kept in
+    /// a cache).
+    pub fn shrink_to_fit(&mut self) {
+        self.strings.shrink_to_fit();
+        self.sample_types.shrink_to_fit();
+        self.comments.shrink_to_fit();
+        self.mappings.shrink_to_fit();
+        self.functions.shrink_to_fit();
+        self.locations.shrink_to_fit();
+        for l in &mut self.locations {
+            l.lines.shrink_to_fit();
+        }
+        self.stacks.shrink_to_fit();
+        self.label_sets.shrink_to_fit();
+        self.samples.shrink_to_fit();
+        self.values.shrink_to_fit();
+    }
+
     /// Adds a function and returns its id (no deduplication: see
     /// [`crate::compact`]).
     pub fn add_function(&mut self, f: Function) -> FunctionId {

@@ -6,6 +6,7 @@
 //! indexes).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use kiln_profile::{Merger, Profile};
@@ -114,6 +115,10 @@ impl Store {
                         });
                     }
                     f(&b.part, &mut state)?;
+                    // A read may add to what the block holds (whole hours
+                    // summed on first read): counted against the cache.
+                    b.bytes
+                        .store(read(&b.part).bytes() as u64, Ordering::Relaxed);
                 }
                 drop(pins);
                 Ok(state)

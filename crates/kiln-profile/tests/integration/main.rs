@@ -2,12 +2,16 @@
 //! properties of the algebra, and hostile input.
 
 mod golden;
+mod heap;
 mod hostile;
 mod props;
 
 use std::path::PathBuf;
 
 use kiln_profile::{DecodeOptions, Profile, Top};
+
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 /// Path of a file under `tests/data`.
 pub fn data(rel: &str) -> PathBuf {

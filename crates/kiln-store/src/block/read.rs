@@ -374,6 +374,8 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
             part.series[s].kinds = held;
         }
     }
+    // Kept as read, in a cache that counts what it holds: no room spare.
+    t.shrink_to_fit();
     part.dict = Dict::Fixed(Box::new(t));
     // Blocks that carry hour sums keep no rollup minutes: their service
     // reads take whole hours from the sums and the edges from the series.

@@ -469,22 +469,16 @@ impl Part {
 
     /// Approximate bytes of memory held.
     pub fn bytes(&self) -> usize {
-        let t = self.dict.tables();
-        let tables = t.strings.iter().map(|s| s.len() + 24).sum::<usize>()
-            + t.functions.len() * 32
-            + t.locations
-                .iter()
-                .map(|l| 48 + l.lines.len() * 24)
-                .sum::<usize>()
-            + t.stacks.total_items() * 4
-            + t.stacks.len() * 16
-            + t.label_sets.total_items() * 32
-            + t.label_sets.len() * 16;
-        tables
+        self.dict.tables().heap_bytes()
             + self
                 .series
                 .iter()
-                .map(|s| s.buckets.bytes() + 64 + s.totals.len() * 40)
+                .map(|s| {
+                    s.buckets.bytes()
+                        + 64
+                        + s.totals.capacity() * std::mem::size_of::<MinuteTotal>()
+                        + s.totals.iter().map(|t| t.values.len() * 8).sum::<usize>()
+                })
                 .sum::<usize>()
             + self.rollups.values().map(Buckets::bytes).sum::<usize>()
     }

@@ -133,6 +133,14 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
     assert_eq!(all(&store, &svc), want_svc);
     assert!(no_rows(), "the service's whole hours read rows");
     assert_eq!(all(&store, &by_inst), want_inst);
+    // What each block is counted for is what it holds after the reads
+    // (a series' whole hours, summed by the first read of its rows,
+    // included).
+    for b in blocks.iter().filter(|b| b.level() > Level::Index) {
+        let held = b.part.read().unwrap().bytes() as u64;
+        let counted = b.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counted, held, "block {}", b.meta.id);
+    }
     // One instance of two: only the row groups of its series were read.
     let held: Vec<(usize, usize)> = blocks
         .iter()
