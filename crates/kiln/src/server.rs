@@ -58,6 +58,35 @@ fn limit_arenas() {
     }
 }
 
+/// How often the trimmer looks at what malloc keeps freed ...
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// ... and how much of it it lets malloc keep.
+const TRIM_ABOVE: usize = 64 << 20;
+
+/// Starts a thread that hands back to the system what glibc's malloc
+/// keeps freed past [`TRIM_ABOVE`], every [`TRIM_EVERY`]. A query or a
+/// day's sum decodes blocks on the blocking pool, and the cache drops
+/// others: glibc keeps the freed pages inside its arenas (a trim gives
+/// back only the top of each), so without this RSS after a 4-day series
+/// query stood ~250 MB above what was in use (docs/performance.md).
+fn trim_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let _ = std::thread::Builder::new()
+        .name("kiln-trim".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(TRIM_EVERY);
+                // SAFETY: mallinfo2 only reads the allocator's counters.
+                let free = unsafe { libc::mallinfo2() }.fordblks;
+                if free > TRIM_ABOVE {
+                    // SAFETY: malloc_trim only gives free pages back to
+                    // the system; no pointer of ours is involved.
+                    unsafe { libc::malloc_trim(0) };
+                }
+            }
+        });
+}
+
 /// Serves `cfg` on `listen` until SIGINT or SIGTERM; `beside(url)` may start a
 /// process that lives as long as the server (killed at the end).
 pub fn serve(
@@ -69,6 +98,7 @@ pub fn serve(
     let data_dir = cfg.data_dir.clone();
     let first_token = cfg.tokens.first().cloned();
     limit_arenas();
+    trim_freed_memory();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-server")

@@ -12,6 +12,10 @@ use kiln_profile::{Interner, Profile};
 
 use crate::{Error, HOUR_MS, NAME_LABEL};
 
+/// Bytes glibc's malloc adds to each allocation (its header, and the
+/// rounding up to 16): counted for the tables' many small ones.
+const MALLOC_OVERHEAD: usize = 16;
+
 /// Series id within a part.
 pub(crate) type SeriesId = u32;
 
@@ -469,7 +473,11 @@ impl Part {
 
     /// Approximate bytes of memory held.
     pub fn bytes(&self) -> usize {
-        self.dict.tables().heap_bytes()
+        let t = self.dict.tables();
+        // Beside what the tables ask for, the allocator's own word or two
+        // on each string and each location's lines.
+        t.heap_bytes()
+            + MALLOC_OVERHEAD * (t.strings.len() + t.locations.len())
             + self
                 .series
                 .iter()
