@@ -107,9 +107,18 @@ where
         let Some(t) = ext.get_mut::<SpanTask>() else {
             return;
         };
-        if let Some(depth) = push_frame(t.stats, 0, true) {
-            t.entries.push((std::thread::current().id(), depth));
-            t.outer_roots.push(crate::task::set_span(t.root));
+        // The span first, the task after (and the other way round at
+        // exit): a sample taken between the two, in the task, still
+        // names the span.
+        let outer = crate::task::set_span(t.root);
+        match push_frame(t.stats, 0, true) {
+            Some(depth) => {
+                t.entries.push((std::thread::current().id(), depth));
+                t.outer_roots.push(outer);
+            }
+            None => {
+                crate::task::set_span(outer);
+            }
         }
     }
 
@@ -124,13 +133,13 @@ where
             return;
         };
         let (_, depth) = t.entries.remove(i);
-        if let Some(outer) = t.outer_roots.get(i).copied() {
-            t.outer_roots.remove(i);
-            crate::task::set_span(outer);
-        }
         if let Some(e) = pop_frame(depth) {
             t.cpu += e.cpu;
             t.io_ns += e.io_ns;
+        }
+        if let Some(outer) = t.outer_roots.get(i).copied() {
+            t.outer_roots.remove(i);
+            crate::task::set_span(outer);
         }
     }
 

@@ -214,7 +214,8 @@ impl Store {
 
     /// The blocks sum block `b` stands in for — its own, and those of the
     /// day sums a week sum names — with those day sums; `None` if one is
-    /// not known.
+    /// not known, or if a sum nests deeper than a week's day sums (a
+    /// `meta.json` that says otherwise is not trusted).
     fn stood_in_for<'a>(
         blocks: &'a BTreeMap<String, Arc<Block>>,
         b: &Block,
@@ -223,8 +224,12 @@ impl Store {
         for id in &b.meta.sums_of {
             let s = blocks.get(id)?;
             out.push(s);
-            if !s.meta.sums_of.is_empty() {
-                Self::stood_in_for(blocks, s, out)?;
+            for id in &s.meta.sums_of {
+                let leaf = blocks.get(id)?;
+                if !leaf.meta.sums_of.is_empty() {
+                    return None;
+                }
+                out.push(leaf);
             }
         }
         Some(())
