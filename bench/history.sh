@@ -5,11 +5,13 @@
 # hour sums, as a server that ran that long leaves it, then the day-sum
 # blocks (Store::sum_days). `kiln server` is started on a copy with
 # `[storage] cache = CACHE` (default 512MiB); after its blocks are listed,
-# each range is asked twice (`/pyroscope/render`: merge and timeline, as
-# the UI asks), the first from storage, the second from the cache, with
-# RSS after each. KILN_BEFORE=path also runs another build of `kiln` on the
-# same data in the same run (one that reads no day sums: the figures before
-# them).
+# and its upkeep has summed what the generator left unsummed (as a server
+# that ran that long has it), the server is restarted on the same data,
+# and each range is asked twice (`/pyroscope/render`: merge and timeline,
+# as the UI asks), the first from storage, the second from the cache, with
+# RSS after each and once settled (6 s later: the server hands freed
+# memory back every 5 s). KILN_BEFORE=path also runs another build of
+# `kiln` on the same data in the same run (the figures before a change).
 #
 #   bench/history.sh
 #   KILN_BEFORE=/work/before/target/release/kiln bench/history.sh
@@ -44,10 +46,8 @@ render() { # seconds for one flame graph of the last $1 days; checks it is not e
   python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["flamebearer"]["numTicks"]; assert t > 0, t; print(t)' "$work/body" > "$work/ticks"
   echo "$s"
 }
-run() { # $1: name, $2: kiln binary
-  rm -rf "$work/data"; cp -r "$data" "$work/data"
-  printf '[storage]\ncache = "%s"\n' "$CACHE" > "$work/kiln.toml"
-  "$2" server --listen 127.0.0.1:0 --data-dir "$work/data" --no-self-profile --config "$work/kiln.toml" > "$work/out" 2> "$work/err" &
+start() { # $1: kiln binary; starts it on $work/data, sets PID and URL
+  "$1" server --listen 127.0.0.1:0 --data-dir "$work/data" --no-self-profile --config "$work/kiln.toml" > "$work/out" 2> "$work/err" &
   PID=$!
   until grep -q 'http://' "$work/out" 2>/dev/null; do
     kill -0 "$PID" 2>/dev/null || { cat "$work/err"; exit 1; }
@@ -55,7 +55,11 @@ run() { # $1: name, $2: kiln binary
   done
   URL=$(grep -o 'http://[0-9.:]*' "$work/out")
   until [ "$(metric kiln_server_blocks_listed)" = 1 ]; do sleep 0.05; done
-  local line="$1: rss_ready_mb=$(rss_mb)"
+}
+run() { # $1: name, $2: kiln binary
+  rm -rf "$work/data"; cp -r "$data" "$work/data"
+  printf '[storage]\ncache = "%s"\n' "$CACHE" > "$work/kiln.toml"
+  start "$2"
   # The days the generator's own store left unsummed (their blocks were
   # too new then) are summed by the server's upkeep now, as a server that
   # ran that long has them: wait until it is done (a build without day
@@ -65,7 +69,12 @@ run() { # $1: name, $2: kiln binary
   while n=$(metric kiln_server_days_summed); [ -n "$n" ] && [ "$n" != "$last" ]; do
     last=$n; sleep 5
   done
-  line="$line days_summed_at_start=${n:-none} summing_s=$((SECONDS - t0)) blocks=$(metric kiln_server_blocks)"
+  local line="$1: sums_written_at_start=${n:-none} summing_s=$((SECONDS - t0))"
+  # Then a restart: nothing of the blocks in memory but their indexes.
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+  t0=$(date +%s%N)
+  start "$2"
+  line="$line listed_ms=$(( ($(date +%s%N) - t0) / 1000000 )) rss_ready_mb=$(rss_mb) blocks=$(metric kiln_server_blocks)"
   for d in 7 30; do
     [ "$d" -le "$DAYS" ] || continue
     local a b
@@ -73,7 +82,8 @@ run() { # $1: name, $2: kiln binary
     b=$(render "$d")
     line="$line ${d}d_first_s=$a ${d}d_later_s=$b ${d}d_ticks=$ticks rss_after_${d}d_mb=$(rss_mb)"
   done
-  echo "$line cache_bytes=$(metric kiln_server_cache_bytes) loads=$(metric kiln_server_cache_loads)"
+  sleep 6
+  echo "$line rss_settled_mb=$(rss_mb) cache_bytes=$(metric kiln_server_cache_bytes) loads=$(metric kiln_server_cache_loads)"
   kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 }
 echo "data=$data ($(du -sh "$data/blocks" | cut -f1) of blocks, $DAYS days of $INSTANCES instances, $PER_HOUR profile(s) an hour each)"
