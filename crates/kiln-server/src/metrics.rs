@@ -152,7 +152,7 @@ impl Metrics {
             ),
             (
                 "days_summed",
-                "Day-sum blocks written (each service's whole day in one sum)",
+                "Day- and week-sum blocks written (each service's day, or week, in one sum)",
                 &m.days_summed,
             ),
             (

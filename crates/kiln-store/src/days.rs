@@ -7,10 +7,11 @@
 //! as it goes: its sum is written again as its hours are done, from the
 //! earlier sum and the blocks added since. Written again too when the
 //! day's blocks change (a late block, a compaction), the older one then
-//! deleted. Queries use a day-sum block only while every block it sums is
-//! known and lies within the whole hours of their range (`day_plan`);
-//! otherwise they read those blocks' hour sums, so a stale or half-written
-//! one is never counted.
+//! deleted. Once every day is, each week over is summed from its days'
+//! sums (`sums_days` 7). Queries use a sum only while every block it
+//! stands for is known and lies within the whole hours of their range
+//! (`day_plan`), week sums first; otherwise they read those blocks' hour
+//! sums, so a stale or half-written one is never counted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -48,10 +49,10 @@ struct SumJob {
 }
 
 impl Store {
-    /// Writes the day-sum block of one tenant's day that is over (by
-    /// `flush_every` after its last hour, so its hours are compacted) and
-    /// has none, or whose blocks changed since. Returns its id, or `None`
-    /// if every day is summed. The upkeep calls it once a tick.
+    /// Writes the sum block of one tenant's day (or, once every day is
+    /// summed, week) whose final blocks (or day sums) are not summed as
+    /// they are now. Returns its id, or `None` if
+    /// every day and week is summed. The upkeep calls it once a tick.
     pub async fn sum_a_day(&self) -> Result<Option<String>, Error> {
         let _busy = self.busy.lock().await;
         let Some(job) = self.day_to_sum() else {
@@ -121,8 +122,8 @@ impl Store {
         Ok(Some(id))
     }
 
-    /// Sums every day that is over ([`Store::sum_a_day`] until none is
-    /// left); returns the ids written.
+    /// Sums every day and week there is to sum ([`Store::sum_a_day`]
+    /// until none is left); returns the ids written.
     pub async fn sum_days(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         while let Some(id) = self.sum_a_day().await? {

@@ -168,7 +168,7 @@ pub struct Stats {
     pub expired: u64,
     /// Whole hours summed ahead of queries ([`Store::sum_an_hour`]).
     pub hours_summed: u64,
-    /// Day-sum blocks written ([`Store::sum_a_day`]).
+    /// Day- and week-sum blocks written ([`Store::sum_a_day`]).
     pub days_summed: u64,
     /// Bytes of block data in memory (the cache, `cache_bytes` at most
     /// between queries).
