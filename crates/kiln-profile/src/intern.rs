@@ -12,6 +12,11 @@ fn hasher() -> FixedState {
     FixedState::with_seed(0x6b69_6c6e)
 }
 
+/// The hash of slice `i` of a [`SliceTable`]'s `items` and `offsets`.
+fn slice_hash<T: Hash>(items: &[T], offsets: &[u32], i: u32) -> u64 {
+    hasher().hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
+}
+
 /// The string table: every distinct string once; `StringId(0)` is `""`.
 #[derive(Clone, Debug)]
 pub struct StringTable {
@@ -144,10 +149,8 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         self.items.extend_from_slice(slice);
         self.offsets.push(self.items.len() as u32);
         let (items, offsets) = (&self.items, &self.offsets);
-        self.index.insert_unique(h, i, |&i| {
-            hasher()
-                .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
-        });
+        self.index
+            .insert_unique(h, i, |&i| slice_hash(items, offsets, i));
         self.indexed = i + 1;
         i
     }
@@ -168,13 +171,14 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         let (items, offsets) = (&self.items, &self.offsets);
         let get = |i: u32| &items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
         let n = self.offsets.len() as u32 - 1;
-        self.index
-            .reserve((n - self.indexed) as usize, |&i| hasher().hash_one(get(i)));
+        self.index.reserve((n - self.indexed) as usize, |&i| {
+            slice_hash(items, offsets, i)
+        });
         for i in self.indexed..n {
-            let h = hasher().hash_one(get(i));
+            let h = slice_hash(items, offsets, i);
             if self.index.find(h, |&j| get(j) == get(i)).is_none() {
                 self.index
-                    .insert_unique(h, i, |&j| hasher().hash_one(get(j)));
+                    .insert_unique(h, i, |&j| slice_hash(items, offsets, j));
             }
         }
         self.indexed = n;
@@ -192,10 +196,7 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         self.items.shrink_to_fit();
         self.offsets.shrink_to_fit();
         let (items, offsets) = (&self.items, &self.offsets);
-        self.index.shrink_to(0, |&i| {
-            hasher()
-                .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
-        });
+        self.index.shrink_to(0, |&i| slice_hash(items, offsets, i));
     }
 
     /// Makes room for `slices` more slices holding `items` elements together.
@@ -203,10 +204,8 @@ impl<T: Copy + Hash + Eq> SliceTable<T> {
         self.items.reserve(items);
         self.offsets.reserve(slices);
         let (items, offsets) = (&self.items, &self.offsets);
-        self.index.reserve(slices, |&i| {
-            hasher()
-                .hash_one(&items[offsets[i as usize] as usize..offsets[i as usize + 1] as usize])
-        });
+        self.index
+            .reserve(slices, |&i| slice_hash(items, offsets, i));
     }
 
     /// Slice `i`; empty for an index out of range.

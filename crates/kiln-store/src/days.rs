@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::block::{HOUR_TOTALS, Level, ROLLUPS};
+use crate::block::{HOUR_TOTALS, Level, ROLLUPS, span_start};
 use crate::cache::Want;
 use crate::catalog::delete_block;
 use crate::part::{Part, whole_hours};
@@ -198,8 +198,8 @@ impl Store {
         // Weeks over, from their days' sums (once every day is summed).
         let week = i64::from(WEEK_DAYS) * DAY_MS;
         let mut weeks: BTreeMap<Key, Vec<Arc<Block>>> = BTreeMap::new();
-        for ((tenant, day), b) in summed {
-            let start = day.div_euclid(week) * week;
+        for ((tenant, _), b) in summed {
+            let start = span_start(b.meta.min_ms, WEEK_DAYS);
             if start + week <= over && b.meta.files.contains_key(HOUR_TOTALS) {
                 weeks.entry((tenant, start)).or_default().push(b);
             }
@@ -236,12 +236,13 @@ impl Store {
         Some(())
     }
 
-    /// For a read of one service over `[from_ms, until_ms)`: the day-sum
-    /// blocks of `tenant` to read in place of the blocks they name, and
-    /// those blocks (newest day sum first; one whose blocks are not all
-    /// known, or that `only` refuses, is not used). A day sum stands in
-    /// when every block it names lies within the whole hours of the range
-    /// (the hours those blocks' own hour sums would answer).
+    /// For a read of one service over `[from_ms, until_ms)`: the sum
+    /// blocks of `tenant` to read in place of the blocks they stand for,
+    /// and those blocks (week sums first, then day sums, the newest of a
+    /// span first; one whose blocks are not all known, or that `only`
+    /// refuses, is not used). A sum stands in when every block it stands
+    /// for lies within the whole hours of the range (the hours those
+    /// blocks' own hour sums would answer).
     pub(crate) fn day_plan(
         &self,
         tenant: &str,

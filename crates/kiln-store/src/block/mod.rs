@@ -110,12 +110,22 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// The first millisecond of the span of `days` days (counted from the
+/// epoch) holding `ms`.
+pub(crate) fn span_start(ms: i64, days: u32) -> i64 {
+    let len = i64::from(days.max(1)) * crate::DAY_MS;
+    ms.div_euclid(len) * len
+}
+
 impl Meta {
     /// A sum block's span: its first millisecond and length (a day, or a
     /// week counted from the epoch).
     pub(crate) fn sum_span(&self) -> (i64, i64) {
-        let len = i64::from(self.sums_days.max(1)) * crate::DAY_MS;
-        (self.min_ms.div_euclid(len) * len, len)
+        let days = self.sums_days.max(1);
+        (
+            span_start(self.min_ms, days),
+            i64::from(days) * crate::DAY_MS,
+        )
     }
 }
 
