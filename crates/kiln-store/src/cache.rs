@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::block::{Level, ROLLUPS, TOTALS};
-use crate::part::{Part, whole_hours};
+use crate::part::{Part, all_within};
 use crate::store::{Block, read, write};
 use crate::{BUCKET_MS, Error, Store, selector};
 
@@ -119,13 +119,18 @@ fn want_for(
         // Written before blocks carried sums and totals: all of it.
         return Some(Want::level(Level::Full));
     }
-    if need == Need::Merge && Part::rollup_key_for(q).is_some() {
-        // Every minute of the block lies in a whole hour of the range: the
-        // service's hour sums answer it.
-        let (first, end) = whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
-        if b.meta.min_ms >= first && b.meta.max_ms < end {
-            return Some(Want::level(Level::Hours));
-        }
+    if need == Need::Merge
+        && Part::rollup_key_for(q).is_some()
+        && all_within(
+            b.meta.min_ms,
+            b.meta.max_ms,
+            from_ms.div_euclid(BUCKET_MS) * BUCKET_MS,
+            until_ms,
+        )
+    {
+        // Every minute of the block is in the range: the service's hour
+        // sums answer it.
+        return Some(Want::level(Level::Hours));
     }
     ids.sort_unstable();
     Some(Want {
@@ -213,6 +218,7 @@ impl Store {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
+            let t0 = Instant::now();
             if b.level() < w.level {
                 let part = crate::block::read(&*self.storage, &b.meta, w.level).await?;
                 b.bytes.store(part.bytes() as u64, Ordering::Relaxed);
@@ -225,6 +231,9 @@ impl Store {
             {
                 self.load_groups(&b, ids).await?;
             }
+            tracing::debug!(target: "kiln_store", block = %b.meta.id, level = w.level as u8,
+                series = w.series.as_ref().map_or(0, Vec::len),
+                ms = t0.elapsed().as_millis() as u64, "loaded");
             Ok::<_, Error>(())
         });
         let done: Vec<Result<(), Error>> = futures::stream::iter(loads)

@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::block::{HOUR_TOTALS, Level, ROLLUPS, span_start};
 use crate::cache::Want;
 use crate::catalog::delete_block;
-use crate::part::{Part, whole_hours};
+use crate::part::{Part, all_within};
 use crate::store::{Block, now_ms, read, write};
 use crate::{BUCKET_MS, DAY_MS, Error, HOUR_MS, Store, selector};
 
@@ -241,8 +241,8 @@ impl Store {
     /// and those blocks (week sums first, then day sums, the newest of a
     /// span first; one whose blocks are not all known, or that `only`
     /// refuses, is not used). A sum stands in when every block it stands
-    /// for lies within the whole hours of the range (the hours those
-    /// blocks' own hour sums would answer).
+    /// for lies within the range's minutes (its rows all read, each
+    /// block's hour sums would answer it whole: [`all_within`]).
     pub(crate) fn day_plan(
         &self,
         tenant: &str,
@@ -253,14 +253,14 @@ impl Store {
     ) -> (Vec<Arc<Block>>, HashSet<String>) {
         let mut days = Vec::new();
         let mut replaced = HashSet::new();
-        let (first, end) = whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
         let blocks = read(&self.blocks);
         let mut sums: Vec<&Arc<Block>> = blocks
             .values()
             .filter(|b| {
                 !b.meta.sums_of.is_empty()
                     && b.meta.tenant == tenant
-                    && b.meta.sum_span().0 >= first
+                    && all_within(b.meta.min_ms, b.meta.max_ms, lo, until_ms)
                     && only(b, false)
             })
             .collect();
@@ -274,7 +274,7 @@ impl Store {
             if Self::stood_in_for(&blocks, d, &mut sources).is_none() {
                 continue;
             }
-            let within = |s: &Block| s.meta.min_ms >= first && hour_end(s.meta.max_ms) <= end;
+            let within = |s: &Block| all_within(s.meta.min_ms, s.meta.max_ms, lo, until_ms);
             if sources
                 .iter()
                 .any(|s| replaced.contains(&s.meta.id) || !within(s) || !only(s, false))

@@ -5,13 +5,14 @@
 //! label names and values, series and profile types (from the blocks'
 //! indexes).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
+use futures::StreamExt;
 use kiln_profile::{Merger, Profile};
 
-use crate::cache::{Need, Want};
+use crate::cache::{Need, Pins, Want};
 use crate::part::{Look, Part};
 use crate::store::{Block, read, write};
 use crate::{BUCKET_MS, Detail, Error, Observed, Read, Store, selector};
@@ -76,65 +77,97 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// Blocks loaded per step of a read: what a query holds beyond the cache.
-const LOAD_STEP: usize = 8;
+/// Blocks a read loads at once, and blocks loaded ahead of the merge at
+/// most: what a query holds beyond the cache.
+const LOADS_AT_ONCE: usize = 4;
+const LOADED_AHEAD: usize = 8;
+
+/// Runs `f` over the blocks of `pinned`, in order, on a blocking thread;
+/// each block is recounted after (a read may add to what it holds: whole
+/// hours summed on first read, counted against the cache).
+async fn read_pinned<S: Send + 'static>(
+    pinned: Vec<Pins>,
+    mut state: S,
+    f: PerPart<S>,
+) -> Result<S, Error> {
+    blocking(move || {
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        for (b, want) in pinned.iter().flat_map(Pins::blocks) {
+            if !b.has(want) {
+                return Err(Error::Block {
+                    block: b.meta.id.clone(),
+                    reason: "dropped from memory while pinned".into(),
+                });
+            }
+            f(&b.part, &mut state)?;
+            b.bytes
+                .store(read(&b.part).bytes() as u64, Ordering::Relaxed);
+            n += 1;
+        }
+        tracing::debug!(target: "kiln_store", blocks = n,
+            ms = t0.elapsed().as_millis() as u64, "read loaded blocks");
+        Ok(state)
+    })
+    .await
+}
 
 impl Store {
     /// Runs `f` over every block of `plan` (a query's, or a day's to
-    /// sum: `Store::sum_a_day`), in steps: first the blocks
-    /// already in memory, then the rest [`LOAD_STEP`] at a time, each
-    /// step loaded (and pinned) before it is read and released after,
-    /// the next step loading while one is read; so a query over more
-    /// history than the cache holds stays within the cache and two steps,
-    /// and storage and decoding overlap the merge.
+    /// sum: `Store::sum_a_day`): first the blocks already in memory, then
+    /// each other one as soon as it is loaded (and pinned), in plan
+    /// order, [`LOADS_AT_ONCE`] loading while earlier ones are read and
+    /// at most [`LOADED_AHEAD`] waiting; each is released once read. So a
+    /// query over more history than the cache holds stays within the
+    /// cache and those few blocks, and storage and decoding overlap the
+    /// merge from its first block.
     pub(crate) async fn over_blocks<S: Send + 'static>(
         &self,
         plan: Vec<(Arc<Block>, Want)>,
-        mut state: S,
+        state: S,
         f: PerPart<S>,
     ) -> Result<S, Error> {
         let (ready, rest): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(b, w)| b.has(w));
-        let steps: Vec<Vec<_>> = std::iter::once(ready)
-            .chain(rest.chunks(LOAD_STEP).map(<[_]>::to_vec))
-            .filter(|s| !s.is_empty())
-            .collect();
-        let mut later = steps.iter();
-        let mut next = match later.next() {
-            Some(step) => Some(self.pin(step).await?),
-            None => None,
-        };
-        while let Some(pins) = next.take() {
-            let after = later.next();
-            let f = f.clone();
-            let read = blocking(move || {
-                for (b, want) in pins.blocks() {
-                    if !b.has(want) {
-                        return Err(Error::Block {
-                            block: b.meta.id.clone(),
-                            reason: "dropped from memory while pinned".into(),
-                        });
-                    }
-                    f(&b.part, &mut state)?;
-                    // A read may add to what the block holds (whole hours
-                    // summed on first read): counted against the cache.
-                    b.bytes
-                        .store(read(&b.part).bytes() as u64, Ordering::Relaxed);
-                }
-                drop(pins);
-                Ok(state)
-            });
-            let ahead = async {
-                match after {
-                    Some(step) => self.pin(step).await.map(Some),
-                    None => Ok(None),
-                }
-            };
-            let (read, ahead) = tokio::join!(read, ahead);
-            state = read?;
-            next = ahead?;
-            self.drop_over_cache();
+        let mut waiting: VecDeque<Pins> = VecDeque::new();
+        if !ready.is_empty() {
+            waiting.push_back(self.pin(&ready).await?);
         }
-        Ok(state)
+        let mut loads = futures::stream::iter(rest)
+            .map(|one| async move { self.pin(std::slice::from_ref(&one)).await })
+            .buffered(LOADS_AT_ONCE);
+        let mut loads_done = false;
+        let mut state = Some(state);
+        let mut reading = None;
+        loop {
+            if reading.is_none() && !waiting.is_empty() {
+                let pinned: Vec<Pins> = waiting.drain(..).collect();
+                let s = state.take().expect("the state is back once a read ends");
+                reading = Some(Box::pin(read_pinned(pinned, s, f.clone())));
+            }
+            let Some(r) = reading.as_mut() else {
+                if loads_done {
+                    break;
+                }
+                // Nothing to read yet: wait for the next load.
+                match loads.next().await {
+                    Some(p) => waiting.push_back(p?),
+                    None => loads_done = true,
+                }
+                continue;
+            };
+            tokio::select! {
+                l = loads.next(), if !loads_done && waiting.len() < LOADED_AHEAD => match l {
+                    Some(p) => waiting.push_back(p?),
+                    None => loads_done = true,
+                },
+                done = r => {
+                    state = Some(done?);
+                    reading = None;
+                    self.drop_over_cache();
+                }
+            }
+        }
+        Ok(state.expect("the state is back once every read ended"))
     }
 
     /// Every profile of tenant `tenant` matching `q` within
@@ -151,8 +184,12 @@ impl Store {
         detail: Detail,
     ) -> Result<Option<Profile>, Error> {
         self.wait_loaded().await?;
+        let t0 = std::time::Instant::now();
         let plan = self.plan(tenant, q, from_ms, until_ms, Need::Merge, |_, _| true);
-        self.merge(tenant, q, from_ms, until_ms, detail, plan).await
+        tracing::debug!(target: "kiln_store", blocks = plan.len(), "planned a merge");
+        let out = self.merge(tenant, q, from_ms, until_ms, detail, plan).await;
+        tracing::debug!(target: "kiln_store", ms = t0.elapsed().as_millis() as u64, "merged");
+        out
     }
 
     /// The head of `tenant` and the parts of `plan`, merged.

@@ -87,6 +87,20 @@ fn trim_freed_memory() {
         });
 }
 
+/// What the server's crates log (`tracing`), on stderr, at `info` and
+/// above unless `KILN_LOG` says otherwise (`KILN_LOG=kiln_store=debug`
+/// times each block a query loads). Without it a WAL record skipped at
+/// replay or a failed upload would be said to no one.
+fn log_to_stderr() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // A second server in one process (tests) keeps the first's.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Serves `cfg` on `listen` until SIGINT or SIGTERM; `beside(url)` may start a
 /// process that lives as long as the server (killed at the end).
 pub fn serve(
@@ -97,6 +111,7 @@ pub fn serve(
 ) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
     let first_token = cfg.tokens.first().cloned();
+    log_to_stderr();
     limit_arenas();
     trim_freed_memory();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -64,6 +64,16 @@ pub(crate) fn whole_hours(lo: i64, until: i64) -> (i64, i64) {
     (first, end.max(first))
 }
 
+/// Whether every row of a part or block holding profiles from `min_ms` to
+/// `max_ms` lies in the minutes a read of `[lo, until)` takes (`lo` a
+/// minute's first millisecond): then its hour sums answer the read whole,
+/// whether or not its hours are whole in the range. A range ending now
+/// holds every block cut so far this hour, and one starting before the
+/// data holds its first block whole.
+pub(crate) fn all_within(min_ms: i64, max_ms: i64, lo: i64, until: i64) -> bool {
+    min_ms >= lo && max_ms.div_euclid(BUCKET_MS) * BUCKET_MS < until
+}
+
 /// `groups` summed per kind and packed.
 pub(super) fn sum_groups<'a>(groups: impl Iterator<Item = &'a Group>) -> Vec<Group> {
     let mut sum: Vec<Group> = Vec::new();

@@ -25,7 +25,7 @@ mod observe;
 mod read;
 mod rows;
 
-pub(crate) use buckets::{Buckets, Group, HourToSum, whole_hours};
+pub(crate) use buckets::{Buckets, Group, HourToSum, all_within, whole_hours};
 pub(crate) use observe::Look;
 pub(crate) use rows::Rows;
 

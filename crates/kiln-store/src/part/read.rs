@@ -94,6 +94,10 @@ impl Part {
         let mut out = Vec::new();
         match Part::rollup_key_for(q).and_then(|k| self.rollups.get(&k)) {
             Some(r) if self.rollup_minutes => r.read(lo, until_ms, &mut out),
+            Some(r) if super::all_within(self.min_ms, self.max_ms, lo, until_ms) => {
+                // Every row is in range: all of the rollup's sums.
+                out.extend(r.hours.values().flatten());
+            }
             Some(r) => {
                 // Hour sums from the rollup; the minutes at the edges from
                 // the service's series (the rollup keeps no minutes).

@@ -132,6 +132,20 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
     assert!(no_rows(), "the timeline read rows");
     assert_eq!(all(&store, &svc), want_svc);
     assert!(no_rows(), "the service's whole hours read rows");
+    // A range past every row at both ends, on no hour (as one ending now
+    // is): every block lies within it, and its hour sums answer whole.
+    let loose = store
+        .select_now(
+            "",
+            &svc,
+            -17 * BUCKET_MS - 3,
+            6 * HOUR_MS - 30_000,
+            Detail::Labels,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(canon(&loose), want_svc);
+    assert!(no_rows(), "a range holding every block read rows");
     assert_eq!(all(&store, &by_inst), want_inst);
     // What each block is counted for is what it holds after the reads
     // (a series' whole hours, summed by the first read of its rows,

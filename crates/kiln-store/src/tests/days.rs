@@ -119,6 +119,11 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
             (days, hours)
         };
         assert_eq!(loaded(&store), (1, 0), "the week's sum, no block read");
+        // A range holding every row though it starts and ends inside hours
+        // (one ending now holds every block cut so far): the same sum.
+        let loose = (d0 - 20 * 60_000, d0 + 3 * DAY_MS - 30 * 60_000);
+        assert_eq!(answer(&store, &svc, loose), want[0]);
+        assert_eq!(loaded(&store), (1, 0), "the week's sum for a loose range");
         // Edges inside days: their blocks' hours and rows, the whole day
         // between from its sum; the same answers as before.
         for (i, &r) in ranges.iter().enumerate() {
