@@ -8,23 +8,38 @@
 //! than `cache_bytes`. Only the upkeep's
 //! and the queries' own paths load; nothing here touches the head.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::block::{Level, ROLLUPS, TOTALS};
-use crate::part::{Part, all_within};
+use crate::part::{Part, all_within, whole_hours};
 use crate::store::{Block, read, write};
 use crate::{BUCKET_MS, Error, Store, selector};
 
 /// What a read needs of one block: a level, and, beyond it, the rows of
 /// these series (sorted ids; their row groups of `samples.parquet`).
+/// With `edges` (a service's merge over `[lo, until)` that the block
+/// straddles), only their rows in the range's minutes outside its whole
+/// hours are wanted, read for the query alone unless the block holds the
+/// series' rows already: a 7-day range's first hour reads its last
+/// minutes, not every instance's hour.
 #[derive(Clone)]
 pub(crate) struct Want {
     pub level: Level,
     pub series: Option<Vec<u32>>,
+    pub edges: Option<Edges>,
+}
+
+/// A merge of one service (its rollup `key`) over the minutes `[lo,
+/// until)`, which a block straddles.
+#[derive(Clone)]
+pub(crate) struct Edges {
+    pub key: (String, String),
+    pub lo: i64,
+    pub until: i64,
 }
 
 impl Want {
@@ -32,6 +47,7 @@ impl Want {
         Want {
             level,
             series: None,
+            edges: None,
         }
     }
 }
@@ -69,18 +85,32 @@ impl Block {
     }
 }
 
-/// Blocks a query reads, each holding what it wants until this is dropped.
-pub(crate) struct Pins(Vec<(Arc<Block>, Want)>);
+/// Blocks a query reads, each holding what it wants until this is
+/// dropped; beside each, the part its edge minutes were read into, if
+/// they were read for the query alone.
+pub(crate) struct Pins {
+    blocks: Vec<(Arc<Block>, Want)>,
+    edges: Vec<Option<RwLock<Part>>>,
+}
 
 impl Pins {
     pub(crate) fn blocks(&self) -> &[(Arc<Block>, Want)] {
-        &self.0
+        &self.blocks
+    }
+
+    /// Each block, what it is wanted for, and the part to read: the
+    /// block's own, or the one its edges were read into.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = (&Arc<Block>, &Want, &RwLock<Part>)> {
+        self.blocks
+            .iter()
+            .zip(&self.edges)
+            .map(|((b, w), e)| (b, w, e.as_ref().unwrap_or(&b.part)))
     }
 }
 
 impl Drop for Pins {
     fn drop(&mut self) {
-        for (b, _) in &self.0 {
+        for (b, _) in &self.blocks {
             b.pins.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -133,9 +163,17 @@ fn want_for(
         return Some(Want::level(Level::Hours));
     }
     ids.sort_unstable();
+    let edges = Part::rollup_key_for(q)
+        .filter(|_| need == Need::Merge)
+        .map(|key| Edges {
+            key,
+            lo: from_ms.div_euclid(BUCKET_MS) * BUCKET_MS,
+            until: until_ms,
+        });
     Some(Want {
         level: Level::Hours,
         series: Some(ids),
+        edges,
     })
 }
 
@@ -206,7 +244,10 @@ impl Store {
         for (b, _) in want {
             b.pins.fetch_add(1, Ordering::AcqRel);
         }
-        let pins = Pins(want.to_vec());
+        let mut pins = Pins {
+            blocks: want.to_vec(),
+            edges: Vec::new(),
+        };
         let loads = want.iter().cloned().map(|(b, w)| async move {
             b.used.store(
                 self.clock.fetch_add(1, Ordering::Relaxed) + 1,
@@ -216,7 +257,7 @@ impl Store {
             let _one = b.loading.lock().await;
             if b.has(&w) {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return Ok(None);
             }
             let t0 = Instant::now();
             if b.level() < w.level {
@@ -226,34 +267,77 @@ impl Store {
                 b.level.store(w.level as u8, Ordering::Release);
                 self.cache_loads.fetch_add(1, Ordering::Relaxed);
             }
+            let mut edge = None;
             if let Some(ids) = &w.series
-                && b.level() < Level::Full
+                && !b.has(&w)
             {
-                self.load_groups(&b, ids).await?;
+                edge = match &w.edges {
+                    Some(e) => Some(self.read_edges(&b, ids, e).await?),
+                    None => {
+                        self.load_groups(&b, ids).await?;
+                        None
+                    }
+                };
             }
             tracing::debug!(target: "kiln_store", block = %b.meta.id, level = w.level as u8,
-                series = w.series.as_ref().map_or(0, Vec::len),
+                series = w.series.as_ref().map_or(0, Vec::len), edges = edge.is_some(),
                 ms = t0.elapsed().as_millis() as u64, "loaded");
-            Ok::<_, Error>(())
+            Ok::<_, Error>(edge.map(RwLock::new))
         });
-        let done: Vec<Result<(), Error>> = futures::stream::iter(loads)
-            .buffer_unordered(4)
-            .collect()
-            .await;
-        done.into_iter().collect::<Result<(), Error>>()?;
+        pins.edges = futures::stream::iter(loads)
+            .buffered(4)
+            .try_collect()
+            .await?;
         Ok(pins)
     }
 
-    /// Reads into `b` (held under its loading lock) the row groups of
-    /// `series` it lacks, by ranged reads of `samples.parquet`.
-    async fn load_groups(&self, b: &Arc<Block>, series: &[u32]) -> Result<(), Error> {
-        let ranges = match b.ranges.get() {
+    /// The row groups of `b`'s `series` as far as their rows lie in the
+    /// minutes of `[lo, until)` outside its whole hours, read into a part
+    /// of their own beside the block's symbols and those hours' sums
+    /// ([`Part::edge_copy`]), for one query: the block keeps nothing of
+    /// them, and what it held is unchanged.
+    async fn read_edges(&self, b: &Arc<Block>, series: &[u32], e: &Edges) -> Result<Part, Error> {
+        let ranges = self.group_ranges(b).await?;
+        let (lo, until) = (e.lo, e.until);
+        let (first, end) = whole_hours(lo, until);
+        let keep = move |m: i64| m >= lo && m < until && !(m >= first && m < end);
+        let rows = crate::block::read_groups(
+            self.storage.clone(),
+            &b.meta,
+            groups_of(&ranges, series),
+            Some(Box::new(keep)),
+        )
+        .await?;
+        let (block, key) = (b.clone(), e.key.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut edge = read(&block.part).edge_copy(&key, first, end);
+            crate::block::put_samples(&block.meta.id, &mut edge, &rows)?;
+            edge.seal();
+            Ok::<_, Error>(edge)
+        })
+        .await
+        .map_err(|e| Error::Block {
+            block: b.meta.id.clone(),
+            reason: e.to_string(),
+        })?
+    }
+
+    /// The first and last series of each row group of `b`'s
+    /// `samples.parquet`: read from its footer once.
+    async fn group_ranges(&self, b: &Arc<Block>) -> Result<Vec<(u32, u32)>, Error> {
+        Ok(match b.ranges.get() {
             Some(r) => r.clone(),
             None => {
                 let r = crate::block::group_ranges(self.storage.clone(), &b.meta).await?;
                 b.ranges.get_or_init(|| r).clone()
             }
-        };
+        })
+    }
+
+    /// Reads into `b` (held under its loading lock) the row groups of
+    /// `series` it lacks, by ranged reads of `samples.parquet`.
+    async fn load_groups(&self, b: &Arc<Block>, series: &[u32]) -> Result<(), Error> {
+        let ranges = self.group_ranges(b).await?;
         let missing: Vec<usize> = {
             let mut loaded = b.groups.lock().unwrap_or_else(|e| e.into_inner());
             loaded.resize(ranges.len(), false);
@@ -266,7 +350,7 @@ impl Store {
             return Ok(());
         }
         let rows =
-            crate::block::read_groups(self.storage.clone(), &b.meta, missing.clone()).await?;
+            crate::block::read_groups(self.storage.clone(), &b.meta, missing.clone(), None).await?;
         let block = b.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let mut part = write(&block.part);

@@ -65,13 +65,7 @@ impl Store {
             // them; held until the compacted block replaces them.
             let want: Vec<(Arc<Block>, crate::cache::Want)> = sources
                 .iter()
-                .map(|s| {
-                    let w = crate::cache::Want {
-                        level: Level::Full,
-                        series: None,
-                    };
-                    (s.clone(), w)
-                })
+                .map(|s| (s.clone(), crate::cache::Want::level(Level::Full)))
                 .collect();
             let pins = self.pin(&want).await?;
             // Merging the hour and encoding it are CPU work: off the async

@@ -106,7 +106,7 @@ pub struct Options {
     pub quiet_before_sum: Duration,
     /// Bytes of block data (symbols, hour sums, rows) kept in memory;
     /// past it the least recently read blocks are dropped back to their
-    /// index. A query reading more holds at most 8 blocks beyond it.
+    /// index. A query reading more holds at most 12 blocks beyond it.
     pub cache_bytes: usize,
     /// How long a query waits for the list of blocks at start before it
     /// is answered [`Error::Unavailable`].

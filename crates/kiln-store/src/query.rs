@@ -77,8 +77,8 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// Blocks a read loads at once, and blocks loaded ahead of the merge at
-/// most: what a query holds beyond the cache.
+/// Blocks a read loads at once, and blocks loaded (waiting or being
+/// read) at most: a query holds at most their sum beyond the cache.
 const LOADS_AT_ONCE: usize = 4;
 const LOADED_AHEAD: usize = 8;
 
@@ -93,17 +93,21 @@ async fn read_pinned<S: Send + 'static>(
     blocking(move || {
         let t0 = std::time::Instant::now();
         let mut n = 0;
-        for (b, want) in pinned.iter().flat_map(Pins::blocks) {
+        for (b, want, part) in pinned.iter().flat_map(Pins::parts) {
+            n += 1;
+            if !std::ptr::eq(part, &b.part) {
+                // Its edges, read for this query alone.
+                f(part, &mut state)?;
+                continue;
+            }
             if !b.has(want) {
                 return Err(Error::Block {
                     block: b.meta.id.clone(),
                     reason: "dropped from memory while pinned".into(),
                 });
             }
-            f(&b.part, &mut state)?;
-            b.bytes
-                .store(read(&b.part).bytes() as u64, Ordering::Relaxed);
-            n += 1;
+            f(part, &mut state)?;
+            b.bytes.store(read(part).bytes() as u64, Ordering::Relaxed);
         }
         tracing::debug!(target: "kiln_store", blocks = n,
             ms = t0.elapsed().as_millis() as u64, "read loaded blocks");
@@ -117,7 +121,7 @@ impl Store {
     /// sum: `Store::sum_a_day`): first the blocks already in memory, then
     /// each other one as soon as it is loaded (and pinned), in plan
     /// order, [`LOADS_AT_ONCE`] loading while earlier ones are read and
-    /// at most [`LOADED_AHEAD`] waiting; each is released once read. So a
+    /// at most [`LOADED_AHEAD`] loaded; each is released once read. So a
     /// query over more history than the cache holds stays within the
     /// cache and those few blocks, and storage and decoding overlap the
     /// merge from its first block.
@@ -138,9 +142,12 @@ impl Store {
         let mut loads_done = false;
         let mut state = Some(state);
         let mut reading = None;
+        // Blocks pinned for the read under way.
+        let mut read_n = 0;
         loop {
             if reading.is_none() && !waiting.is_empty() {
                 let pinned: Vec<Pins> = waiting.drain(..).collect();
+                read_n = pinned.iter().map(|p| p.blocks().len()).sum();
                 let s = state.take().expect("the state is back once a read ends");
                 reading = Some(Box::pin(read_pinned(pinned, s, f.clone())));
             }
@@ -156,13 +163,13 @@ impl Store {
                 continue;
             };
             tokio::select! {
-                l = loads.next(), if !loads_done && waiting.len() < LOADED_AHEAD => match l {
+                l = loads.next(), if !loads_done && waiting.len() + read_n < LOADED_AHEAD => match l {
                     Some(p) => waiting.push_back(p?),
                     None => loads_done = true,
                 },
                 done = r => {
                     state = Some(done?);
-                    reading = None;
+                    (reading, read_n) = (None, 0);
                     self.drop_over_cache();
                 }
             }

@@ -376,7 +376,7 @@ fn decode(meta: &Meta, files: &HashMap<&'static str, Bytes>) -> Result<Part, Err
     }
     // Kept as read, in a cache that counts what it holds: no room spare.
     t.shrink_to_fit();
-    part.dict = Dict::Fixed(Box::new(t));
+    part.dict = Dict::Fixed(std::sync::Arc::new(t));
     // Blocks that carry hour sums keep no rollup minutes: their service
     // reads take whole hours from the sums and the edges from the series.
     part.rollup_minutes = !meta.files.contains_key(ROLLUPS);
@@ -630,20 +630,37 @@ pub(crate) async fn group_ranges(
 }
 
 /// The rows of row groups `groups` of the block's `samples.parquet`,
-/// read from storage by range (only those groups' pages).
+/// read from storage by range (only those groups' pages); with `keep`,
+/// only the rows whose minute it keeps (the minute column is read first,
+/// the others decoded for those rows alone).
 pub(crate) async fn read_groups(
     store: Arc<dyn ObjectStore>,
     meta: &Meta,
     groups: Vec<usize>,
+    keep: Option<Box<dyn Fn(i64) -> bool + Send>>,
 ) -> Result<Vec<RecordBatch>, Error> {
     use futures::TryStreamExt;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
     let name = format!("{}/samples.parquet", meta.id);
     let reader = samples_reader(store, meta);
-    ParquetRecordBatchStreamBuilder::new(reader)
+    let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| err(&name, e))?
         .with_row_groups(groups)
-        .with_batch_size(1 << 16)
+        .with_batch_size(1 << 16);
+    if let Some(keep) = keep {
+        let minute = ProjectionMask::columns(builder.parquet_schema(), ["minute_ms"]);
+        let by_minute = ArrowPredicateFn::new(minute, move |b: RecordBatch| {
+            let m = b
+                .column(0)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| arrow_schema::ArrowError::SchemaError("minute_ms".into()))?;
+            Ok(m.values().iter().map(|&m| Some(keep(m))).collect())
+        });
+        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(by_minute)]));
+    }
+    builder
         .build()
         .map_err(|e| err(&name, e))?
         .try_collect()

@@ -6,6 +6,7 @@
 //! stacks, and merging rows is summing numbers under one key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_profile::{Interner, Profile};
@@ -67,10 +68,11 @@ impl Series {
     }
 }
 
-/// The symbol table: growing while the part takes profiles, fixed after.
+/// The symbol table: growing while the part takes profiles, fixed after
+/// (shared then with the parts a query reads a block's edges into).
 pub(crate) enum Dict {
     Live(Box<Interner>),
-    Fixed(Box<Profile>),
+    Fixed(Arc<Profile>),
 }
 
 impl Dict {
@@ -361,11 +363,11 @@ impl Part {
     /// Fixes the symbol table and folds every row: what a block holds.
     pub fn seal(&mut self) {
         if let Dict::Live(_) = self.dict {
-            let Dict::Live(i) = std::mem::replace(&mut self.dict, Dict::Fixed(Box::default()))
+            let Dict::Live(i) = std::mem::replace(&mut self.dict, Dict::Fixed(Arc::default()))
             else {
                 unreachable!("checked above");
             };
-            self.dict = Dict::Fixed(Box::new(i.into_tables()));
+            self.dict = Dict::Fixed(Arc::new(i.into_tables()));
         }
         for s in &mut self.series {
             for g in s.buckets.minutes.values_mut().flatten() {
@@ -408,6 +410,49 @@ impl Part {
         g.widen(at.span.0, at.span.1);
     }
 
+    /// A part a query reads a block's edge minutes into (the rows of the
+    /// minutes its range holds outside its whole hours): this part's
+    /// symbol table (shared), headers, series and index without rows,
+    /// and of rollup `key` only the hour sums within `[first, end)`. What
+    /// is put into it is read once and dropped with it, never held by the
+    /// block.
+    pub(crate) fn edge_copy(&self, key: &(String, String), first: i64, end: i64) -> Part {
+        let dict = match &self.dict {
+            Dict::Fixed(t) => Dict::Fixed(t.clone()),
+            Dict::Live(i) => Dict::Fixed(Arc::new(i.tables().clone())),
+        };
+        let series = self
+            .series
+            .iter()
+            .map(|s| Series {
+                labels: s.labels.clone(),
+                buckets: Buckets::default(),
+                kinds: s.kinds_held(),
+                totals: Vec::new(),
+            })
+            .collect();
+        let mut sums = Buckets::default();
+        if let Some(r) = self.rollups.get(key) {
+            sums.hours = r
+                .hours
+                .range(first..end)
+                .map(|(&h, g)| (h, g.clone()))
+                .collect();
+        }
+        Part {
+            dict,
+            headers: self.headers.clone(),
+            series,
+            by_labels: self.by_labels.clone(),
+            index: self.index.clone(),
+            rollups: HashMap::from([(key.clone(), sums)]),
+            rollup_minutes: false,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            ..Part::default()
+        }
+    }
+
     /// Drops the symbol table, rows and sums, keeping what plans a query:
     /// series, labels, the index, kinds and headers (a block back at
     /// [`crate::block::Level::Index`]).
@@ -418,7 +463,7 @@ impl Part {
             s.totals = Vec::new();
         }
         self.rollups.clear();
-        self.dict = Dict::Fixed(Box::default());
+        self.dict = Dict::Fixed(Arc::default());
     }
 
     /// A rollup's whole hour that ended by `before_ms` and that no query

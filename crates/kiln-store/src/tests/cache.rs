@@ -172,6 +172,52 @@ fn blocks_beyond_the_cache_answer_whole_and_memory_stays_within_it() {
 }
 
 #[test]
+fn a_range_that_cuts_a_block_reads_its_edge_minutes_for_the_query_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, want_svc) = six_hours(dir.path(), Options::default());
+    drop(store);
+    let store = on_own_thread(Store::open(dir.path(), Options::default())).unwrap();
+    let blocks: Vec<Arc<Block>> = store.blocks.read().unwrap().values().cloned().collect();
+    let svc = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+    let each = selector::parse(r#"process_cpu{service_name="svc", instance=~".+"}"#).unwrap();
+    let answer = |q: &selector::Query, from: i64, until: i64| {
+        canon(
+            &store
+                .select_now("", q, from, until, Detail::Labels)
+                .unwrap()
+                .unwrap(),
+        )
+    };
+    let rows_held = || {
+        blocks
+            .iter()
+            .map(|b| b.groups.lock().unwrap().iter().filter(|&&g| g).count())
+            .sum::<usize>()
+    };
+    // From minute 30 of hour 0 to minute 30 of hour 5 (hour 0's minute
+    // 59, hours 1-4 whole, hour 5's minutes 0 and 17); edges inside one
+    // hour; a range inside one minute.
+    let ranges = [
+        (30 * BUCKET_MS, 5 * HOUR_MS + 30 * BUCKET_MS),
+        (10 * BUCKET_MS, 40 * BUCKET_MS),
+        (HOUR_MS + 17 * BUCKET_MS, HOUR_MS + 17 * BUCKET_MS + 1),
+    ];
+    let got: Vec<_> = ranges.iter().map(|&(a, b)| answer(&svc, a, b)).collect();
+    assert_ne!(got[0], want_svc, "the edges' other minutes left out");
+    assert_eq!(rows_held(), 0, "the edge minutes were kept by their blocks");
+    assert!(blocks.iter().all(|b| b.level() < Level::Full));
+    // Each series' rows, read whole into the blocks: the same answers;
+    // then the service reads the rows the blocks hold: the same again.
+    for (i, &(a, b)) in ranges.iter().enumerate() {
+        assert_eq!(answer(&each, a, b), got[i], "range {i}, by series");
+    }
+    assert!(rows_held() > 0);
+    for (i, &(a, b)) in ranges.iter().enumerate() {
+        assert_eq!(answer(&svc, a, b), got[i], "range {i}, from held rows");
+    }
+}
+
+#[test]
 fn a_lazy_store_takes_profiles_at_once_and_its_queries_wait_for_the_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let (store, want_inst, _) = six_hours(dir.path(), Options::default());
