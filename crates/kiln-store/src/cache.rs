@@ -3,10 +3,11 @@
 //! day-sum blocks, see `days`); its symbol tables, hour sums and
 //! minute totals are loaded from storage when a query needs them
 //! ([`Level`]), and so are the row groups of the series a query reads
-//! (ranged reads of `samples.parquet`); all pinned while the query reads
-//! them, and dropped least recently read first once the blocks hold more
-//! than `cache_bytes`. Only the upkeep's
-//! and the queries' own paths load; nothing here touches the head.
+//! (ranged reads of `samples.parquet`; a service's minutes at a range's
+//! edge are read for that query alone, [`Edges`]); all pinned while the
+//! query reads them, and dropped least recently read first once the
+//! blocks hold more than `cache_bytes`. Only the upkeep's and the
+//! queries' own paths load; nothing here touches the head.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
