@@ -119,8 +119,9 @@ async fn read_pinned<S: Send + 'static>(
 impl Store {
     /// Runs `f` over every block of `plan` (a query's, or a day's to
     /// sum: `Store::sum_a_day`): first the blocks already in memory, then
-    /// each other one as soon as it is loaded (and pinned), in plan
-    /// order, [`LOADS_AT_ONCE`] loading while earlier ones are read and
+    /// each other one as soon as it is loaded (and pinned), in the order
+    /// loads end (a slow one, a range's edge read from rows, holds no
+    /// other back), [`LOADS_AT_ONCE`] loading while others are read and
     /// at most [`LOADED_AHEAD`] loaded; each is released once read. So a
     /// query over more history than the cache holds stays within the
     /// cache and those few blocks, and storage and decoding overlap the
@@ -138,7 +139,7 @@ impl Store {
         }
         let mut loads = futures::stream::iter(rest)
             .map(|one| async move { self.pin(std::slice::from_ref(&one)).await })
-            .buffered(LOADS_AT_ONCE);
+            .buffer_unordered(LOADS_AT_ONCE);
         let mut loads_done = false;
         let mut state = Some(state);
         let mut reading = None;
