@@ -10,17 +10,23 @@
 # and each range is asked twice (`/pyroscope/render`: merge and timeline,
 # as the UI asks), the first from storage, the second from the cache, with
 # RSS after each and once settled (6 s later: the server hands freed
-# memory back every 5 s). KILN_BEFORE=path also runs another build of
-# `kiln` on the same data in the same run (the figures before a change).
+# memory back every 5 s). Each range (RANGES, in hours: default 7 and 30
+# days) ends 10 minutes after the data's last profile, as "now" is for a
+# server taking pushes (the blocks cut so far today, the hour under way
+# in its head), whatever the time of day the script runs at.
+# KILN_BEFORE=path also runs another build of `kiln` on the same data in
+# the same run (the figures before a change).
 #
 #   bench/history.sh
 #   KILN_BEFORE=/work/before/target/release/kiln bench/history.sh
 #   DAYS=7 INSTANCES=10 bench/history.sh
+#   DAYS=1 PER_HOUR=12 RANGES=16 bench/history.sh   # a range's edge hour
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAYS=${DAYS:-30}
 INSTANCES=${INSTANCES:-100}
 PER_HOUR=${PER_HOUR:-1}
+RANGES=${RANGES:-168 720}
 CACHE=${CACHE:-512MiB}
 out=bench/out/history
 mkdir -p "$out"
@@ -38,11 +44,19 @@ PID=
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$work"' EXIT
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
 metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-render() { # seconds for one flame graph of the last $1 days; checks it is not empty
+# The data's last profile (ms) and 10 minutes: where every range ends.
+end_ms=$(python3 - "$data/blocks" <<'PY'
+import glob, json, sys
+metas = (json.load(open(f)) for f in glob.glob(sys.argv[1] + "/*/*/meta.json"))
+print(max(m["max_ms"] for m in metas if not m.get("sums_of")) + 600_000)
+PY
+)
+render() { # seconds for one flame graph of the $1 hours to end_ms; checks it is not empty
   local s
   s=$(curl -s -o "$work/body" -w '%{time_total}' -G "$URL/pyroscope/render" \
     --data-urlencode 'query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="bench"}' \
-    --data-urlencode "from=now-${1}d" --data-urlencode until=now --data-urlencode maxNodes=8192)
+    --data-urlencode "from=$((end_ms - $1 * 3600000))" --data-urlencode "until=$end_ms" \
+    --data-urlencode maxNodes=8192)
   python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["flamebearer"]["numTicks"]; assert t > 0, t; print(t)' "$work/body" > "$work/ticks"
   echo "$s"
 }
@@ -75,17 +89,18 @@ run() { # $1: name, $2: kiln binary
   t0=$(date +%s%N)
   start "$2"
   line="$line listed_ms=$(( ($(date +%s%N) - t0) / 1000000 )) rss_ready_mb=$(rss_mb) blocks=$(metric kiln_server_blocks)"
-  for d in 7 30; do
-    [ "$d" -le "$DAYS" ] || continue
-    local a b
-    a=$(render "$d"); local ticks; ticks=$(cat "$work/ticks")
-    b=$(render "$d")
-    line="$line ${d}d_first_s=$a ${d}d_later_s=$b ${d}d_ticks=$ticks rss_after_${d}d_mb=$(rss_mb)"
+  for h in $RANGES; do
+    [ "$h" -le $((DAYS * 24)) ] || continue
+    local a b d=${h}h
+    [ $((h % 24)) -ne 0 ] || d=$((h / 24))d
+    a=$(render "$h"); local ticks; ticks=$(cat "$work/ticks")
+    b=$(render "$h")
+    line="$line ${d}_first_s=$a ${d}_later_s=$b ${d}_ticks=$ticks rss_after_${d}_mb=$(rss_mb)"
   done
   sleep 6
   echo "$line rss_settled_mb=$(rss_mb) cache_bytes=$(metric kiln_server_cache_bytes) loads=$(metric kiln_server_cache_loads)"
   kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 }
-echo "data=$data ($(du -sh "$data/blocks" | cut -f1) of blocks, $DAYS days of $INSTANCES instances, $PER_HOUR profile(s) an hour each)"
+echo "data=$data ($(du -sh "$data/blocks" | cut -f1) of blocks, $DAYS days of $INSTANCES instances, $PER_HOUR profile(s) an hour each; ranges end at $(date -u -d @$((end_ms / 1000)) +%FT%TZ))"
 run kiln target/release/kiln
 [ -z "${KILN_BEFORE:-}" ] || run before "$KILN_BEFORE"
