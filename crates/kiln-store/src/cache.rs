@@ -99,13 +99,16 @@ impl Pins {
         &self.blocks
     }
 
-    /// Each block, what it is wanted for, and the part to read: the
-    /// block's own, or the one its edges were read into.
-    pub(crate) fn parts(&self) -> impl Iterator<Item = (&Arc<Block>, &Want, &RwLock<Part>)> {
+    /// Each block, what it is wanted for, and the part its edges were
+    /// read into for the query alone, if they were (then that part is
+    /// what the query reads of the block).
+    pub(crate) fn parts(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<Block>, &Want, Option<&RwLock<Part>>)> {
         self.blocks
             .iter()
             .zip(&self.edges)
-            .map(|((b, w), e)| (b, w, e.as_ref().unwrap_or(&b.part)))
+            .map(|((b, w), e)| (b, w, e.as_ref()))
     }
 }
 

@@ -93,11 +93,10 @@ async fn read_pinned<S: Send + 'static>(
     blocking(move || {
         let t0 = std::time::Instant::now();
         let mut n = 0;
-        for (b, want, part) in pinned.iter().flat_map(Pins::parts) {
+        for (b, want, edges) in pinned.iter().flat_map(Pins::parts) {
             n += 1;
-            if !std::ptr::eq(part, &b.part) {
-                // Its edges, read for this query alone.
-                f(part, &mut state)?;
+            if let Some(edges) = edges {
+                f(edges, &mut state)?;
                 continue;
             }
             if !b.has(want) {
@@ -106,8 +105,9 @@ async fn read_pinned<S: Send + 'static>(
                     reason: "dropped from memory while pinned".into(),
                 });
             }
-            f(part, &mut state)?;
-            b.bytes.store(read(part).bytes() as u64, Ordering::Relaxed);
+            f(&b.part, &mut state)?;
+            b.bytes
+                .store(read(&b.part).bytes() as u64, Ordering::Relaxed);
         }
         tracing::debug!(target: "kiln_store", blocks = n,
             ms = t0.elapsed().as_millis() as u64, "read loaded blocks");
