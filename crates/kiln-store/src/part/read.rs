@@ -291,8 +291,10 @@ impl Part {
     }
 
     /// The totals of the rollup `q` reads, per whole hour of `[from_ms,
-    /// until_ms)` a day sum here holds, into `out[""]` keyed by the hour's
-    /// start: a timeline over days reads a day's 24 totals, not its
+    /// until_ms)` a day sum here holds (every hour it holds, when all of
+    /// its rows lie in the range, as they do when the sum stands in for
+    /// its blocks: [`super::all_within`]), into `out[""]` keyed by the
+    /// hour's start: a timeline over days reads a day's 24 totals, not its
     /// blocks.
     pub fn rollup_hour_totals(
         &self,
@@ -305,7 +307,12 @@ impl Part {
             return;
         };
         let columns = self.columns_of(q);
-        let (first, end) = super::whole_hours(from_ms.div_euclid(BUCKET_MS) * BUCKET_MS, until_ms);
+        let lo = from_ms.div_euclid(BUCKET_MS) * BUCKET_MS;
+        let (first, end) = if super::all_within(self.min_ms, self.max_ms, lo, until_ms) {
+            (i64::MIN, i64::MAX)
+        } else {
+            super::whole_hours(lo, until_ms)
+        };
         let line = out.entry(String::new()).or_default();
         for (&h, totals) in r.hour_totals.range(first..end) {
             for (k, values) in totals {

@@ -124,6 +124,12 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         let loose = (d0 - 20 * 60_000, d0 + 3 * DAY_MS - 30 * 60_000);
         assert_eq!(answer(&store, &svc, loose), want[0]);
         assert_eq!(loaded(&store), (1, 0), "the week's sum for a loose range");
+        let t = store.series_totals("", &svc, loose.0, loose.1, None);
+        assert_eq!(
+            in_hours(t.await.unwrap()),
+            want_timeline[0],
+            "loose timeline"
+        );
         // Edges inside days: their blocks' hours and rows, the whole day
         // between from its sum; the same answers as before.
         for (i, &r) in ranges.iter().enumerate() {
