@@ -34,6 +34,7 @@ impl Store {
             sources: Vec::new(),
             sums_of: Vec::new(),
             sums_days: 0,
+            sums_hours: 0,
             wal_cut,
             series: 0,
             rows: 0,

@@ -8,10 +8,13 @@
 //! earlier sum and the blocks added since. Written again too when the
 //! day's blocks change (a late block, a compaction), the older one then
 //! deleted. Once every day is, each week over is summed from its days'
-//! sums (`sums_days` 7). Queries use a sum only while every block it
-//! stands for is known and lies within the whole hours of their range
-//! (`day_plan`), week sums first; otherwise they read those blocks' hour
-//! sums, so a stale or half-written one is never counted.
+//! sums (`sums_days` 7), and then each quarter of a day (six hours from
+//! 00:00 UTC, `sums_hours` 6) over with two or more blocks, from its
+//! blocks: a range that starts inside a day reads at most three quarter
+//! sums and five hours of it. Queries use a sum only while every block it
+//! stands for is known and lies within their range (`day_plan`), longer
+//! spans first; otherwise they read those blocks' hour sums, so a stale
+//! or half-written one is never counted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -38,14 +41,30 @@ fn hour_end(ms: i64) -> i64 {
 /// Days in a week sum (weeks counted from the epoch).
 const WEEK_DAYS: u32 = 7;
 
-/// One day (or week) of one tenant to sum: its blocks (or day sums), and
-/// the sum block that summed an earlier set of them, if any.
+/// Hours in a quarter-day sum.
+const QUARTER_HOURS: u32 = 6;
+
+/// One day, week or quarter of a day of one tenant to sum: its blocks
+/// (or day sums), and the sum block that summed an earlier set of them,
+/// if any.
 struct SumJob {
     tenant: String,
     start: i64,
+    /// Its span: `hours` when not 0 (a quarter), else `days`.
     days: u32,
+    hours: u32,
     sources: Vec<Arc<Block>>,
     old: Option<Arc<Block>>,
+}
+
+impl SumJob {
+    fn len(&self) -> i64 {
+        if self.hours > 0 {
+            i64::from(self.hours) * HOUR_MS
+        } else {
+            i64::from(self.days) * DAY_MS
+        }
+    }
 }
 
 impl Store {
@@ -78,7 +97,7 @@ impl Store {
             .map(|s| (s.clone(), Want::level(Level::Hours)))
             .collect();
         // Summed a step of blocks at a time, as a query reads them.
-        let (start, len) = (job.start, i64::from(job.days) * DAY_MS);
+        let (start, len) = (job.start, job.len());
         let mut part = self
             .over_blocks(
                 want,
@@ -102,6 +121,7 @@ impl Store {
         meta.level = job.sources.iter().map(|s| s.meta.level).max().unwrap_or(0) + 1;
         meta.sums_of = job.sources.iter().map(|s| s.meta.id.clone()).collect();
         meta.sums_days = job.days;
+        meta.sums_hours = job.hours;
         let (meta, part) = self.write_block(meta, part).await?;
         let id = meta.id.clone();
         {
@@ -135,22 +155,29 @@ impl Store {
     /// The first day whose final blocks (their hours over by
     /// `flush_every`) are not summed as they are now — a finished day, or
     /// the current one once two or more of its blocks are final — and,
-    /// once every day is, the first week over whose day sums are not.
+    /// once every day is, the first week over whose day sums are not;
+    /// then the first quarter of a day over whose two or more blocks are
+    /// not.
     fn day_to_sum(&self) -> Option<SumJob> {
         let over =
             (now_ms() - self.opts.flush_every.as_millis() as i64).div_euclid(HOUR_MS) * HOUR_MS;
         let blocks = read(&self.blocks);
         type Key = (String, i64);
         let mut days: BTreeMap<Key, Vec<Arc<Block>>> = BTreeMap::new();
-        // The newest day sum of each day, and week sum of each week.
+        let quarter = i64::from(QUARTER_HOURS) * HOUR_MS;
+        let mut quarters: BTreeMap<Key, Vec<Arc<Block>>> = BTreeMap::new();
+        // The newest sum of each day, week and quarter.
         let mut summed: BTreeMap<Key, Arc<Block>> = BTreeMap::new();
         let mut weeks_summed: BTreeMap<Key, Arc<Block>> = BTreeMap::new();
+        let mut quarters_summed: BTreeMap<Key, Arc<Block>> = BTreeMap::new();
         for b in blocks.values().filter(|b| b.meta.server == self.server) {
             let m = &b.meta;
             let day = day_of(m.min_ms);
             if !m.sums_of.is_empty() {
                 let (start, _) = m.sum_span();
-                let into = if m.sums_days > 1 {
+                let into = if m.sums_hours > 0 {
+                    &mut quarters_summed
+                } else if m.sums_days > 1 {
                     &mut weeks_summed
                 } else {
                     &mut summed
@@ -169,9 +196,19 @@ impl Store {
                 days.entry((m.tenant.clone(), day))
                     .or_default()
                     .push(b.clone());
+                let q = m.min_ms.div_euclid(quarter) * quarter;
+                if m.max_ms < q + quarter {
+                    quarters
+                        .entry((m.tenant.clone(), q))
+                        .or_default()
+                        .push(b.clone());
+                }
             }
         }
-        let job = |key: Key, days: u32, sources: Vec<Arc<Block>>, old: Option<Arc<Block>>| {
+        let job = |key: Key,
+                   (days, hours): (u32, u32),
+                   sources: Vec<Arc<Block>>,
+                   old: Option<Arc<Block>>| {
             let ids: Vec<&String> = sources.iter().map(|s| &s.meta.id).collect();
             let same = old
                 .as_ref()
@@ -180,6 +217,7 @@ impl Store {
                 tenant: key.0,
                 start: key.1,
                 days,
+                hours,
                 sources,
                 old,
             })
@@ -190,7 +228,7 @@ impl Store {
                 return None;
             }
             let old = summed.get(&key).cloned();
-            job(key, 1, sources, old)
+            job(key, (1, 0), sources, old)
         });
         if day_job.is_some() {
             return day_job;
@@ -204,12 +242,24 @@ impl Store {
                 weeks.entry((tenant, start)).or_default().push(b);
             }
         }
-        weeks.into_iter().find_map(|(key, sources)| {
+        let week_job = weeks.into_iter().find_map(|(key, sources)| {
             if sources.len() < 2 {
                 return None;
             }
             let old = weeks_summed.remove(&key);
-            job(key, WEEK_DAYS, sources, old)
+            job(key, (WEEK_DAYS, 0), sources, old)
+        });
+        if week_job.is_some() {
+            return week_job;
+        }
+        // Quarters over of two blocks or more: what a range starting
+        // inside a day reads in place of up to 18 hourly blocks.
+        quarters.into_iter().find_map(|(key, sources)| {
+            if key.1 + quarter > over || sources.len() < 2 {
+                return None;
+            }
+            let old = quarters_summed.remove(&key);
+            job(key, (0, QUARTER_HOURS), sources, old)
         })
     }
 
@@ -264,8 +314,9 @@ impl Store {
                     && only(b, false)
             })
             .collect();
-        // Weeks before days, the newest sum of a span first.
-        sums.sort_by_key(|b| std::cmp::Reverse((b.meta.sums_days.max(1), b.meta.created_ms)));
+        // Longer spans first (weeks, days, quarters), the newest sum of a
+        // span first.
+        sums.sort_by_key(|b| std::cmp::Reverse((b.meta.sum_span().1, b.meta.created_ms)));
         for d in sums {
             if replaced.contains(&d.meta.id) {
                 continue;

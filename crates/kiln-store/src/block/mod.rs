@@ -90,6 +90,11 @@ pub struct Meta {
     /// epoch), whose `sums_of` are the day sums of its days.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sums_days: u32,
+    /// A sum block's span in hours when shorter than a day: 6 for a
+    /// quarter-day sum (UTC quarters from 00:00), whose `sums_of` are
+    /// blocks; absent for day and week sums.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sums_hours: u32,
     /// The writer's log segments below this number are all in its blocks.
     pub wal_cut: u64,
     /// Series, rows, profiles and samples held.
@@ -118,9 +123,13 @@ pub(crate) fn span_start(ms: i64, days: u32) -> i64 {
 }
 
 impl Meta {
-    /// A sum block's span: its first millisecond and length (a day, or a
-    /// week counted from the epoch).
+    /// A sum block's span: its first millisecond and length (a quarter
+    /// of a day, a day, or a week counted from the epoch).
     pub(crate) fn sum_span(&self) -> (i64, i64) {
+        if self.sums_hours > 0 {
+            let len = i64::from(self.sums_hours) * crate::HOUR_MS;
+            return (self.min_ms.div_euclid(len) * len, len);
+        }
         let days = self.sums_days.max(1);
         (
             span_start(self.min_ms, days),

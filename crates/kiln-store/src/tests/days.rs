@@ -157,15 +157,19 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
             );
         }
         let again = store.sum_days().await.unwrap();
-        assert_eq!(again.len(), 2, "day 1 summed again, then its week");
+        assert_eq!(
+            again.len(),
+            3,
+            "day 1 summed again, then its week, then the quarter the late block shares"
+        );
         let sums: Vec<_> = blocks(&store)
             .into_iter()
             .filter(|b| !b.meta.sums_of.is_empty())
             .collect();
         assert_eq!(
             sums.len(),
-            4,
-            "the older sums of day 1 and the week are gone"
+            5,
+            "the older sums of day 1 and the week are gone; one quarter sum"
         );
         for (i, &r) in ranges.iter().enumerate() {
             assert_eq!(answer(&store, &svc, r), late[i], "range {i}, summed again");
@@ -323,7 +327,11 @@ fn whole_weeks_read_one_sum_each_from_their_day_sums() {
     let sums = |store: &Arc<Store>, days: u32| -> Vec<Arc<Block>> {
         blocks(store)
             .into_iter()
-            .filter(|b| !b.meta.sums_of.is_empty() && b.meta.sums_days.max(1) == days)
+            .filter(|b| {
+                !b.meta.sums_of.is_empty()
+                    && b.meta.sums_hours == 0
+                    && b.meta.sums_days.max(1) == days
+            })
             .collect()
     };
     let loaded = |store: &Arc<Store>| -> (usize, usize, usize) {
@@ -331,8 +339,11 @@ fn whole_weeks_read_one_sum_each_from_their_day_sums() {
         let at = |days: u32| {
             all.iter()
                 .filter(|b| {
+                    // Quarter sums counted with neither.
                     let d = if b.meta.sums_of.is_empty() {
                         0
+                    } else if b.meta.sums_hours > 0 {
+                        u32::MAX
                     } else {
                         b.meta.sums_days.max(1)
                     };
@@ -385,7 +396,11 @@ fn whole_weeks_read_one_sum_each_from_their_day_sums() {
             assert_eq!(answer(&store, &svc, a, b), late[i], "range {i}, late block");
         }
         let again = store.sum_days().await.unwrap();
-        assert_eq!(again.len(), 2, "the day, then its week");
+        assert_eq!(
+            again.len(),
+            6,
+            "the day, then its week, then the four quarters a late block shares"
+        );
         assert_eq!((sums(&store, 7).len(), sums(&store, 1).len()), (2, 15));
         drop(store);
         let store = Store::open(dir.path(), Options::default()).await.unwrap();
@@ -417,5 +432,93 @@ fn whole_weeks_read_one_sum_each_from_their_day_sums() {
             by_hour(e),
             "the timeline from the week sums' hours"
         );
+    });
+}
+
+#[test]
+fn a_range_starting_inside_a_day_reads_its_quarter_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let svc = selector::parse(r#"process_cpu{service_name="svc"}"#).unwrap();
+    let each = selector::parse(r#"process_cpu{service_name="svc", instance=~".+"}"#).unwrap();
+    // A day eight days ago, a block an hour (as compaction leaves them).
+    let d = (now_ms() / DAY_MS - 8) * DAY_MS;
+    let answer = |s: &Arc<Store>, q: &selector::Query, (a, b): (i64, i64)| {
+        canon(&s.select_now("", q, a, b, Detail::Stacks).unwrap().unwrap())
+    };
+    let in_hours =
+        |lines: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, i64>>| {
+            let mut out = std::collections::BTreeMap::new();
+            for (t, v) in lines.into_values().flatten() {
+                *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
+            }
+            out
+        };
+    // (sums, blocks) read.
+    let loaded = |store: &Arc<Store>| -> (usize, usize) {
+        let all = blocks(store);
+        let at = |sums: bool| {
+            all.iter()
+                .filter(|b| b.meta.sums_of.is_empty() != sums && b.level() > Level::Index)
+                .count()
+        };
+        (at(true), at(false))
+    };
+    let min = 60_000;
+    // From 07:30 to past the day (two quarters whole, hours 8-11 and the
+    // edge hour 7); from before the day to 13:40 (two quarters, hours
+    // 12 and 13).
+    let ranges = [
+        (d + 7 * HOUR_MS + 30 * min, d + DAY_MS + 10 * min),
+        (d - HOUR_MS, d + 13 * HOUR_MS + 40 * min),
+    ];
+    rt.block_on(async {
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        for h in 0..24 {
+            for (n, inst) in ["a", "b"].iter().enumerate() {
+                for m in [5, 23, 41] {
+                    let t = d + h * HOUR_MS + m * min;
+                    let p = profile(h * 7 + m + n as i64);
+                    store.ingest("", labels("svc", inst), t, p).await.unwrap();
+                }
+            }
+            store.flush().await.unwrap();
+        }
+        let want: Vec<_> = ranges.iter().map(|&r| answer(&store, &each, r)).collect();
+        let mut want_timeline = Vec::new();
+        for &(a, b) in &ranges {
+            let t = store.series_totals("", &svc, a, b, None).await.unwrap();
+            want_timeline.push(in_hours(t));
+        }
+        let made = store.sum_days().await.unwrap();
+        assert_eq!(made.len(), 5, "the day's sum, then its four quarters'");
+        let quarters: Vec<_> = blocks(&store)
+            .into_iter()
+            .filter(|b| b.meta.sums_hours == 6)
+            .collect();
+        assert_eq!(quarters.len(), 4);
+        for q in &quarters {
+            assert_eq!(q.meta.sums_of.len(), 6, "six hourly blocks");
+            assert_eq!(q.meta.sum_span().1, 6 * HOUR_MS);
+        }
+        assert!(store.sum_days().await.unwrap().is_empty(), "nothing new");
+        drop(store);
+
+        for (i, &r) in ranges.iter().enumerate() {
+            // Each range after a restart: nothing in memory but indexes.
+            let store = Store::open(dir.path(), Options::default()).await.unwrap();
+            assert_eq!(answer(&store, &svc, r), want[i], "range {i}");
+            let hours = if i == 0 { 5 } else { 2 };
+            assert_eq!(loaded(&store), (2, hours), "range {i}: two quarter sums");
+            let t = store.series_totals("", &svc, r.0, r.1, None).await.unwrap();
+            assert_eq!(in_hours(t), want_timeline[i], "range {i}, timeline");
+        }
+        // The whole day still reads its day sum alone.
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        let whole = (d - 10 * min, d + DAY_MS + 10 * min);
+        assert_eq!(answer(&store, &svc, whole), answer(&store, &each, whole));
+        let store = Store::open(dir.path(), Options::default()).await.unwrap();
+        let _ = answer(&store, &svc, whole);
+        assert_eq!(loaded(&store), (1, 0), "the day's sum alone");
     });
 }
