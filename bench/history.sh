@@ -13,7 +13,9 @@
 # memory back every 5 s). Each range (RANGES, in hours: default 7 and 30
 # days) ends 10 minutes after the data's last profile, as "now" is for a
 # server taking pushes (the blocks cut so far today, the hour under way
-# in its head), whatever the time of day the script runs at.
+# in its head), whatever the time of day the script runs at; BACK=H ends
+# them H hours earlier (a range in the past, whose first and last days
+# are cut: their quarter-day sums and hours).
 # KILN_BEFORE=path also runs another build of `kiln` on the same data in
 # the same run (the figures before a change).
 #
@@ -21,12 +23,14 @@
 #   KILN_BEFORE=/work/before/target/release/kiln bench/history.sh
 #   DAYS=7 INSTANCES=10 bench/history.sh
 #   DAYS=1 PER_HOUR=12 RANGES=16 bench/history.sh   # a range's edge hour
+#   BACK=14 bench/history.sh                        # ranges ending at 08:10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAYS=${DAYS:-30}
 INSTANCES=${INSTANCES:-100}
 PER_HOUR=${PER_HOUR:-1}
 RANGES=${RANGES:-168 720}
+BACK=${BACK:-0}
 CACHE=${CACHE:-512MiB}
 out=bench/out/history
 mkdir -p "$out"
@@ -51,6 +55,7 @@ metas = (json.load(open(f)) for f in glob.glob(sys.argv[1] + "/*/*/meta.json"))
 print(max(m["max_ms"] for m in metas if not m.get("sums_of")) + 600_000)
 PY
 )
+end_ms=$((end_ms - BACK * 3600000))
 render() { # seconds for one flame graph of the $1 hours to end_ms; checks it is not empty
   local s
   s=$(curl -s -o "$work/body" -w '%{time_total}' -G "$URL/pyroscope/render" \
