@@ -69,7 +69,8 @@ impl SumJob {
 
 impl Store {
     /// Writes the sum block of one tenant's day (or, once every day is
-    /// summed, week) whose final blocks (or day sums) are not summed as
+    /// summed, week, then quarter of a day) whose final blocks (or day
+    /// sums) are not summed as
     /// they are now. Returns its id, or `None` if
     /// every day and week is summed. The upkeep calls it once a tick.
     pub async fn sum_a_day(&self) -> Result<Option<String>, Error> {

@@ -79,10 +79,12 @@ pub struct Meta {
     /// Blocks this one replaces (compaction); they are ignored once it
     /// exists.
     pub sources: Vec<String>,
-    /// A day-sum block: the blocks (of its writer, each within its day)
-    /// whose services' sums it holds, summed over the day. It holds no
-    /// series; a query over whole days reads it in place of all of them,
-    /// when every one is known (see `docs/storage-format.md`).
+    /// A sum block: the blocks (of its writer, each within its day or
+    /// quarter of a day; a week sum's, its day sums) whose services' sums
+    /// it holds, summed over its span (`sums_days`, `sums_hours`). It
+    /// holds no series; a query of a service over a range holding them
+    /// all reads it in place of them, when every one is known (see
+    /// `docs/storage-format.md`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sums_of: Vec<String>,
     /// A sum block's span in days: 1 (or absent) for a day sum, whose
