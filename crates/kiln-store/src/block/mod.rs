@@ -2,7 +2,8 @@
 //! `meta.json` is there. One block per tenant per flush; see
 //! `docs/storage-format.md` for the layout, which this module is the only
 //! writer and reader of. Here: the meta, paths, kinds and uploads; the
-//! encoding in `write`, reading back (to a [`Level`]) in `read`.
+//! encoding in `write`, reading back (to a [`Level`]) in `read`, ranged
+//! reads of the rows in `ranged`.
 
 use std::collections::BTreeMap;
 
@@ -18,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::part::Part;
 
+mod ranged;
 mod read;
 mod write;
 
-pub(crate) use read::{Level, group_ranges, put_samples, read, read_groups};
+pub(crate) use ranged::{group_ranges, read_groups};
+pub(crate) use read::{Level, put_samples, read};
 pub(crate) use write::encode;
 
 /// The file of a block holding each service's hour sums (absent from
