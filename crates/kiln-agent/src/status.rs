@@ -35,9 +35,16 @@ impl Counters {
         *self.unwind.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
 
+    /// Keeps `e` as the last error (`/status`), and logs it unless it
+    /// repeats the last: an error met every window (a library whose debug
+    /// information cannot be read) is said once, not every 10 s into the
+    /// host's log.
     pub(crate) fn set_error(&self, e: String) {
-        tracing::warn!(target: "kiln_agent", "{e}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(e.as_str()) {
+            tracing::warn!(target: "kiln_agent", "{e}");
+        }
+        *last = Some(e);
     }
 }
 

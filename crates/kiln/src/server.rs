@@ -152,19 +152,28 @@ pub fn serve(
     } else {
         None
     };
+    // On SIGINT or SIGTERM, what pushes to this server stops first, while
+    // it still listens (the process beside it, then its own agent with
+    // its last push); then it finishes its requests.
+    let stop_pushers = async move {
+        stop_signal().await;
+        let stopped = tokio::task::spawn_blocking(move || {
+            if let Some(c) = &mut child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            agent.map(kiln_agent::Agent::stop)
+        });
+        if let Ok(Some(Err(e))) = stopped.await {
+            eprintln!("kiln server: stopping its own agent: {e}");
+        }
+    };
     rt.block_on(async {
         axum::serve(listener, app.router())
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(stop_pushers)
             .await
     })
     .context("serving")?;
-    if let Some(c) = &mut child {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    if let Some(a) = agent {
-        a.stop()?;
-    }
     // What the head holds goes to a block now rather than to the log's
     // replay at the next start.
     if let Err(e) = rt.block_on(app.flush()) {
