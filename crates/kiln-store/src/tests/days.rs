@@ -5,6 +5,7 @@
 //! or whose range cuts a day, reads the blocks. Timelines the same: whole
 //! days from the day sums' hours.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Now, canon, labels, profile};
@@ -14,6 +15,15 @@ use crate::{DAY_MS, Detail, HOUR_MS, Options, Store, selector};
 
 fn blocks(store: &Store) -> Vec<Arc<Block>> {
     store.blocks.read().unwrap().values().cloned().collect()
+}
+
+/// A timeline's lines summed per hour (the step of a timeline over days).
+fn in_hours(lines: BTreeMap<String, BTreeMap<i64, i64>>) -> BTreeMap<i64, i64> {
+    let mut out = BTreeMap::new();
+    for (t, v) in lines.into_values().flatten() {
+        *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
+    }
+    out
 }
 
 #[test]
@@ -64,14 +74,6 @@ fn whole_days_read_one_sum_each_and_agree_with_the_hours() {
         let hourly = blocks(&store).len();
         assert_eq!(hourly, 12, "four blocks a day");
         // Timelines, in hours: from the blocks' minute totals here.
-        let in_hours =
-            |lines: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, i64>>| {
-                let mut out = std::collections::BTreeMap::new();
-                for (t, v) in lines.into_values().flatten() {
-                    *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
-                }
-                out
-            };
         let mut want_timeline = Vec::new();
         for &(a, b) in &ranges {
             let t = store.series_totals("", &svc, a, b, None).await.unwrap();
@@ -251,18 +253,12 @@ fn a_day_is_summed_as_it_goes_and_its_sum_grows_from_the_last() {
             whole,
             "sum + new blocks"
         );
-        let mut want_timeline = std::collections::BTreeMap::new();
-        for (t, v) in store
-            .series_totals("", &each, d, d + DAY_MS, None)
-            .await
-            .unwrap()
-            .into_values()
-            .flatten()
-        {
-            *want_timeline
-                .entry(t.div_euclid(HOUR_MS) * HOUR_MS)
-                .or_insert(0i64) += v;
-        }
+        let want_timeline = in_hours(
+            store
+                .series_totals("", &each, d, d + DAY_MS, None)
+                .await
+                .unwrap(),
+        );
         drop(store);
         let store = Store::open(dir.path(), Options::default()).await.unwrap();
         assert_eq!(store.sum_days().await.unwrap().len(), 1, "summed again");
@@ -286,12 +282,9 @@ fn a_day_is_summed_as_it_goes_and_its_sum_grows_from_the_last() {
             .series_totals("", &svc, d, d + 2 * DAY_MS, None)
             .await
             .unwrap();
-        let mut got = std::collections::BTreeMap::new();
-        for (t, v) in t.into_values().flatten() {
-            *got.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
-        }
         assert_eq!(
-            got, want_timeline,
+            in_hours(t),
+            want_timeline,
             "each hour's total kept through both sums"
         );
     });
@@ -419,17 +412,9 @@ fn whole_weeks_read_one_sum_each_from_their_day_sums() {
             .series_totals("", &each, ranges[0].0, ranges[0].1, None)
             .await
             .unwrap();
-        let by_hour =
-            |t: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, i64>>| {
-                let mut out = std::collections::BTreeMap::new();
-                for (t, v) in t.into_values().flatten() {
-                    *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
-                }
-                out
-            };
         assert_eq!(
-            by_hour(t),
-            by_hour(e),
+            in_hours(t),
+            in_hours(e),
             "the timeline from the week sums' hours"
         );
     });
@@ -446,14 +431,6 @@ fn a_range_starting_inside_a_day_reads_its_quarter_sums() {
     let answer = |s: &Arc<Store>, q: &selector::Query, (a, b): (i64, i64)| {
         canon(&s.select_now("", q, a, b, Detail::Stacks).unwrap().unwrap())
     };
-    let in_hours =
-        |lines: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, i64>>| {
-            let mut out = std::collections::BTreeMap::new();
-            for (t, v) in lines.into_values().flatten() {
-                *out.entry(t.div_euclid(HOUR_MS) * HOUR_MS).or_insert(0i64) += v;
-            }
-            out
-        };
     // (sums, blocks) read.
     let loaded = |store: &Arc<Store>| -> (usize, usize) {
         let all = blocks(store);
